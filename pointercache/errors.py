@@ -1,0 +1,116 @@
+"""One exception tree for pointercache.
+
+::
+
+    PointercacheError
+    ├── ConfigError ........................ bad settings; exit 2, never retried
+    ├── SourceError ........................ a registry could not give an answer
+    │   ├── SourceUnavailable (Transient) .. timeout, refused, 5xx, throttled
+    │   ├── NotFound ....................... unknown model, alias, version or stage
+    │   └── InvalidManifest ................ malformed, wrong-typed, oversized, wrong model
+    ├── FetchError ......................... an artifact could not be staged
+    │   ├── FetchUnavailable (Transient) ... timeout, refused, 5xx, broken body
+    │   ├── ArtifactNotFound ............... 404, missing key or path
+    │   ├── ForbiddenURI ................... not allowlisted, traversal, metadata address
+    │   ├── UnsafeArchive .................. an archive breaks the extraction rules
+    │   └── TooLarge ....................... over a configured size limit
+    ├── IntegrityError ..................... digest or size differs from what was promised
+    ├── SignatureMismatch .................. the model's inputs do not fit the serving code
+    ├── StoreError ......................... the shared volume could not be changed safely
+    │   ├── StoreLocked .................... another writer holds the volume
+    │   └── InvalidPointer ................. a pointer.json that does not validate
+    └── ResolutionFailed ................... no step of the chain produced a servable model
+
+``Transient`` is a marker base: retry code asks ``isinstance(exc, Transient)`` and nothing else.
+Adapters translate library errors where they meet the library (``raise ... from exc``), by status
+or error code, never by matching message text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class PointercacheError(Exception):
+    """Base of every error pointercache raises on purpose."""
+
+
+class Transient(PointercacheError):  # noqa: N818 - a marker, not an error kind of its own
+    """Marker: the same call may succeed later (retry with backoff)."""
+
+
+class ConfigError(PointercacheError):
+    """A setting is missing, malformed or contradictory. Exit 2; never retried."""
+
+
+class SourceError(PointercacheError):
+    """A registry source could not produce a candidate."""
+
+
+class SourceUnavailable(SourceError, Transient):
+    """The registry did not answer in time, refused, or failed on its side (5xx)."""
+
+
+class NotFound(SourceError):
+    """The registry answered, but has no such model, alias, version or stage."""
+
+
+class InvalidManifest(SourceError):
+    """The registry's answer is malformed, wrong-typed, oversized or for another model."""
+
+
+class FetchError(PointercacheError):
+    """An artifact could not be fetched into staging."""
+
+
+class FetchUnavailable(FetchError, Transient):
+    """The artifact store did not answer in time, refused, or broke the transfer."""
+
+
+class ArtifactNotFound(FetchError):
+    """The artifact does not exist at its URI."""
+
+
+class ForbiddenURI(FetchError):
+    """The URI is not allowlisted, escapes its root, or targets a forbidden address."""
+
+
+class UnsafeArchive(FetchError):
+    """An archive entry breaks the extraction rules (traversal, links, devices, limits)."""
+
+
+class TooLarge(FetchError):
+    """A body, file or archive is over a configured size limit."""
+
+
+class IntegrityError(PointercacheError):
+    """The staged artifact's digest or size differs from what the source promised."""
+
+
+class SignatureMismatch(PointercacheError):
+    """The model's input signature is not compatible with what the serving code produces."""
+
+    def __init__(self, message: str, diff: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.diff: dict[str, Any] = diff or {}
+
+
+class StoreError(PointercacheError):
+    """The shared volume could not be changed safely; what was published stays as it was."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the single-writer lock of the shared volume."""
+
+
+class InvalidPointer(StoreError):
+    """A pointer document does not validate; the message names the field."""
+
+
+class ResolutionFailed(PointercacheError):
+    """No step of the resolution chain produced a servable, verified model."""
+
+    def __init__(self, message: str, attempts: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)
