@@ -1,0 +1,1 @@
+"""The init container role: resolve, stage, verify, publish, exit."""

@@ -1,0 +1,1 @@
+"""The sidecar role: keep the published model in step with the registry, serve status."""

@@ -1,0 +1,7 @@
+"""``python -m initcontainer`` runs the init container role."""
+
+import sys
+
+from initcontainer.main import main
+
+sys.exit(main())

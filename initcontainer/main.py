@@ -1,0 +1,75 @@
+"""Entry point of the init container: parse settings, run the one shot, return an exit code.
+
+Exit 0: a verified model is published. Exit 1: nothing could be resolved (the one-line reason is
+on stderr and in the termination log). Exit 2: bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pointercache import initflow
+from pointercache.errors import ConfigError, PointercacheError
+from pointercache.log import log
+from pointercache.settings import INIT, add_arguments, from_namespace
+from pointercache.wiring import build
+
+DESCRIPTION = """\
+Resolve which model version to serve (registries in order, then the node's last-known-good,
+then the cluster's, then the pinned version), stage and verify its artifact on the shared
+volume, publish it atomically, and exit. The pod becomes ready without a live registry.
+"""
+
+
+def build_parser(prog: str = "pointercache init") -> argparse.ArgumentParser:
+    """The init container's flags (each with its POINTERCACHE_* environment name)."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, allow_abbrev=False)
+    add_arguments(parser, INIT)
+    return parser
+
+
+def write_termination_log(path: Path, reason: str) -> None:
+    """Write the one-line reason where the kubelet reads it; skip silently if not writable."""
+    try:
+        with path.open("w", encoding="utf-8") as fh:
+            fh.write(reason[:4000] + "\n")
+    except OSError:
+        return
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the init container; return the process exit code."""
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    termination_log = Path(env.get("POINTERCACHE_TERMINATION_LOG", "/dev/termination-log"))
+    try:
+        settings = from_namespace(args, INIT, env)
+        termination_log = settings.termination_log
+        log.configure(level=settings.log_level, component="init")
+        parts = build(settings)
+    except ConfigError as exc:
+        return _fail(2, f"configuration: {exc}", termination_log)
+    try:
+        pointer = asyncio.run(initflow.run(parts))
+    except ConfigError as exc:
+        return _fail(2, f"configuration: {exc}", termination_log)
+    except PointercacheError as exc:
+        return _fail(1, str(exc), termination_log)
+    log.info("init-done", model=pointer.model, version=pointer.version, digest=pointer.digest,
+             source=pointer.source, detail=pointer.source_detail)
+    return 0
+
+
+def _fail(code: int, reason: str, termination_log: Path) -> int:
+    from pointercache.redact import redact_text
+
+    line = redact_text(" ".join(reason.split()))
+    log.error("init-failed", reason=line, exit_code=code)
+    write_termination_log(termination_log, line)
+    print(f"pointercache init: {line}", file=sys.stderr)  # noqa: T201
+    return code

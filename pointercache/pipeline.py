@@ -1,0 +1,134 @@
+"""Prestage → verify → gate → install → flip → persist: one path for init and sidecar.
+
+``Publisher.adopt`` takes a ``Resolution`` and either publishes it (returning the new pointer) or
+raises, leaving what was published untouched. Blocking filesystem work runs in a thread so the
+sidecar's status server keeps answering during a large install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pointercache.errors import SignatureMismatch
+from pointercache.fetchers import FetchOptions
+from pointercache.lkg import NodeLKG
+from pointercache.log import log
+from pointercache.pointer import Pointer, utcnow
+from pointercache.redact import redact_uri
+from pointercache.resolve import Resolution
+from pointercache.signature import Signature, gate
+from pointercache.stage import prestage
+from pointercache.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """A version that is installed on the volume (and published unless prefetched)."""
+
+    pointer: Pointer
+    version_dir: Path
+    reused: bool
+    """True when the version was already installed (no download)."""
+
+
+class Publisher:
+    """Turns resolutions into published versions on one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        fetch: FetchOptions,
+        lkg: NodeLKG | None = None,
+        expected_signature: Signature | None = None,
+        signature_mode: str = "strict",
+    ) -> None:
+        self.store = store
+        self.fetch = fetch
+        self.lkg = lkg
+        self.expected_signature = expected_signature
+        self.signature_mode = signature_mode
+
+    def check_signature(self, resolution: Resolution) -> None:
+        """Raise ``SignatureMismatch`` if the candidate does not fit the serving code."""
+        if self.expected_signature is None:
+            return
+        gate(resolution.candidate.signature, self.expected_signature, self.signature_mode)
+
+    async def install(self, resolution: Resolution) -> Adopted:
+        """Stage, verify and install ``resolution`` without publishing it."""
+        self.check_signature(resolution)
+        cand = resolution.candidate
+        pointer_fields = {
+            "model": cand.model,
+            "version": cand.version,
+            "uri": redact_uri(cand.uri),
+            "revision": cand.revision,
+            "signature": cand.signature,
+            "source": resolution.source,
+            "source_detail": resolution.detail,
+            "resolved_at": utcnow(),
+            "registry_seen_at": resolution.registry_seen_at,
+        }
+        existing = self.store.find(cand.model, cand.digest) if cand.digest else None
+        if existing is not None:
+            old = await asyncio.to_thread(Pointer.read, existing / "pointer.json")
+            pointer = Pointer(digest=old.digest, size_bytes=old.size_bytes, **pointer_fields)
+            if pointer != old:
+                await asyncio.to_thread(self.store.update_pointer, existing, pointer)
+            return Adopted(pointer, existing, reused=True)
+        staging = await asyncio.to_thread(self.store.new_staging_dir)
+        try:
+            staged = await prestage(cand, staging, fetch=self.fetch, cache=self.lkg)
+            pointer = Pointer(digest=staged.digest, size_bytes=staged.size_bytes, **pointer_fields)
+            version_dir = await asyncio.to_thread(self.store.install, staged.path, pointer)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+        return Adopted(pointer, version_dir, reused=False)
+
+    async def adopt(self, resolution: Resolution) -> Adopted:
+        """Install ``resolution``, flip ``current`` to it, persist the LKG and collect garbage."""
+        adopted = await self.install(resolution)
+        await asyncio.to_thread(self.store.publish, adopted.version_dir)
+        log.info(
+            "published",
+            model=adopted.pointer.model,
+            version=adopted.pointer.version,
+            digest=adopted.pointer.digest,
+            source=adopted.pointer.source,
+            detail=adopted.pointer.source_detail,
+            reused=adopted.reused,
+        )
+        await asyncio.to_thread(self._after_publish, adopted.pointer)
+        return adopted
+
+    def _after_publish(self, pointer: Pointer) -> None:
+        protect: set[str] = {pointer.digest}
+        if self.lkg is not None:
+            if pointer.source == "registry":
+                self.lkg.write(pointer)
+            protect |= self.lkg.referenced_digests()
+        removed = self.store.gc(protect)
+        if removed:
+            log.info("gc", removed=[p.name for p in removed])
+
+    async def confirm(self, pointer: Pointer, registry: str) -> Pointer:
+        """Rewrite the current version's provenance: a registry confirmed it again."""
+        now = utcnow()
+        updated = pointer.with_provenance("registry", registry, registry_seen_at=now)
+        version_dir = self.store.current_dir()
+        if version_dir is None:
+            return pointer
+        if pointer.source == "registry" and pointer.source_detail == registry:
+            return pointer
+        await asyncio.to_thread(self.store.update_pointer, version_dir, updated)
+        if self.lkg is not None:
+            await asyncio.to_thread(self.lkg.write, updated)
+        log.info("confirmed", version=pointer.version, registry=registry)
+        return updated
+
+
+__all__ = ["Adopted", "Publisher", "SignatureMismatch"]

@@ -1,0 +1,94 @@
+"""Build the runtime objects from validated ``Settings`` (shared by init and sidecar)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pointercache.candidate import Candidate
+from pointercache.errors import ConfigError, PointercacheError
+from pointercache.fetchers import FetchOptions
+from pointercache.lkg import NodeLKG
+from pointercache.pointer import check_digest
+from pointercache.resolve import Chain
+from pointercache.settings import Settings
+from pointercache.signature import Signature, load_expected
+from pointercache.sources import Source, SourceOptions, open_source
+from pointercache.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Everything a role needs, wired once."""
+
+    settings: Settings
+    store: Store
+    lkg: NodeLKG | None
+    sources: tuple[Source, ...]
+    chain: Chain
+    fetch: FetchOptions
+    expected_signature: Signature | None
+
+    async def aclose(self) -> None:
+        """Close every source (connections, watches)."""
+        for source in self.sources:
+            await source.aclose()
+
+
+def pinned_candidate(settings: Settings) -> Candidate | None:
+    """The operator's pinned fallback, or None when not configured."""
+    if not (settings.pinned_version and settings.pinned_uri):
+        return None
+    try:
+        if settings.pinned_digest:
+            check_digest("--pinned-digest", settings.pinned_digest)
+        return Candidate(
+            model=settings.model,
+            version=settings.pinned_version,
+            uri=settings.pinned_uri,
+            digest=settings.pinned_digest,
+            registry="pinned",
+        )
+    except (PointercacheError, ValueError) as exc:
+        raise ConfigError(f"pinned version: {exc}") from exc
+
+
+def fetch_options(settings: Settings) -> FetchOptions:
+    """Fetch options with the artifact allowlist from ``--allow``."""
+    from pointercache.allow import AllowList
+
+    return FetchOptions(allow=AllowList(settings.allow), max_bytes=settings.max_artifact_bytes)
+
+
+def _read_secret(path: Path | None, flag: str) -> None:
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{flag} {path}: not a readable file")
+
+
+def build(settings: Settings) -> Parts:
+    """Wire store, node LKG, sources and the chain; ``ConfigError`` on bad settings."""
+    _read_secret(settings.registry_token_file, "--registry-token-file")
+    _read_secret(settings.registry_basic_auth_file, "--registry-basic-auth-file")
+    source_options = SourceOptions(
+        timeout=settings.registry_timeout,
+        token_file=settings.registry_token_file,
+        basic_auth_file=settings.registry_basic_auth_file,
+    )
+    sources = tuple(open_source(uri, source_options) for uri in settings.registry)
+    lkg = NodeLKG(settings.lkg_dir, cache_max_bytes=settings.cache_max_bytes) if settings.lkg_dir else None
+    expected = load_expected(settings.expect_signature) if settings.expect_signature else None
+    chain = Chain(
+        sources=sources,
+        lkg=lkg,
+        cluster_lkg_dir=settings.lkg_cluster_dir,
+        pinned=pinned_candidate(settings),
+    )
+    return Parts(
+        settings=settings,
+        store=Store(settings.root, keep_versions=settings.keep_versions),
+        lkg=lkg,
+        sources=sources,
+        chain=chain,
+        fetch=fetch_options(settings),
+        expected_signature=expected,
+    )

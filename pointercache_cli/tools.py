@@ -1,0 +1,114 @@
+"""``pointercache read``, ``wait`` and ``status``: look at a volume or a sidecar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pointercache import reader
+from pointercache.errors import PointercacheError
+
+DEFAULT_ROOT = Path("/pointercache")
+
+
+def _parser(name: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"pointercache {name}", allow_abbrev=False)
+    if name in {"read", "wait"}:
+        parser.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                            help=f"shared volume root (default: {DEFAULT_ROOT})")
+    if name == "read":
+        parser.add_argument("--field", help="print one pointer field (e.g. version, digest)")
+    if name == "wait":
+        parser.add_argument("--timeout", type=float, default=None,
+                            help="give up after this many seconds (exit 1); default: wait forever")
+    if name == "status":
+        parser.add_argument("--url", default="http://127.0.0.1:8787",
+                            help="base URL of the sidecar's status server")
+        parser.add_argument("--json", action="store_true", help="print the raw JSON")
+        parser.add_argument("--timeout", type=float, default=5.0, help="request timeout (s)")
+    return parser
+
+
+def run(name: str, argv: Sequence[str]) -> int:
+    """Run ``read``, ``wait`` or ``status``; return the exit code."""
+    args = _parser(name).parse_args(argv)
+    try:
+        if name == "read":
+            return _read(args)
+        if name == "wait":
+            return _wait(args)
+        return _status(args)
+    except PointercacheError as exc:
+        print(f"pointercache {name}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _read(args: argparse.Namespace) -> int:
+    loaded = reader.current(args.root)
+    if loaded is None:
+        print(f"pointercache read: no model published under {args.root}", file=sys.stderr)
+        return 1
+    data = loaded.pointer.to_dict()
+    if args.field:
+        if args.field not in data:
+            print(f"pointercache read: no field {args.field!r}", file=sys.stderr)
+            return 2
+        print(data[args.field])
+    else:
+        sys.stdout.write(loaded.pointer.to_json().decode())
+    return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    try:
+        loaded = reader.wait(args.root, timeout=args.timeout)
+    except TimeoutError:
+        print(f"pointercache wait: no model published under {args.root} "
+              f"after {args.timeout:g}s", file=sys.stderr)
+        return 1
+    print(f"{loaded.pointer.model} {loaded.pointer.version} {loaded.pointer.digest}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:  # noqa: S310
+            doc = orjson.loads(resp.read())
+    except (urllib.error.URLError, OSError, orjson.JSONDecodeError) as exc:
+        print(f"pointercache status: cannot read {url}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(render_status(doc))
+    return 0 if doc.get("ready") else 1
+
+
+def render_status(doc: dict[str, Any]) -> str:
+    """A short, readable table of a ``/status`` document."""
+    cur = doc.get("current") or {}
+    reg = doc.get("registry") or {}
+    stale = doc.get("staleness_seconds")
+    rows = [
+        ("model", doc.get("model", "")),
+        ("ready", "yes" if doc.get("ready") else "NO"),
+        ("version", cur.get("version", "-")),
+        ("digest", (cur.get("digest") or "-")[:19]),
+        ("source", f"{cur.get('source', '-')} ({cur.get('source_detail', '')})"),
+        ("revision", cur.get("revision", "-")),
+        ("staleness", "-" if stale is None else f"{stale:.1f}s"),
+        ("last error", reg.get("last_error") or "-"),
+        ("fallback", doc.get("fallback_reason") or "-"),
+        ("blocked", (doc.get("blocked") or {}).get("reason", "-")),
+        ("staged", ", ".join(s.get("version", "?") for s in doc.get("staged", [])) or "-"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "".join(f"{k:<{width}}  {v}\n" for k, v in rows)

@@ -1,0 +1,7 @@
+"""``python -m sidecar`` runs the sidecar role."""
+
+import sys
+
+from sidecar.main import main
+
+sys.exit(main())
