@@ -19,6 +19,11 @@
     ├── StoreError ......................... the shared volume could not be changed safely
     │   ├── StoreLocked .................... another writer holds the volume
     │   └── InvalidPointer ................. a pointer.json that does not validate
+    ├── KubeError .......................... a Kubernetes API call failed (pointercache.kube)
+    │   ├── KubeUnavailable (Transient) .... timeout, refused, 5xx, 429
+    │   ├── KubeNotFound ................... 404: no such object
+    │   ├── KubeConflict ................... 409: changed or created meanwhile; re-read, retry
+    │   └── KubeForbidden .................. 401/403: missing RBAC or credentials
     └── ResolutionFailed ................... no step of the chain produced a servable model
 
 ``Transient`` is a marker base: retry code asks ``isinstance(exc, Transient)`` and nothing else.
@@ -106,6 +111,30 @@ class StoreLocked(StoreError):
 
 class InvalidPointer(StoreError):
     """A pointer document does not validate; the message names the field."""
+
+
+class KubeError(PointercacheError):
+    """A Kubernetes API call failed; ``status`` is the HTTP status (0 without a response)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeUnavailable(KubeError, Transient):
+    """The API server did not answer in time, refused, throttled (429) or failed (5xx)."""
+
+
+class KubeNotFound(KubeError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class KubeConflict(KubeError):
+    """409: the object changed (stale resourceVersion) or already exists; re-read and retry."""
+
+
+class KubeForbidden(KubeError):
+    """401/403: the service account lacks a role binding, or the credentials are wrong."""
 
 
 class ResolutionFailed(PointercacheError):
