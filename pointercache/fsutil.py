@@ -1,0 +1,174 @@
+"""Durable filesystem primitives: fsync'd writes, atomic renames, symlink swaps, tree copies.
+
+Every helper here either completes or leaves the destination as it was: data goes to a temporary
+name in the destination's directory (prefix ``TMP_PREFIX``), is fsynced, renamed over the final
+name, and the directory is fsynced so the rename survives a power cut. A crash leaves at most a
+``TMP_PREFIX`` file or link behind, which ``Store.recover`` removes.
+
+These helpers raise ``OSError`` unchanged; callers translate it at their boundary (``Store`` turns
+it into ``StoreError``). ``write`` parameters exist so tests can inject a failing writer (a full
+disk) through our own code instead of patching the OS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+TMP_PREFIX = ".pc-tmp-"
+"""Prefix of every temporary file or link these helpers create; safe to delete after a crash."""
+
+CHUNK = 1 << 20
+"""Copy buffer size (1 MiB): bounded memory whatever the artifact size."""
+
+Writer = Callable[[int, memoryview], int]
+"""``os.write``-compatible callable: ``(fd, data) -> bytes written``."""
+
+
+def tmp_name(final: Path) -> Path:
+    """Return a fresh temporary path next to ``final`` (same directory, so same filesystem)."""
+    return final.with_name(f"{TMP_PREFIX}{final.name}-{secrets.token_hex(4)}")
+
+
+def fsync_dir(path: Path) -> None:
+    """Fsync a directory so the names created, renamed or removed in it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Fsync a regular file's data and metadata."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview, write: Writer = os.write) -> None:
+    """Write every byte of ``data`` to ``fd``, looping over short writes."""
+    view = memoryview(data)
+    while view:
+        done = write(fd, view)
+        view = view[done:]
+
+
+def atomic_write_bytes(
+    path: Path, data: bytes, *, write: Writer = os.write, mode: int = 0o644
+) -> None:
+    """Replace ``path`` with ``data``: temp in the same dir, write, fsync, rename, fsync dir."""
+    tmp = tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            write_all(fd, data, write)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_symlink(target: str, link: Path) -> None:
+    """Point ``link`` at ``target`` with one rename of a temp link, then fsync the directory."""
+    tmp = tmp_name(link)
+    tmp.symlink_to(target)
+    try:
+        tmp.replace(link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(link.parent)
+
+
+def fsync_tree(path: Path) -> None:
+    """Fsync every regular file and directory under ``path`` (or ``path`` itself if a file)."""
+    if not path.is_dir() or path.is_symlink():
+        fsync_file(path)
+        return
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            fsync_file(Path(dirpath, name))
+        fsync_dir(Path(dirpath))
+
+
+def copy_file(src: Path, dst: Path, *, write: Writer = os.write) -> None:
+    """Copy one regular file's bytes to a new ``dst`` in 1 MiB chunks and fsync it."""
+    mode = stat.S_IMODE(src.stat().st_mode) | stat.S_IRUSR | stat.S_IWUSR
+    with src.open("rb") as fin:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            while chunk := fin.read(CHUNK):
+                write_all(fd, chunk, write)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _link_or_copy(src: Path, dst: Path, write: Writer, *, try_link: bool) -> bool:
+    """Hardlink ``src`` to ``dst`` if allowed and possible, else copy; return whether linked."""
+    if try_link:
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            pass  # another filesystem, or links not permitted: copy instead
+        else:
+            return True
+    copy_file(src, dst, write=write)
+    return False
+
+
+def copy_tree_or_link(src: Path, dst: Path, *, write: Writer = os.write) -> None:
+    """Copy a file or directory tree to a new ``dst``: hardlink files on the same filesystem.
+
+    Only regular files and directories are copied; anything else raises ``OSError``. Copied files
+    and every directory are fsynced. ``dst`` must not exist. An injected ``write`` always copies.
+    """
+    try_link = write is os.write and src.stat().st_dev == dst.parent.stat().st_dev
+    if not src.is_dir():
+        _check_regular(src)
+        _link_or_copy(src, dst, write, try_link=try_link)
+        fsync_dir(dst.parent)
+        return
+    dst.mkdir()
+    for dirpath, dirs, files in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        target = dst / rel
+        for name in dirs:
+            _check_dir(Path(dirpath, name))
+            (target / name).mkdir()
+        for name in files:
+            _check_regular(Path(dirpath, name))
+            if not _link_or_copy(Path(dirpath, name), target / name, write, try_link=try_link):
+                try_link = False
+    fsync_tree_dirs(dst)
+    fsync_dir(dst.parent)
+
+
+def fsync_tree_dirs(path: Path) -> None:
+    """Fsync every directory under ``path`` (files are fsynced where they are written)."""
+    for dirpath, _dirs, _files in os.walk(path):
+        fsync_dir(Path(dirpath))
+
+
+def _check_regular(path: Path) -> None:
+    if not stat.S_ISREG(path.lstat().st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+
+
+def _check_dir(path: Path) -> None:
+    if not stat.S_ISDIR(path.lstat().st_mode):
+        raise OSError(errno.EINVAL, "not a directory", str(path))
