@@ -60,8 +60,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _fail(2, f"configuration: {exc}", termination_log)
     except PointercacheError as exc:
         return _fail(1, str(exc), termination_log)
-    log.info("init-done", model=pointer.model, version=pointer.version, digest=pointer.digest,
-             source=pointer.source, detail=pointer.source_detail)
+    log.info(
+        "init-done",
+        model=pointer.model,
+        version=pointer.version,
+        digest=pointer.digest,
+        source=pointer.source,
+        detail=pointer.source_detail,
+    )
     return 0
 
 

@@ -17,7 +17,7 @@ SelectorKind = Literal["alias", "version", "stage"]
 
 @dataclass(frozen=True, slots=True)
 class Selector:
-    """Which version of a model to serve: ``alias:production``, ``version:8``, ``stage:Production``."""
+    """Which version to serve: ``alias:production``, ``version:8`` or ``stage:Production``."""
 
     kind: SelectorKind
     value: str
@@ -27,9 +27,7 @@ class Selector:
         """Parse ``kind:value``; raise ``ConfigError`` on anything else."""
         kind, sep, value = text.partition(":")
         if not sep or kind not in ("alias", "version", "stage") or not value.strip():
-            raise ConfigError(
-                f"selector {text!r}: expected alias:NAME, version:N or stage:NAME"
-            )
+            raise ConfigError(f"selector {text!r}: expected alias:NAME, version:N or stage:NAME")
         return cls(kind, value.strip())  # type: ignore[arg-type]
 
     def __str__(self) -> str:

@@ -49,8 +49,12 @@ async def resolve_and_publish(parts: Parts) -> Pointer:
             adopted = await publisher.adopt(resolution)
         except _FALL_THROUGH as exc:
             reason = _reason(exc)
-            log.warning("candidate-rejected", source=resolution.source,
-                        version=resolution.candidate.version, reason=reason)
+            log.warning(
+                "candidate-rejected",
+                source=resolution.source,
+                version=resolution.candidate.version,
+                reason=reason,
+            )
             attempts.append(Attempt(resolution.source, resolution.candidate.version, False, reason))
             continue
         return adopted.pointer

@@ -29,8 +29,13 @@ class Logger:
         self._lock = threading.Lock()
         self.component = ""
 
-    def configure(self, *, level: str | None = None, component: str | None = None,
-                  stream: TextIO | None = None) -> None:
+    def configure(
+        self,
+        *,
+        level: str | None = None,
+        component: str | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
         """Set the threshold, the component name added to each line, or the stream."""
         if level is not None:
             self._level = LEVELS[level]

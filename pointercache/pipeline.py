@@ -11,6 +11,7 @@ import asyncio
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pointercache.errors import SignatureMismatch
 from pointercache.fetchers import FetchOptions
@@ -19,9 +20,11 @@ from pointercache.log import log
 from pointercache.pointer import Pointer, utcnow
 from pointercache.redact import redact_uri
 from pointercache.resolve import Resolution
-from pointercache.signature import Signature, gate
 from pointercache.stage import prestage
 from pointercache.store import Store
+
+if TYPE_CHECKING:
+    from pointercache.signature import Signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,24 @@ class Adopted:
     version_dir: Path
     reused: bool
     """True when the version was already installed (no download)."""
+
+
+def _pointer(resolution: Resolution, digest: str, size_bytes: int) -> Pointer:
+    """The pointer a verified artifact of ``resolution`` gets (URI redacted)."""
+    cand = resolution.candidate
+    return Pointer(
+        model=cand.model,
+        version=cand.version,
+        uri=redact_uri(cand.uri),
+        digest=digest,
+        size_bytes=size_bytes,
+        revision=cand.revision,
+        signature=cand.signature,
+        source=resolution.source,
+        source_detail=resolution.detail,
+        resolved_at=utcnow(),
+        registry_seen_at=resolution.registry_seen_at,
+    )
 
 
 class Publisher:
@@ -56,34 +77,25 @@ class Publisher:
         """Raise ``SignatureMismatch`` if the candidate does not fit the serving code."""
         if self.expected_signature is None:
             return
+        from pointercache.signature import gate
+
         gate(resolution.candidate.signature, self.expected_signature, self.signature_mode)
 
     async def install(self, resolution: Resolution) -> Adopted:
         """Stage, verify and install ``resolution`` without publishing it."""
         self.check_signature(resolution)
         cand = resolution.candidate
-        pointer_fields = {
-            "model": cand.model,
-            "version": cand.version,
-            "uri": redact_uri(cand.uri),
-            "revision": cand.revision,
-            "signature": cand.signature,
-            "source": resolution.source,
-            "source_detail": resolution.detail,
-            "resolved_at": utcnow(),
-            "registry_seen_at": resolution.registry_seen_at,
-        }
         existing = self.store.find(cand.model, cand.digest) if cand.digest else None
         if existing is not None:
             old = await asyncio.to_thread(Pointer.read, existing / "pointer.json")
-            pointer = Pointer(digest=old.digest, size_bytes=old.size_bytes, **pointer_fields)
+            pointer = _pointer(resolution, old.digest, old.size_bytes)
             if pointer != old:
                 await asyncio.to_thread(self.store.update_pointer, existing, pointer)
             return Adopted(pointer, existing, reused=True)
         staging = await asyncio.to_thread(self.store.new_staging_dir)
         try:
             staged = await prestage(cand, staging, fetch=self.fetch, cache=self.lkg)
-            pointer = Pointer(digest=staged.digest, size_bytes=staged.size_bytes, **pointer_fields)
+            pointer = _pointer(resolution, staged.digest, staged.size_bytes)
             version_dir = await asyncio.to_thread(self.store.install, staged.path, pointer)
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)

@@ -102,13 +102,17 @@ class Pointer:
 
     def to_json(self) -> bytes:
         """Serialize as indented JSON with a trailing newline."""
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        return (
+            orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Pointer:
         """Parse and validate a pointer document; raise ``InvalidPointer`` naming the field."""
         if len(data) > MAX_POINTER_BYTES:
-            raise InvalidPointer(f"pointer: {len(data)} bytes is over the {MAX_POINTER_BYTES} limit")
+            raise InvalidPointer(
+                f"pointer: {len(data)} bytes is over the {MAX_POINTER_BYTES} limit"
+            )
         try:
             raw = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -133,9 +137,9 @@ class Pointer:
         schema = raw.get("schema", SCHEMA_VERSION)
         if schema != SCHEMA_VERSION:
             raise InvalidPointer(f"schema: {schema!r} is not supported (expected {SCHEMA_VERSION})")
-        unknown = set(raw) - {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
-            raise InvalidPointer(f"{sorted(unknown)[0]}: unknown field")
+            raise InvalidPointer(f"{min(unknown)}: unknown field")
         return cls(
             model=check_name("model", raw.get("model")),
             version=check_name("version", raw.get("version")),

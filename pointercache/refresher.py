@@ -52,8 +52,12 @@ class RefreshState:
 class Refresher:
     """Keeps the published version in step with the registries."""
 
-    def __init__(self, parts: Parts, telemetry: Telemetry | None = None,
-                 on_change: Callable[[str, Pointer | None, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        parts: Parts,
+        telemetry: Telemetry | None = None,
+        on_change: Callable[[str, Pointer | None, str], None] | None = None,
+    ) -> None:
         self.parts = parts
         self.settings = parts.settings
         self.state = RefreshState()
@@ -128,8 +132,13 @@ class Refresher:
             self.state.blocked = None
             return "unchanged"
         if current is not None and cand.revision < current.revision:
-            self.state.record("stale-answer", version=cand.version, revision=cand.revision,
-                              served_revision=current.revision, registry=resolution.detail)
+            self.state.record(
+                "stale-answer",
+                version=cand.version,
+                revision=cand.revision,
+                served_revision=current.revision,
+                registry=resolution.detail,
+            )
             return "stale"
         return await self._flip(resolution, reason)
 
@@ -151,9 +160,18 @@ class Refresher:
         self.state.current = adopted.pointer
         self.state.fallback_reason = None
         self.state.blocked = None
-        event = "rollback" if previous is not None and _is_rollback(previous, adopted.pointer, self.state) else "flipped"
-        self.state.record(event, version=adopted.pointer.version, revision=adopted.pointer.revision,
-                          previous=previous.version if previous else None, trigger=reason)
+        event = (
+            "rollback"
+            if previous is not None and _is_rollback(previous, adopted.pointer, self.state)
+            else "flipped"
+        )
+        self.state.record(
+            event,
+            version=adopted.pointer.version,
+            revision=adopted.pointer.revision,
+            previous=previous.version if previous else None,
+            trigger=reason,
+        )
         self._notify(event, adopted.pointer, f"now serving {adopted.pointer.version}")
         return event
 
@@ -174,8 +192,14 @@ class Refresher:
         else:
             self.state.fallback_reason = pointer.source_detail
             self.telemetry.fallback(pointer.source)
-        self.state.record("flipped", version=pointer.version, source=pointer.source,
-                          revision=pointer.revision, previous=None, trigger="bootstrap")
+        self.state.record(
+            "flipped",
+            version=pointer.version,
+            source=pointer.source,
+            revision=pointer.revision,
+            previous=None,
+            trigger="bootstrap",
+        )
         self._notify("flipped", pointer, f"now serving {pointer.version} from {pointer.source}")
         return "flipped"
 
@@ -186,7 +210,9 @@ class Refresher:
 
         selector = Selector.parse(settings.prefetch_selector)
         resolution, _ = await self.parts.chain.from_registries(settings.model, selector)
-        if resolution is None or (self.state.prefetched and _same(self.state.prefetched, resolution)):
+        if resolution is None or (
+            self.state.prefetched and _same(self.state.prefetched, resolution)
+        ):
             return
         try:
             adopted = await self.publisher.install(resolution)
@@ -249,8 +275,9 @@ class Refresher:
         stop_wait = asyncio.create_task(stop.wait())
         wake_wait = asyncio.create_task(self._wake.wait())
         try:
-            await asyncio.wait({stop_wait, wake_wait}, timeout=delay,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {stop_wait, wake_wait}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stop_wait.cancel()
             wake_wait.cancel()
@@ -283,5 +310,7 @@ def _is_rollback(previous: Pointer, new: Pointer, state: RefreshState) -> bool:
     """A move back to a version served earlier, or to a numerically lower version."""
     if previous.version.isdigit() and new.version.isdigit():
         return int(new.version) < int(previous.version)
-    return any(h.get("event") in {"flipped", "rollback"} and h.get("version") == new.version
-               for h in state.history)
+    return any(
+        h.get("event") in {"flipped", "rollback"} and h.get("version") == new.version
+        for h in state.history
+    )

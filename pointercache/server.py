@@ -25,7 +25,7 @@ from pointercache.errors import PointercacheError
 from pointercache.refresher import Refresher
 
 REFRESHER = web.AppKey("refresher", Refresher)
-METRICS = web.AppKey("metrics", Callable[[], tuple[bytes, str]])
+METRICS: web.AppKey[Callable[[], tuple[bytes, str]]] = web.AppKey("metrics")
 TOKEN_FILE = web.AppKey("token_file", Path)
 
 
@@ -38,7 +38,7 @@ def _age(ts: str | None) -> float | None:
     if not ts:
         return None
     try:
-        then = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        then = datetime.fromisoformat(ts)
     except ValueError:
         return None
     return round((datetime.now(UTC) - then).total_seconds(), 3)
@@ -52,16 +52,21 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
     staged: list[dict[str, Any]] = []
     try:
         for version_dir, pointer in parts.store.versions(parts.settings.model):
-            staged.append({"version": pointer.version, "digest": pointer.digest,
-                           "dir": version_dir.name,
-                           "current": current is not None and pointer.digest == current.digest})
+            staged.append(
+                {
+                    "version": pointer.version,
+                    "digest": pointer.digest,
+                    "dir": version_dir.name,
+                    "current": current is not None and pointer.digest == current.digest,
+                }
+            )
     except (OSError, PointercacheError) as exc:
         staged.append({"error": str(exc)})
     lkg_node = None
     if parts.lkg is not None:
         try:
-            pointer = parts.lkg.read(parts.settings.model)
-            lkg_node = pointer.to_dict() if pointer else None
+            lkg_pointer = parts.lkg.read(parts.settings.model)
+            lkg_node = lkg_pointer.to_dict() if lkg_pointer else None
         except (OSError, PointercacheError) as exc:
             lkg_node = {"error": str(exc)}
     seen = current.registry_seen_at if current else None
@@ -134,8 +139,13 @@ async def refresh(request: web.Request) -> web.Response:
     refresher = request.app[REFRESHER]
     outcome = await refresher.refresh("forced", force=True)
     current = refresher.state.current
-    return _json({"outcome": outcome, "current": current.to_dict() if current else None,
-                  "last_error": refresher.state.last_error})
+    return _json(
+        {
+            "outcome": outcome,
+            "current": current.to_dict() if current else None,
+            "last_error": refresher.state.last_error,
+        }
+    )
 
 
 def make_app(

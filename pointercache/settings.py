@@ -36,45 +36,67 @@ class Settings:
     model: str = _opt("", "registered model name to serve (required)", metavar="NAME")
     selector: str = _opt("alias:production", "which version: alias:NAME, version:N or stage:NAME")
     registry: tuple[str, ...] = _opt(
-        [], "registry URI, repeatable, tried in order (file://, http(s)://, s3://, "
-        "mlflow+http(s)://, configmap://)", repeat=True, metavar="URI")
+        [],
+        "registry URI, repeatable, tried in order (file://, http(s)://, s3://, "
+        "mlflow+http(s)://, configmap://)",
+        repeat=True,
+        metavar="URI",
+    )
     registry_timeout: float = _opt(0.5, "seconds each registry may take per resolution")
     registry_token_file: Path | None = _opt(None, "file with a bearer token for the registry")
     registry_basic_auth_file: Path | None = _opt(None, "file with user:password for the registry")
     root: Path = _opt(Path("/pointercache"), "shared volume holding current, model, pointer.json")
-    lkg_dir: Path | None = _opt(None, "node-local directory for the last-known-good pointer "
-                                "and the content-addressed artifact cache")
-    lkg_cluster_dir: Path | None = _opt(None, "mounted ConfigMap directory with the cluster LKG",
-                                        roles=(INIT,))
-    lkg_configmap: str | None = _opt(None, "namespace/name of the cluster LKG ConfigMap to "
-                                     "keep current", roles=(SIDECAR,))
+    lkg_dir: Path | None = _opt(
+        None,
+        "node-local directory for the last-known-good pointer "
+        "and the content-addressed artifact cache",
+    )
+    lkg_cluster_dir: Path | None = _opt(
+        None, "mounted ConfigMap directory with the cluster LKG", roles=(INIT,)
+    )
+    lkg_configmap: str | None = _opt(
+        None, "namespace/name of the cluster LKG ConfigMap to keep current", roles=(SIDECAR,)
+    )
     pinned_version: str | None = _opt(None, "version served when no registry and no LKG answer")
     pinned_uri: str | None = _opt(None, "artifact URI of the pinned version")
     pinned_digest: str | None = _opt(None, "sha256:<hex> digest of the pinned artifact")
     expect_signature: Path | None = _opt(None, "JSON file: the inputs the serving code produces")
-    signature_mode: str = _opt("strict", "signature gate: strict or subset",
-                               choices=("strict", "subset"))
-    allow: tuple[str, ...] = _opt([], "artifact URI prefix that may be fetched, repeatable "
-                                  "(default: allow all but metadata/link-local addresses)",
-                                  repeat=True, metavar="PREFIX")
+    signature_mode: str = _opt(
+        "strict", "signature gate: strict or subset", choices=("strict", "subset")
+    )
+    allow: tuple[str, ...] = _opt(
+        [],
+        "artifact URI prefix that may be fetched, repeatable "
+        "(default: allow all but metadata/link-local addresses)",
+        repeat=True,
+        metavar="PREFIX",
+    )
     max_artifact_bytes: int = _opt(64 << 30, "refuse artifacts larger than this many bytes")
     cache_max_bytes: int = _opt(0, "bound of the node artifact cache in bytes (0: unbounded)")
     keep_versions: int = _opt(2, "staged versions kept on the shared volume (current included)")
     deadline: float = _opt(120.0, "total seconds the init container may take", roles=(INIT,))
-    termination_log: Path = _opt(Path("/dev/termination-log"),
-                                 "file for the one-line failure reason", roles=(INIT,))
+    termination_log: Path = _opt(
+        Path("/dev/termination-log"), "file for the one-line failure reason", roles=(INIT,)
+    )
     poll_interval: float = _opt(15.0, "seconds between registry polls", roles=(SIDECAR,))
-    poll_jitter: float = _opt(0.2, "random extra fraction of the poll interval",
-                              roles=(SIDECAR,))
-    prefetch_selector: str | None = _opt(None, "also prestage this selector without serving it",
-                                         roles=(SIDECAR,))
-    listen: str = _opt("0.0.0.0:8787", "host:port of the status server",  # noqa: S104
-                       roles=(SIDECAR,))
-    admin_token_file: Path | None = _opt(None, "file with the bearer token for POST /refresh "
-                                         "(without it, /refresh answers on loopback only)",
-                                         roles=(SIDECAR,))
-    log_level: str = _opt("info", "debug, info, warning or error",
-                          choices=("debug", "info", "warning", "error"))
+    poll_jitter: float = _opt(0.2, "random extra fraction of the poll interval", roles=(SIDECAR,))
+    prefetch_selector: str | None = _opt(
+        None, "also prestage this selector without serving it", roles=(SIDECAR,)
+    )
+    listen: str = _opt(
+        "0.0.0.0:8787",
+        "host:port of the status server",
+        roles=(SIDECAR,),
+    )
+    admin_token_file: Path | None = _opt(
+        None,
+        "file with the bearer token for POST /refresh "
+        "(without it, /refresh answers on loopback only)",
+        roles=(SIDECAR,),
+    )
+    log_level: str = _opt(
+        "info", "debug, info, warning or error", choices=("debug", "info", "warning", "error")
+    )
 
     @property
     def parsed_selector(self) -> Selector:
@@ -149,9 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser, role: str) -> None:
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
-def from_namespace(
-    ns: argparse.Namespace, role: str, environ: Mapping[str, str]
-) -> Settings:
+def from_namespace(ns: argparse.Namespace, role: str, environ: Mapping[str, str]) -> Settings:
     """Merge flags (first) and environment (second) into validated ``Settings``."""
     known = {env_name(f.name) for f in dataclasses.fields(Settings)}
     unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)

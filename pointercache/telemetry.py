@@ -5,7 +5,8 @@ Few metrics, each named for the question it answers:
 - ``pointercache_served_info`` (gauge = 1, attributes model/version/digest/source): what is served?
 - ``pointercache_staleness_seconds``: how long since a registry last confirmed it?
 - ``pointercache_refresh_duration_seconds`` (histogram): how long does a refresh take?
-- ``pointercache_refreshes_total`` (by outcome): flipped, unchanged, stale, blocked, failed, unavailable.
+- ``pointercache_refreshes_total`` (by outcome): flipped, rollback, unchanged, stale, blocked,
+  failed, unavailable.
 - ``pointercache_fallbacks_total`` (by source): how often did we serve without a registry?
 - ``pointercache_signature_blocks_total``: how often did the signature gate refuse a flip?
 - ``pointercache_download_bytes_total`` / ``pointercache_download_seconds``: what did fetching cost?
@@ -31,25 +32,37 @@ class Telemetry:
         self.meter = meter or metrics.get_meter("pointercache")
         self._state: RefreshState | None = None
         self._refresh_duration = self.meter.create_histogram(
-            "pointercache_refresh_duration_seconds", unit="s",
-            description="Wall time of one refresh (resolve, and stage and flip when it moved)")
+            "pointercache_refresh_duration_seconds",
+            unit="s",
+            description="Wall time of one refresh (resolve, and stage and flip when it moved)",
+        )
         self._refreshes = self.meter.create_counter(
-            "pointercache_refreshes_total", description="Refreshes by outcome")
+            "pointercache_refreshes_total", description="Refreshes by outcome"
+        )
         self._fallbacks = self.meter.create_counter(
-            "pointercache_fallbacks_total", description="Publications not answered by a registry")
+            "pointercache_fallbacks_total", description="Publications not answered by a registry"
+        )
         self._blocks = self.meter.create_counter(
             "pointercache_signature_blocks_total",
-            description="Flips refused because the model's signature does not fit the code")
+            description="Flips refused because the model's signature does not fit the code",
+        )
         self._download_bytes = self.meter.create_counter(
-            "pointercache_download_bytes_total", unit="By", description="Artifact bytes fetched")
+            "pointercache_download_bytes_total", unit="By", description="Artifact bytes fetched"
+        )
         self._download_seconds = self.meter.create_histogram(
-            "pointercache_download_seconds", unit="s", description="Wall time of artifact fetches")
+            "pointercache_download_seconds", unit="s", description="Wall time of artifact fetches"
+        )
         self.meter.create_observable_gauge(
-            "pointercache_served_info", callbacks=[self._served],
-            description="1 for the version being served, with its provenance as attributes")
+            "pointercache_served_info",
+            callbacks=[self._served],
+            description="1 for the version being served, with its provenance as attributes",
+        )
         self.meter.create_observable_gauge(
-            "pointercache_staleness_seconds", callbacks=[self._staleness], unit="s",
-            description="Seconds since a registry last confirmed the served version")
+            "pointercache_staleness_seconds",
+            callbacks=[self._staleness],
+            unit="s",
+            description="Seconds since a registry last confirmed the served version",
+        )
 
     def bind(self, state: RefreshState) -> None:
         """Report from ``state`` in the observable gauges."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pointercache.candidate import Candidate
 from pointercache.errors import ConfigError, PointercacheError
@@ -12,9 +13,11 @@ from pointercache.lkg import NodeLKG
 from pointercache.pointer import check_digest
 from pointercache.resolve import Chain
 from pointercache.settings import Settings
-from pointercache.signature import Signature, load_expected
 from pointercache.sources import Source, SourceOptions, open_source
 from pointercache.store import Store
+
+if TYPE_CHECKING:
+    from pointercache.signature import Signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +78,16 @@ def build(settings: Settings) -> Parts:
         basic_auth_file=settings.registry_basic_auth_file,
     )
     sources = tuple(open_source(uri, source_options) for uri in settings.registry)
-    lkg = NodeLKG(settings.lkg_dir, cache_max_bytes=settings.cache_max_bytes) if settings.lkg_dir else None
-    expected = load_expected(settings.expect_signature) if settings.expect_signature else None
+    lkg = (
+        NodeLKG(settings.lkg_dir, cache_max_bytes=settings.cache_max_bytes)
+        if settings.lkg_dir
+        else None
+    )
+    expected = None
+    if settings.expect_signature is not None:
+        from pointercache.signature import load_expected
+
+        expected = load_expected(settings.expect_signature)
     chain = Chain(
         sources=sources,
         lkg=lkg,

@@ -21,16 +21,25 @@ DEFAULT_ROOT = Path("/pointercache")
 def _parser(name: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"pointercache {name}", allow_abbrev=False)
     if name in {"read", "wait"}:
-        parser.add_argument("--root", type=Path, default=DEFAULT_ROOT,
-                            help=f"shared volume root (default: {DEFAULT_ROOT})")
+        parser.add_argument(
+            "--root",
+            type=Path,
+            default=DEFAULT_ROOT,
+            help=f"shared volume root (default: {DEFAULT_ROOT})",
+        )
     if name == "read":
         parser.add_argument("--field", help="print one pointer field (e.g. version, digest)")
     if name == "wait":
-        parser.add_argument("--timeout", type=float, default=None,
-                            help="give up after this many seconds (exit 1); default: wait forever")
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help="give up after this many seconds (exit 1); default: wait forever",
+        )
     if name == "status":
-        parser.add_argument("--url", default="http://127.0.0.1:8787",
-                            help="base URL of the sidecar's status server")
+        parser.add_argument(
+            "--url", default="http://127.0.0.1:8787", help="base URL of the sidecar's status server"
+        )
         parser.add_argument("--json", action="store_true", help="print the raw JSON")
         parser.add_argument("--timeout", type=float, default=5.0, help="request timeout (s)")
     return parser
@@ -70,8 +79,10 @@ def _wait(args: argparse.Namespace) -> int:
     try:
         loaded = reader.wait(args.root, timeout=args.timeout)
     except TimeoutError:
-        print(f"pointercache wait: no model published under {args.root} "
-              f"after {args.timeout:g}s", file=sys.stderr)
+        print(
+            f"pointercache wait: no model published under {args.root} after {args.timeout:g}s",
+            file=sys.stderr,
+        )
         return 1
     print(f"{loaded.pointer.model} {loaded.pointer.version} {loaded.pointer.digest}")
     return 0
