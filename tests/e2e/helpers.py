@@ -1,0 +1,170 @@
+"""Helpers for end-to-end tests: artifacts, manifests, and CLI processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pointercache.digest import tree_digest
+from pointercache.fsutil import atomic_write_bytes
+
+MODEL = "recommender"
+
+
+def cli(*args: str) -> list[str]:
+    """The argv of the ``pointercache`` command run from this interpreter."""
+    return [sys.executable, "-m", "pointercache_cli", *args]
+
+
+def make_artifact(base: Path, version: str, *, files: int = 2, size: int = 64) -> Path:
+    """Create a small directory artifact for ``version`` and return its path."""
+    d = base / "artifacts" / f"v{version}"
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        (d / f"part-{i}.bin").write_bytes(f"{version}:{i}:".encode() * (size // 4 + 1))
+    (d / "meta.json").write_text(json.dumps({"version": version}))
+    return d
+
+
+def write_manifest(
+    path: Path,
+    base: Path,
+    *,
+    revision: int,
+    aliases: dict[str, str],
+    signatures: dict[str, Any] | None = None,
+    digests: bool = True,
+) -> None:
+    """Write a manifest listing every artifact under ``base/artifacts`` (atomically)."""
+    versions: dict[str, Any] = {}
+    for art in sorted((base / "artifacts").iterdir()):
+        v = art.name[1:]
+        entry: dict[str, Any] = {"uri": art.as_uri()}
+        if digests:
+            entry["digest"], entry["size_bytes"] = tree_digest(art)
+        if signatures and v in signatures:
+            entry["signature"] = signatures[v]
+        versions[v] = entry
+    doc = {
+        "schema": 1,
+        "model": MODEL,
+        "revision": revision,
+        "aliases": aliases,
+        "versions": versions,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(doc).encode())
+
+
+def run_init(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pointercache init`` to completion."""
+    return subprocess.run(
+        cli("init", *args), env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            last = exc
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last error: {last})")
+
+
+class Sidecar:
+    """A real ``pointercache sidecar`` subprocess with its stderr captured line by line."""
+
+    def __init__(self, env: dict[str, str], args: Sequence[str]) -> None:
+        self.proc = subprocess.Popen(
+            cli("sidecar", "--listen", "127.0.0.1:0", *args),
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        event = wait_until(lambda: self.find("listening") or self._dead(), timeout=30)
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sidecar exited {self.proc.returncode}: {self.lines[-5:]}")
+        self.url = f"http://127.0.0.1:{event['port']}"
+
+    def _dead(self) -> bool:
+        return self.proc.poll() is not None
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every JSON log line so far."""
+        out = []
+        for line in list(self.lines):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def find(self, event: str) -> dict[str, Any] | None:
+        """The last log event named ``event``, or None."""
+        for record in reversed(self.events()):
+            if record.get("event") == event:
+                return record
+        return None
+
+    def get(
+        self, path: str, *, headers: dict[str, str] | None = None, method: str = "GET"
+    ) -> tuple[int, bytes]:
+        """An HTTP request to the status server: (status, body)."""
+        req = urllib.request.Request(self.url + path, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def status(self) -> dict[str, Any]:
+        """The parsed ``/status`` document."""
+        code, body = self.get("/status")
+        assert code == 200, body
+        data: dict[str, Any] = json.loads(body)
+        return data
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Signal the process and wait for it; return the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+
+def clean_env(base: dict[str, str]) -> dict[str, str]:
+    """A copy of ``base`` without POINTERCACHE_* settings."""
+    return (
+        {k: v for k, v in base.items() if not k.startswith("POINTERCACHE_")}
+        | {"PYTHONUNBUFFERED": "1"}
+        | ({"PATH": os.environ["PATH"]} if "PATH" not in base else {})
+    )
