@@ -41,7 +41,7 @@ class PointercacheError(Exception):
     """Base of every error pointercache raises on purpose."""
 
 
-class Transient(PointercacheError):  # noqa: N818 - a marker, not an error kind of its own
+class Transient(PointercacheError):
     """Marker: the same call may succeed later (retry with backoff)."""
 
 
