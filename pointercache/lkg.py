@@ -118,7 +118,7 @@ class NodeLKG:
         """Add a verified ``artifact`` under ``digest`` (copy or hardlink); return the entry's copy.
 
         The entry is assembled in ``cas/.tmp`` and renamed into place; if another process put the
-        same digest first, its entry is kept. Evicts afterwards when the cache is bounded.
+        same digest first, its entry is kept. Then evicts others when the cache is bounded.
         """
         entry = self._entry(digest)
         if (found := self.cache_lookup(digest)) is not None:
@@ -143,7 +143,7 @@ class NodeLKG:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if self.cache_max_bytes > 0:
-            self.evict()
+            self.evict(protect={digest})
         return entry / "model"
 
     def cache_discard(self, digest: str) -> bool:

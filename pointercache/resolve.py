@@ -41,7 +41,7 @@ class Attempt:
     name: str
     """Which registry or file (redacted)."""
     ok: bool
-    """True if the step produced a candidate."""
+    """True if the step produced a candidate (that the caller has not yet turned down)."""
     reason: str
     """Why it did not (redacted), or what it answered."""
 
@@ -138,6 +138,7 @@ class Chain:
         found, attempts = await self.from_registries(model, selector)
         if found is not None:
             yield found
+            attempts[-1] = _not_used(attempts[-1])
         else:
             log.warning("registries-unavailable", model=model, attempts=len(attempts))
         for step, name, loader in self._fallbacks(model):
@@ -158,7 +159,9 @@ class Chain:
                 registry_seen_at=seen,
                 attempts=tuple(attempts),
             )
-            attempts.append(Attempt(step, name, ok=True, reason=f"version {candidate.version}"))
+            attempts.append(
+                _not_used(Attempt(step, name, ok=True, reason=f"version {candidate.version}"))
+            )
 
     def _fallbacks(self, model: str) -> list[tuple[str, str, _Loader]]:
         steps: list[tuple[str, str, _Loader]] = []
@@ -172,6 +175,12 @@ class Chain:
             pinned = self.pinned
             steps.append(("pinned", "pinned", lambda: _check_pinned(pinned, model)))
         return steps
+
+
+def _not_used(answered: Attempt) -> Attempt:
+    """The caller asked for the next step: the answer of ``answered`` could not be staged."""
+    reason = f"{answered.reason} answered, not staged"
+    return Attempt(answered.step, answered.name, ok=False, reason=reason)
 
 
 def _same_model(candidate: Candidate, model: str) -> Candidate:
@@ -210,6 +219,6 @@ def _candidate(pointer: Pointer, name: str) -> Candidate:
 
 
 def _fallback_detail(step: str, name: str, attempts: Sequence[Attempt]) -> str:
-    notes = [f"{a.name}: {a.reason}" + ("" if not a.ok else " not staged") for a in attempts]
+    notes = [f"{a.name}: {a.reason}" for a in attempts]
     why = "; ".join(notes) if notes else "no earlier step"
     return f"{step} {name} (fell back: {why})"

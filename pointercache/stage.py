@@ -111,7 +111,7 @@ async def _fetch_verified(
     archive_name = _archive_name(candidate.uri)
     download = staging / f"download-{archive_name}" if archive_name else dest
     reporter = None
-    if fetch.progress is None:
+    if fetcher is None and fetch.progress is None:
         from pointercache.progress import ProgressReporter
 
         reporter = ProgressReporter(candidate.uri, candidate.size_bytes)
@@ -155,17 +155,15 @@ def _archive_name(uri: str) -> str | None:
     base = PurePosixPath(urlsplit(uri).path).name
     if not base.lower().endswith(ARCHIVE_SUFFIXES):
         return None
-    from pointercache import archive
+    from pointercache.archive import is_archive
 
-    return base if archive.is_archive(base) else None
+    return base if is_archive(base) else None
 
 
 def _extract(download: Path, dest: Path, max_bytes: int) -> None:
-    from pointercache import archive
+    from pointercache.archive import ArchiveLimits, extract
 
-    limits = replace(archive.ArchiveLimits(), max_total_bytes=max_bytes)
-    dest.mkdir()
-    archive.extract(download, dest, limits)
+    extract(download, dest, ArchiveLimits(max_total_bytes=max_bytes))
 
 
 def _remove(path: Path) -> None:

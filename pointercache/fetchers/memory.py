@@ -9,7 +9,7 @@ chosen error; ``fetched`` records each URI fetched, in order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from pointercache.errors import ArtifactNotFound, FetchError, ForbiddenURI, TooLarge
@@ -28,7 +28,7 @@ class MemoryFetcher:
         self,
         options: FetchOptions | None = None,
         *,
-        objects: MutableMapping[str, Artifact] | None = None,
+        objects: Mapping[str, Artifact] | None = None,
     ) -> None:
         self.options = options or FetchOptions()
         self.objects = OBJECTS if objects is None else objects
@@ -61,11 +61,12 @@ def _write(dest: Path, obj: Artifact, uri: str) -> None:
     if isinstance(obj, bytes):
         dest.write_bytes(obj)
         return
-    dest.mkdir()
-    for rel, data in sorted(obj.items()):
+    for rel in obj:
         parts = PurePosixPath(rel).parts
         if not parts or rel.startswith("/") or ".." in parts:
             raise ForbiddenURI(f"{redact_uri(uri)}: entry {rel!r} escapes the artifact root")
-        target = dest.joinpath(*parts)
+    dest.mkdir()
+    for rel, data in sorted(obj.items()):
+        target = dest.joinpath(*PurePosixPath(rel).parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)

@@ -22,7 +22,7 @@ from pointercache.redact import redact_uri
 from pointercache.sources import SourceOptions
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator
 
     from pointercache.candidate import Candidate, Selector
 
@@ -80,7 +80,7 @@ class FileManifestSource:
         except SourceUnavailable:
             return None
 
-    async def changes(self) -> AsyncIterator[None]:
+    async def changes(self) -> AsyncGenerator[None, None]:
         """Yield each time the file's bytes change (re-read on every directory event)."""
         from watchfiles import awatch
 

@@ -20,7 +20,7 @@ from pointercache.redact import redact_uri
 from pointercache.sources import SourceOptions
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, Mapping
 
     from pointercache.candidate import Candidate, Selector
 
@@ -89,7 +89,7 @@ class MemorySource:
         parsed = manifest.parse(data, model=model, max_bytes=self.options.max_manifest_bytes)
         return parsed.select(selector, registry=self.name)
 
-    async def changes(self) -> AsyncIterator[None]:
+    async def changes(self) -> AsyncGenerator[None, None]:
         """Yield after each ``set_manifest`` (checked every 10 ms)."""
         seen = self.registry.generation
         while True:

@@ -1,0 +1,187 @@
+"""prestage: cache by digest, fetch, extract, verify (deleting what fails), cache the result."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pointercache.candidate import Candidate
+from pointercache.digest import tree_digest
+from pointercache.errors import ArtifactNotFound, ForbiddenURI, IntegrityError
+from pointercache.fetchers import FetchOptions, memory
+from pointercache.fetchers.memory import MemoryFetcher
+from pointercache.lkg import NodeLKG
+from pointercache.stage import prestage
+
+TREE = {"MLmodel": b"flavors: {}\n", "data/model.pkl": b"\x80\x04" * 512}
+
+
+def _digest_of(tmp_path: Path, files: dict[str, bytes]) -> tuple[str, int]:
+    root = tmp_path / "reference"
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return tree_digest(root)
+
+
+def _cand(
+    uri: str = "memory://m/8", digest: str | None = None, size: int | None = None
+) -> Candidate:
+    return Candidate(model="recommender", version="8", uri=uri, digest=digest, size_bytes=size)
+
+
+async def test_fetches_verifies_and_caches(tmp_path: Path) -> None:
+    """A fetched artifact is verified, staged at staging/model and put into the node cache."""
+    digest, size = _digest_of(tmp_path, TREE)
+    fetcher = MemoryFetcher(objects={"memory://m/8": TREE})
+    lkg = NodeLKG(tmp_path / "lkg")
+    staged = await prestage(
+        _cand(digest=digest, size=size),
+        tmp_path / "s1",
+        fetch=FetchOptions(),
+        cache=lkg,
+        fetcher=fetcher,
+    )
+    assert (staged.path, staged.digest, staged.size_bytes) == (
+        tmp_path / "s1" / "model",
+        digest,
+        size,
+    )
+    assert not staged.from_cache
+    assert lkg.cache_lookup(digest) is not None
+    again = await prestage(
+        _cand(digest=digest), tmp_path / "s2", fetch=FetchOptions(), cache=lkg, fetcher=fetcher
+    )
+    assert again.from_cache
+    assert tree_digest(again.path) == (digest, size)
+    assert fetcher.fetched == ["memory://m/8"]
+
+
+async def test_digest_mismatch_deletes_the_staged_bytes(tmp_path: Path) -> None:
+    """A digest differing from the promise raises IntegrityError; nothing stays staged or cached."""
+    fetcher = MemoryFetcher(objects={"memory://m/8": TREE})
+    lkg = NodeLKG(tmp_path / "lkg")
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(IntegrityError, match="differs from promised"):
+        await prestage(
+            _cand(digest=wrong), tmp_path / "s", fetch=FetchOptions(), cache=lkg, fetcher=fetcher
+        )
+    assert list((tmp_path / "s").iterdir()) == []
+    assert lkg.cache_entries() == []
+
+
+async def test_size_mismatch_deletes_the_staged_bytes(tmp_path: Path) -> None:
+    """A size that differs from the promise raises IntegrityError and removes the staged copy."""
+    fetcher = MemoryFetcher(objects={"memory://m/8": TREE})
+    with pytest.raises(IntegrityError, match="bytes differs from promised 5"):
+        await prestage(
+            _cand(size=5), tmp_path / "s", fetch=FetchOptions(), cache=None, fetcher=fetcher
+        )
+    assert list((tmp_path / "s").iterdir()) == []
+
+
+async def test_candidate_without_digest_gets_the_computed_one(tmp_path: Path) -> None:
+    """Without a promised digest, the digest of what was staged is computed and cached."""
+    digest, size = _digest_of(tmp_path, TREE)
+    lkg = NodeLKG(tmp_path / "lkg")
+    staged = await prestage(
+        _cand(),
+        tmp_path / "s",
+        fetch=FetchOptions(),
+        cache=lkg,
+        fetcher=MemoryFetcher(objects={"memory://m/8": TREE}),
+    )
+    assert (staged.digest, staged.size_bytes) == (digest, size)
+    assert lkg.cache_lookup(digest) is not None
+
+
+async def test_missing_artifact_leaves_nothing_staged(tmp_path: Path) -> None:
+    """An artifact that does not exist raises ArtifactNotFound and stages nothing."""
+    with pytest.raises(ArtifactNotFound):
+        await prestage(
+            _cand(uri=(tmp_path / "absent").as_uri()),
+            tmp_path / "s",
+            fetch=FetchOptions(),
+            cache=NodeLKG(tmp_path / "lkg"),
+        )
+    assert list((tmp_path / "s").iterdir()) == []
+
+
+async def test_artifact_escaping_its_root_is_refused(tmp_path: Path) -> None:
+    """A file:// artifact with a symlink to outside its root is refused before anything is used."""
+    src = tmp_path / "models" / "8"
+    src.mkdir(parents=True)
+    (src / "MLmodel").write_text("x")
+    (tmp_path / "passwd").write_text("secret")
+    (src / "weights").symlink_to(tmp_path / "passwd")
+    with pytest.raises(ForbiddenURI, match="symlink"):
+        await prestage(
+            _cand(uri=src.as_uri()),
+            tmp_path / "s",
+            fetch=FetchOptions(),
+            cache=NodeLKG(tmp_path / "lkg"),
+        )
+    assert list((tmp_path / "s").iterdir()) == []
+    assert NodeLKG(tmp_path / "lkg").cache_entries() == []
+
+
+async def test_damaged_cache_entry_is_deleted_and_fetched_again(tmp_path: Path) -> None:
+    """A cache hit whose bytes no longer match is discarded and the origin fetched instead."""
+    digest, _ = _digest_of(tmp_path, TREE)
+    lkg = NodeLKG(tmp_path / "lkg")
+    fetcher = MemoryFetcher(objects={"memory://m/8": TREE})
+    await prestage(
+        _cand(digest=digest), tmp_path / "s1", fetch=FetchOptions(), cache=lkg, fetcher=fetcher
+    )
+    cached = lkg.cache_lookup(digest)
+    assert cached is not None
+    (cached / "MLmodel").unlink()
+    (cached / "MLmodel").write_bytes(b"tampered")
+    staged = await prestage(
+        _cand(digest=digest), tmp_path / "s2", fetch=FetchOptions(), cache=lkg, fetcher=fetcher
+    )
+    assert not staged.from_cache
+    assert tree_digest(staged.path)[0] == digest
+    assert fetcher.fetched == ["memory://m/8", "memory://m/8"]
+    assert lkg.verify(digest)
+
+
+async def test_archive_uri_is_extracted_and_its_tree_verified(tmp_path: Path) -> None:
+    """An archive URI is extracted; the digest promised is that of the extracted tree."""
+    digest, size = _digest_of(tmp_path, TREE)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for rel, data in TREE.items():
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    fetcher = MemoryFetcher(objects={"memory://m/model.tar.gz": buf.getvalue()})
+    staged = await prestage(
+        _cand(uri="memory://m/model.tar.gz", digest=digest, size=size),
+        tmp_path / "s",
+        fetch=FetchOptions(),
+        cache=None,
+        fetcher=fetcher,
+    )
+    assert staged.path.is_dir()
+    assert (staged.path / "data" / "model.pkl").read_bytes() == TREE["data/model.pkl"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["model"]
+
+
+async def test_progress_is_logged_through_the_reporter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the scheme's own fetcher and no callback, prestage logs fetch-done with the bytes."""
+    uri = f"memory://progress/{tmp_path.name}"
+    memory.OBJECTS[uri] = b"y" * 10
+    try:
+        await prestage(_cand(uri=uri), tmp_path / "s", fetch=FetchOptions(), cache=None)
+    finally:
+        del memory.OBJECTS[uri]
+    events = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    done = [e for e in events if e["event"] == "fetch-done"]
+    assert [(e["uri"], e["bytes"]) for e in done] == [(uri, 10)]
