@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from pointercache.fetchers import AllowPolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, "int | None"], "Sequence[str]"]
+"""``(host, port) -> addresses``; ``resolve`` (getaddrinfo) unless one is injected."""
 
 STORAGE_SCHEMES = frozenset({"s3", "gs", "file", "memory", "configmap", "runs", "models"})
 """Schemes whose "host" is a bucket or a name, never a network peer: no address checks."""
@@ -198,8 +201,15 @@ def _named_local(host: str) -> bool:
 class AllowList:
     """Implements ``fetchers.AllowPolicy`` for ``--allow`` prefixes (see the module docstring)."""
 
-    def __init__(self, prefixes: Sequence[str], *, resolve_dns: bool = True) -> None:
+    def __init__(
+        self,
+        prefixes: Sequence[str],
+        *,
+        resolve_dns: bool = True,
+        resolver: Resolver | None = None,
+    ) -> None:
         self.resolve_dns = resolve_dns
+        self.resolver: Resolver = resolver or resolve
         self.prefixes: tuple[str, ...] = tuple(prefixes)
         self._targets: list[_Target] = []
         for prefix in self.prefixes:
@@ -236,7 +246,10 @@ class AllowList:
         if ip is not None:
             addresses = [ip]
         elif self.resolve_dns:
-            addresses = _resolve(host, target.port, shown)
+            try:
+                addresses = [ipaddress.ip_address(a) for a in self.resolver(host, target.port)]
+            except (OSError, UnicodeError) as exc:
+                raise FetchUnavailable(f"{shown}: cannot resolve {host!r}: {exc}") from exc
         else:
             return
         for addr in addresses:
@@ -249,13 +262,11 @@ class AllowList:
         return check_redirect(self, current, location)
 
 
-def _resolve(host: str, port: int | None, shown: str) -> list[IPAddress]:
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError) as exc:
-        raise FetchUnavailable(f"{shown}: cannot resolve {host!r}: {exc}") from exc
+def resolve(host: str, port: int | None) -> list[str]:
+    """Every address ``host`` resolves to (``socket.getaddrinfo``; blocking)."""
+    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     # sockaddr[0] may carry an IPv6 scope ("fe80::1%eth0"); the scope is not part of the address
-    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    return [str(info[4][0]).split("%", 1)[0] for info in infos]
 
 
 def check_redirect(policy: AllowPolicy, current: str, location: str) -> str:

@@ -232,8 +232,10 @@ class _Tree:
         self.claim(parts, "dir")
         os.close(self._open_dir(parts))
 
-    def write(self, parts: tuple[str, ...], read: Callable[[], bytes], budget: _Budget) -> None:
-        """Create the new file ``parts`` and fill it from ``read`` until it returns b''."""
+    def write(
+        self, parts: tuple[str, ...], read: Callable[[], bytes], budget: _Budget, declared: int
+    ) -> None:
+        """Create the new file ``parts`` from ``read``; its real size must be ``declared``."""
         self.claim(parts, "file")
         parent = self._open_dir(parts[:-1])
         try:
@@ -242,12 +244,16 @@ class _Tree:
             raise UnsafeArchive(f"cannot create {'/'.join(parts)!r}: {exc}") from exc
         finally:
             os.close(parent)
+        size = 0
         with os.fdopen(fd, "wb") as out:
             while chunk := read():
                 budget.wrote(len(chunk))
+                size += len(chunk)
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
+        if size != declared:
+            raise UnsafeArchive(f"entry {'/'.join(parts)!r}: declares {declared} bytes, has {size}")
 
     def close(self, *, sync: bool) -> None:
         """fsync every directory (when ``sync``) and release the root descriptor."""
@@ -306,7 +312,7 @@ def _tar_member(
     src = tar.extractfile(member)
     assert src is not None
     with src:
-        tree.write(parts, _reader(src, name), budget)
+        tree.write(parts, _reader(src, name), budget, member.size)
 
 
 def _extract_zip(path: Path, tree: _Tree, budget: _Budget) -> None:
@@ -333,7 +339,7 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, tree: _Tree, budget:
         raise UnsafeArchive(f"entry {name[:200]!r}: encrypted entries are not supported")
     parts = safe_parts(name)
     if name.endswith("/") or ftype == stat.S_IFDIR:
-        if info.file_size or info.compress_size:
+        if info.file_size:
             raise UnsafeArchive(f"entry {name[:200]!r}: a directory with content")
         if parts:
             tree.mkdir(parts)
@@ -346,7 +352,7 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, tree: _Tree, budget:
     except (*_READ_ERRORS, NotImplementedError, RuntimeError) as exc:
         raise UnsafeArchive(f"entry {name[:200]!r}: cannot be read: {exc}") from exc
     with src:
-        tree.write(parts, _reader(src, name), budget)
+        tree.write(parts, _reader(src, name), budget, info.file_size)
 
 
 def _prepare(dest: Path) -> bool:
@@ -354,7 +360,7 @@ def _prepare(dest: Path) -> bool:
     try:
         dest.mkdir(0o755)
     except FileExistsError:
-        if not stat.S_ISDIR(os.lstat(dest).st_mode) or any(os.scandir(dest)):
+        if not stat.S_ISDIR(os.lstat(dest).st_mode) or _has_entries(dest):
             raise FileExistsError(
                 f"extraction target {dest} is not a new, empty directory"
             ) from None
@@ -362,11 +368,18 @@ def _prepare(dest: Path) -> bool:
     return True
 
 
+def _has_entries(path: Path) -> bool:
+    with os.scandir(path) as entries:
+        return any(entries)
+
+
 def _discard(dest: Path, *, created: bool) -> None:
     if created:
         shutil.rmtree(dest, ignore_errors=True)
         return
-    for entry in os.scandir(dest):
+    with os.scandir(dest) as entries:
+        remaining = list(entries)
+    for entry in remaining:
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
         else:
