@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import orjson
 
@@ -142,67 +143,117 @@ def _library_errors() -> tuple[type[BaseException], ...]:
     return (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
-def _build_api(config: KubeConfig) -> Any:
-    from kubernetes import client
-    from kubernetes import config as kconfig
+def _build_api_client(config: KubeConfig) -> Any:
+    from kubernetes.client.api_client import ApiClient
+    from kubernetes.client.configuration import Configuration
+    from kubernetes.config.config_exception import ConfigException
     from urllib3.util.retry import Retry
 
-    cfg = client.Configuration()
+    cfg = Configuration()
     try:
         if config.host:
             cfg.host = config.host
         elif config.in_cluster:
-            kconfig.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            from kubernetes.config.incluster_config import load_incluster_config
+
+            load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         else:
-            kconfig.load_kube_config(  # type: ignore[no-untyped-call]
+            from kubernetes.config.kube_config import load_kube_config
+
+            load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=str(config.kubeconfig) if config.kubeconfig else None,
                 context=config.context,
                 client_configuration=cfg,
             )
-    except (kconfig.ConfigException, OSError, ValueError) as exc:
+    except (ConfigException, OSError, ValueError) as exc:
         raise ConfigError(f"kubernetes configuration: {exc}") from exc
     # Retry only connection set-up here; callers own their retry and backoff policy.
     cfg.retries = Retry(total=2, connect=2, read=0, status=0, redirect=0, raise_on_status=False)
-    return client.CoreV1Api(client.ApiClient(cfg))
+    return ApiClient(cfg)
+
+
+def _path(namespace: str, plural: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}"
+    return f"{path}/{quote(name, safe='')}" if name else path
 
 
 class KubeClient:
-    """Blocking, thread-safe access to the few API calls pointercache makes (JSON dicts)."""
+    """Blocking, thread-safe access to the few API calls pointercache makes (JSON dicts).
+
+    Requests go through the kubernetes client's ``ApiClient`` (configuration, credentials and
+    token refresh, TLS, connection pool) with plain JSON bodies: the generated per-call models
+    are skipped, which keeps the first call fast and the payloads exactly as written here.
+    """
 
     def __init__(self, config: KubeConfig | None = None) -> None:
         self.config = config or KubeConfig()
-        self._api: Any = None
+        self._client: Any = None
         self._lock = threading.Lock()
 
-    def _core(self) -> Any:
+    def _api_client(self) -> Any:
         with self._lock:
-            if self._api is None:
-                self._api = _build_api(self.config)
-            return self._api
+            if self._client is None:
+                self._client = _build_api_client(self.config)
+            return self._client
 
     def close(self) -> None:
         """Close pooled connections (the client can be used again afterwards)."""
         with self._lock:
-            api, self._api = self._api, None
-        if api is not None:
-            api.api_client.rest_client.pool_manager.clear()
-            api.api_client.close()
+            client, self._client = self._client, None
+        if client is not None:
+            client.rest_client.pool_manager.clear()
+            client.close()
 
-    def _timeout(self, read: float | None = None) -> tuple[float, float]:
-        return (self.config.connect_timeout, read or self.config.request_timeout)
+    def _send(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | None] | None = None,
+        body: dict[str, Any] | None = None,
+        content_type: str | None = None,
+        read_timeout: float | None = None,
+    ) -> Any:
+        """Send one request; return the raw urllib3 response of a 2xx, else raise KubeError."""
+        from kubernetes.client.exceptions import ApiException
 
-    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        api = self._core()
+        client = self._api_client()
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
         try:
-            resp = getattr(api, method)(
-                *args, _preload_content=False, _request_timeout=self._timeout(), **kwargs
+            request = client.param_serialize(
+                method,
+                path,
+                query_params=params,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
             )
-            try:
-                body = resp.data
-            finally:
-                resp.release_conn()
+            resp = client.call_api(
+                *request,
+                _request_timeout=(
+                    self.config.connect_timeout,
+                    read_timeout or self.config.request_timeout,
+                ),
+            )
+            if not 200 <= resp.status <= 299:  # noqa: PLR2004
+                resp.read()
+                raise ApiException.from_response(http_resp=resp, body=None, data=None)
         except _library_errors() as exc:
             raise translate(exc, what) from exc
+        return resp.response
+
+    def _json(self, what: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        resp = self._send(what, method, path, **kwargs)
+        try:
+            body = resp.data
+        except _library_errors() as exc:
+            raise translate(exc, what) from exc
+        finally:
+            resp.release_conn()
         try:
             data = orjson.loads(body) if body else {}
         except orjson.JSONDecodeError as exc:
@@ -213,8 +264,8 @@ class KubeClient:
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
         """GET a ConfigMap (``KubeNotFound`` if absent)."""
-        return self._call(
-            f"get configmap {namespace}/{name}", "read_namespaced_config_map", name, namespace
+        return self._json(
+            f"get configmap {namespace}/{name}", "GET", _path(namespace, "configmaps", name)
         )
 
     def list_configmaps(
@@ -224,24 +275,22 @@ class KubeClient:
         field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """LIST ConfigMaps; return the items and the list's resourceVersion."""
-        data = self._call(
+        data = self._json(
             f"list configmaps {namespace}",
-            "list_namespaced_config_map",
-            namespace,
-            field_selector=field_selector,
+            "GET",
+            _path(namespace, "configmaps"),
+            query={"fieldSelector": field_selector},
         )
         return list(data.get("items") or []), (data.get("metadata") or {}).get("resourceVersion")
 
     def create_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a ConfigMap (``KubeConflict`` if one with that name exists)."""
-        from kubernetes.client import V1ConfigMap
-
-        name = body.get("metadata", {}).get("name")
-        return self._call(
+        name = (body.get("metadata") or {}).get("name")
+        return self._json(
             f"create configmap {namespace}/{name}",
-            "create_namespaced_config_map",
-            namespace,
-            V1ConfigMap.model_validate(body),
+            "POST",
+            _path(namespace, "configmaps"),
+            body=body,
         )
 
     def replace_configmap(
@@ -251,36 +300,27 @@ class KubeClient:
         body: dict[str, Any],
     ) -> dict[str, Any]:
         """PUT a ConfigMap; with ``metadata.resourceVersion`` set, 409 means it moved on."""
-        from kubernetes.client import V1ConfigMap
-
-        return self._call(
+        return self._json(
             f"replace configmap {namespace}/{name}",
-            "replace_namespaced_config_map",
-            name,
-            namespace,
-            V1ConfigMap.model_validate(body),
+            "PUT",
+            _path(namespace, "configmaps", name),
+            body=body,
         )
 
     def patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """JSON merge-patch a pod (RFC 7386: ``null`` deletes a key)."""
-        return self._call(
+        return self._json(
             f"patch pod {namespace}/{name}",
-            "patch_namespaced_pod",
-            name,
-            namespace,
-            patch,
-            _content_type=MERGE_PATCH,
+            "PATCH",
+            _path(namespace, "pods", name),
+            body=patch,
+            content_type=MERGE_PATCH,
         )
 
     def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a core/v1 Event."""
-        from kubernetes.client import CoreV1Event
-
-        return self._call(
-            f"create event in {namespace}",
-            "create_namespaced_event",
-            namespace,
-            CoreV1Event.model_validate(body),
+        return self._json(
+            f"create event in {namespace}", "POST", _path(namespace, "events"), body=body
         )
 
     def list_pods(
@@ -289,11 +329,11 @@ class KubeClient:
         label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         """LIST pods of a namespace matching a label selector."""
-        data = self._call(
+        data = self._json(
             f"list pods {namespace}",
-            "list_namespaced_pod",
-            namespace,
-            label_selector=label_selector or None,
+            "GET",
+            _path(namespace, "pods"),
+            query={"labelSelector": label_selector or None},
         )
         return list(data.get("items") or [])
 
@@ -306,21 +346,20 @@ class KubeClient:
         timeout_seconds: int,
     ) -> WatchStream:
         """Open a watch of ConfigMaps from ``resource_version`` (``Gone`` if too old)."""
-        api = self._core()
         what = f"watch configmaps {namespace}"
-        try:
-            resp = api.list_namespaced_config_map(
-                namespace,
-                watch=True,
-                field_selector=field_selector,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout_seconds,
-                _preload_content=False,
-                _request_timeout=self._timeout(timeout_seconds + 15.0),
-            )
-        except _library_errors() as exc:
-            raise translate(exc, what) from exc
+        resp = self._send(
+            what,
+            "GET",
+            _path(namespace, "configmaps"),
+            query={
+                "watch": "true",
+                "allowWatchBookmarks": "true",
+                "fieldSelector": field_selector,
+                "resourceVersion": resource_version,
+                "timeoutSeconds": str(timeout_seconds),
+            },
+            read_timeout=timeout_seconds + 15.0,
+        )
         return WatchStream(resp, what)
 
 
