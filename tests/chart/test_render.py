@@ -85,7 +85,7 @@ def test_classic_sidecar_is_a_regular_container() -> None:
 
 @pytest.mark.parametrize("values_file", ["native.yaml", "classic.yaml"])
 def test_sidecar_probes_and_port(values_file: str) -> None:
-    """Readiness is /readyz and liveness /healthz on the named status port the sidecar listens on."""
+    """Readiness is /readyz, liveness /healthz, on the named port the sidecar listens on."""
     sidecar = render(EXAMPLE, values_file).container("pointercache-sidecar")
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "pc-status"}
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "pc-status"}
@@ -95,7 +95,7 @@ def test_sidecar_probes_and_port(values_file: str) -> None:
 
 
 def test_model_container_probes_gate_on_the_loaded_model() -> None:
-    """The model container's startup and readiness probes hit /health/ready, liveness /health/live."""
+    """The model container's startup/readiness probes hit /health/ready, liveness /health/live."""
     model = render(EXAMPLE).container("model")
     assert model["startupProbe"]["httpGet"]["path"] == "/health/ready"
     assert model["startupProbe"]["periodSeconds"] * model["startupProbe"]["failureThreshold"] >= 120
@@ -118,7 +118,7 @@ def test_model_container_mounts_the_shared_volume_read_only(chart: Path) -> None
 
 @pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
 def test_secure_defaults_on_every_pointercache_container(values_file: str | None) -> None:
-    """Init and sidecar run as UID 10001, read-only root, no escalation, no caps, seccomp, limits."""
+    """Init and sidecar: UID 10001, read-only root, no escalation, no caps, seccomp, limits."""
     rendered = render(EXAMPLE, *([values_file] if values_file else []))
     for name in PC_CONTAINERS:
         c = rendered.container(name)
@@ -140,7 +140,7 @@ def test_secure_defaults_on_every_pointercache_container(values_file: str | None
 
 @pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
 def test_env_names_are_settings_of_the_role(values_file: str | None) -> None:
-    """Every POINTERCACHE_* variable is a setting of that container's role, plus the Downward API."""
+    """Every POINTERCACHE_* variable is a setting of the container's role; Downward API too."""
     rendered = render(EXAMPLE, *([values_file] if values_file else []))
     for name, role in zip(PC_CONTAINERS, (INIT, SIDECAR), strict=True):
         env = env_map(rendered.container(name))
@@ -152,7 +152,7 @@ def test_env_names_are_settings_of_the_role(values_file: str | None) -> None:
 
 
 def test_settings_reach_the_containers_as_the_cli_reads_them() -> None:
-    """Registries, selector, pinned version and numbers arrive with the CLI's env names and forms."""
+    """Registries, selector, pinned version and numbers arrive in the CLI's env names and forms."""
     rendered = render(EXAMPLE, "mlflow-s3.yaml")
     init = env_map(rendered.container("pointercache-init"))
     assert init["POINTERCACHE_MODEL"]["value"] == "recommender"
@@ -299,7 +299,7 @@ def test_signature_and_admin_token_files() -> None:
 
 
 def test_service_pdb_hpa_and_ingress() -> None:
-    """The example ships a Service, a PDB, an HPA with explicit behaviour and a rate-limited Ingress."""
+    """The example has a Service, a PDB, an HPA with explicit behaviour, a rate-limited Ingress."""
     rendered = render(EXAMPLE, "full.yaml")
     service = rendered.one("Service")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
