@@ -87,8 +87,11 @@ class Chain:
 
     def timeout_of(self, source: Source) -> float:
         """The source's own ``SourceOptions.timeout`` if it has options, else the chain's."""
-        options = getattr(source, "options", None)
-        return options.timeout if isinstance(options, SourceOptions) else self.timeout
+        for attr in ("options", "_options"):
+            options = getattr(source, attr, None)
+            if isinstance(options, SourceOptions):
+                return options.timeout
+        return self.timeout
 
     async def _ask(self, source: Source, model: str, selector: Selector) -> Candidate:
         limit = self.timeout_of(source)
