@@ -70,9 +70,16 @@ LOCAL_NAMES = frozenset(
 )
 """Hostnames refused without a DNS lookup (they always mean this machine or its metadata)."""
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_CLASSES = (
+    ("is_loopback", "a loopback address"),
+    ("is_link_local", "a link-local address"),
+    ("is_unspecified", "an unspecified address"),
+    ("is_multicast", "a multicast address"),
+)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+_BAD_DECODED = re.compile(r"[\x00-\x1f\x7f\\]")  # an encoded space is a fine file name
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 _NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 _IPV4 = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
@@ -114,9 +121,9 @@ def forbidden_address(addr: str | IPAddress) -> str | None:
     for each in _embedded(ip):
         if each in METADATA_ADDRESSES:
             return "a cloud metadata address"
-        for attr in ("loopback", "link_local", "unspecified", "multicast"):
-            if getattr(each, f"is_{attr}"):
-                return f"a {attr.replace('_', '-')} address"
+        for attr, text in _CLASSES:
+            if getattr(each, attr):
+                return text
         # IPv6 "reserved" covers ::/8, i.e. NAT64 and mapped forms, which are checked above.
         if isinstance(each, ipaddress.IPv4Address) and (each.is_reserved or each in _THIS_NETWORK):
             return "a reserved address"
@@ -144,7 +151,7 @@ def _path_segments(path: str, shown: str) -> tuple[str, ...]:
             raise ForbiddenURI(f"{shown}: encoded separator or NUL in path")
         if any(seg in {".", ".."} for seg in text.split("/")):
             raise ForbiddenURI(f"{shown}: '.' or '..' path segment")
-        if _BAD_CHARS.search(text):
+        if _BAD_DECODED.search(text):
             raise ForbiddenURI(f"{shown}: backslash or control character in path")
         decoded = unquote(text)
         if decoded == text:
