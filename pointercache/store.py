@@ -262,8 +262,8 @@ class Store:
         if not os.path.lexists(version_dir / MODEL):
             raise StoreError(f"{version_dir}: has no {MODEL}")
         with _translate("publish"):
+            self._ensure_static_links()  # before the first flip: they work the moment it lands
             atomic_symlink(rel, self.root / CURRENT)
-            self._ensure_static_links()
             self._stamp(version_dir)
         log.debug(
             "store-published",
