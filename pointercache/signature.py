@@ -248,7 +248,9 @@ def gate(
     if diff.unsigned:
         if unsigned == "refuse":
             raise SignatureMismatch("model has no comparable input signature", diff.as_dict())
-        return "model has no comparable input signature; the signature gate was skipped"
+        reason = "model has no comparable input signature; the signature gate was skipped"
+        log.warning("signature-unchecked", reason=reason)
+        return reason
     if not diff.ok:
         raise SignatureMismatch(f"signature mismatch ({mode}): {diff.summary()}", diff.as_dict())
     return None
