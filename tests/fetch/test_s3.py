@@ -181,7 +181,7 @@ async def test_outage_mid_download_then_retry_succeeds(
     for name, value in private_moto.env().items():
         monkeypatch.setenv(name, value)
     bucket = "outage"
-    data = os.urandom(24 * MiB)
+    data = os.urandom(6 * MiB)
 
     def upload() -> None:
         private_moto.client().create_bucket(Bucket=bucket)
@@ -196,8 +196,8 @@ async def test_outage_mid_download_then_retry_succeeds(
     uri = f"s3://{bucket}/m.bin"
     fetcher = S3Fetcher(
         _options(bucket, progress=kill, retries=3),
-        part_size=MiB,
-        multipart_threshold=MiB,
+        part_size=256 << 10,
+        multipart_threshold=256 << 10,
         concurrency=2,
         backoff=0.01,
     )

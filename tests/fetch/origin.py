@@ -1,0 +1,181 @@
+"""A misbehaving HTTP origin on 127.0.0.1 (aiohttp.web, real sockets) for the HTTP fetcher tests.
+
+Routes: ``/file`` (Range + If-Range), ``/drop`` (breaks the first body halfway, then serves
+ranges), ``/drop-norange`` (breaks the first body, ignores Range afterwards), ``/drop-nocheck``
+(breaks the first body; no ETag or Last-Modified), ``/hang-headers``, ``/hang-body``,
+``/redirect-meta`` (to the cloud metadata address), ``/loop`` (redirects to itself),
+``/big`` (Content-Length over the test limit), ``/big-chunked`` (same, without Content-Length),
+``/start`` (redirects to a presigned-looking ``/signed?...`` that breaks once),
+``/missing`` (404) and ``/error`` (503). Every request is recorded in ``hits``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+SECRET = "c2VjcmV0LXNpZ25hdHVyZQ"
+SIGNED_QUERY = f"X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature={SECRET}"
+ETAG = '"v1-abc"'
+
+
+@dataclass
+class Hit:
+    """One request as the origin saw it."""
+
+    path: str
+    range: str | None
+    if_range: str | None
+    status: int = 0
+
+
+@dataclass
+class Origin:
+    """State of the origin: the body it serves and every request it got."""
+
+    data: bytes = field(default_factory=lambda: os.urandom(3 * (1 << 20) + 4321))
+    hits: list[Hit] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+
+    def url(self, path: str) -> str:
+        """Absolute URL of ``path`` on this origin."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def seen(self, path: str) -> list[Hit]:
+        """Requests for ``path``, in order."""
+        return [h for h in self.hits if h.path == path]
+
+
+def _ranged(origin: Origin, request: web.Request, hit: Hit, *, validators: bool) -> web.Response:
+    headers = {"Accept-Ranges": "bytes"}
+    if validators:
+        headers["ETag"] = ETAG
+    rng = request.headers.get("Range")
+    if rng and rng.startswith("bytes=") and request.headers.get("If-Range", ETAG) == ETAG:
+        start = int(rng.removeprefix("bytes=").split("-")[0])
+        size = len(origin.data)
+        headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+        hit.status = 206
+        return web.Response(status=206, body=origin.data[start:], headers=headers)
+    hit.status = 200
+    return web.Response(body=origin.data, headers=headers)
+
+
+async def _drop_once(
+    origin: Origin, request: web.Request, hit: Hit, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Send the headers and half the body, then break the connection."""
+    origin.dropped.add(request.path)
+    hit.status = 200
+    resp = web.StreamResponse(headers={**headers, "Content-Length": str(len(origin.data))})
+    await resp.prepare(request)
+    await resp.write(origin.data[: len(origin.data) // 2])
+    assert request.transport is not None
+    request.transport.abort()
+    return resp
+
+
+async def _dropping(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    path = request.path
+    headers = {} if path == "/drop-nocheck" else {"ETag": ETAG}
+    if path not in origin.dropped:
+        return await _drop_once(origin, request, hit, headers)
+    if path == "/drop-norange":
+        hit.status = 200
+        return web.Response(body=origin.data, headers=headers)
+    return _ranged(origin, request, hit, validators=path != "/drop-nocheck")
+
+
+async def _hang_headers(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    await origin.release.wait()
+    return web.Response(body=b"late")
+
+
+async def _hang_body(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Length": "10000"})
+    await resp.prepare(request)
+    await resp.write(b"x" * 1000)
+    await origin.release.wait()
+    return resp
+
+
+async def _big_chunked(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    for _ in range(32):
+        await resp.write(b"x" * (64 << 10))
+    await resp.write_eof()
+    return resp
+
+
+async def _file(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    return _ranged(origin, request, hit, validators=True)
+
+
+async def _big(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    return web.Response(body=b"x" * (2 << 20))
+
+
+def _redirect(location: str) -> Handler:
+    async def handler(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+        raise web.HTTPFound(location)
+
+    return handler
+
+
+async def _error(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    raise web.HTTPServiceUnavailable
+
+
+Handler = Callable[[Origin, web.Request, Hit], Awaitable[web.StreamResponse]]
+ROUTES: dict[str, Handler] = {
+    "/file": _file,
+    "/drop": _dropping,
+    "/signed": _dropping,
+    "/drop-norange": _dropping,
+    "/drop-nocheck": _dropping,
+    "/hang-headers": _hang_headers,
+    "/hang-body": _hang_body,
+    "/redirect-meta": _redirect("http://169.254.169.254/latest/meta-data/iam/"),
+    "/loop": _redirect("/loop"),
+    "/start": _redirect(f"/signed?{SIGNED_QUERY}"),
+    "/big": _big,
+    "/big-chunked": _big_chunked,
+    "/error": _error,
+}
+
+
+def build_app(origin: Origin) -> web.Application:
+    """The aiohttp application of the origin: every request is recorded, then routed."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        hit = Hit(request.path, request.headers.get("Range"), request.headers.get("If-Range"))
+        origin.hits.append(hit)
+        route = ROUTES.get(request.path)
+        if route is None:
+            raise web.HTTPNotFound
+        return await route(origin, request, hit)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    return app
+
+
+async def start_origin() -> tuple[Origin, web.AppRunner]:
+    """Start the origin on a free loopback port."""
+    origin = Origin()
+    runner = web.AppRunner(build_app(origin), access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    origin.port = sock.getsockname()[1]
+    await web.SockSite(runner, sock).start()
+    return origin, runner
