@@ -23,6 +23,8 @@ FETCHERS: dict[str, str] = {
     "http": "pointercache.fetchers.http:HttpFetcher",
     "https": "pointercache.fetchers.http:HttpFetcher",
     "s3": "pointercache.fetchers.s3:S3Fetcher",
+    "mlflow-artifacts+http": "pointercache.fetchers.mlflow:MlflowArtifactFetcher",
+    "mlflow-artifacts+https": "pointercache.fetchers.mlflow:MlflowArtifactFetcher",
 }
 """URI scheme → ``module:Class`` of the fetcher that serves it."""
 
@@ -63,6 +65,10 @@ class FetchOptions:
     """Attempts per part (S3) or resume attempts (HTTP) before giving up."""
     progress: Progress | None = None
     """Progress callback; the stage layer turns it into a log line every 10 s."""
+    mlflow_auth: dict[str, tuple[Path | None, Path | None]] = field(default_factory=dict)
+    """MLflow tracking server netloc (host:port) → (bearer token file, ``user:password`` file):
+    the ``mlflow-artifacts`` fetcher sends these credentials to that netloc only (see
+    ``pointercache.sources.mlflow.artifact_credentials``)."""
 
 
 @dataclass(frozen=True, slots=True)

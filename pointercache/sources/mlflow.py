@@ -1,0 +1,408 @@
+"""``mlflow+http(s)://host:port[/prefix]``: the MLflow Model Registry, over its REST API.
+
+No ``mlflow`` import: the REST API is called directly with aiohttp. A resolution is:
+
+- ``alias:NAME``   → ``registered-models/alias``; ``version:N`` → ``model-versions/get``;
+  ``stage:NAME``   → ``registered-models/get-latest-versions`` (deprecated MLflow stages),
+  each in parallel with ``registered-models/get`` (for the revision tag, below);
+- only ``READY`` versions are served: ``PENDING_REGISTRATION`` → ``SourceUnavailable`` (it will
+  be ready soon: keep the LKG meanwhile); ``FAILED_REGISTRATION`` → ``NotFound``;
+- ``model-versions/get-download-uri`` and the version's ``MLmodel`` file (its ``signature:``
+  block) are read once per (model, version, source) and cached: a steady-state poll is two
+  parallel GETs;
+- ``runs:/``, ``models:/`` and ``mlflow-artifacts:/`` locations are resolved through the tracking
+  server into a fetchable URI (``mlflow-artifacts+http(s)://host:port/<path>`` for the artifact
+  proxy, see ``pointercache.fetchers.mlflow``); ``s3://``, ``http(s)://`` pass through.
+
+Digest: the model-version tag ``pointercache.digest`` (``sha256:<hex>``), size: tag
+``pointercache.size_bytes``, both optional and enforced when present.
+
+Revision: MLflow has none, and setting an alias changes no timestamp. The registered-model tag
+``pointercache.revision`` (an integer; use epoch milliseconds) wins when set — promotion tooling
+bumps it on every alias move. Otherwise the revision is the time (epoch ms) this process first saw
+the current answer. It increases on a rollback too (the alias moving back to a lower version),
+and is consistent across pods up to clock skew: nobody can see the old answer after the new one
+was set. A version number would go *down* on a rollback.
+
+Errors are mapped by MLflow ``error_code`` and HTTP status, never by message text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import orjson
+
+from pointercache.candidate import Candidate, Selector
+from pointercache.errors import (
+    ConfigError,
+    InvalidManifest,
+    InvalidPointer,
+    NotFound,
+    SourceError,
+    SourceUnavailable,
+)
+from pointercache.fetchers.mlflow import read_signature
+from pointercache.log import log
+from pointercache.pointer import check_digest
+from pointercache.redact import redact_uri
+from pointercache.signature import from_mlmodel
+from pointercache.sources import SourceOptions
+from pointercache.sources.http import (
+    auth_headers,
+    client_timeout,
+    read_limited,
+    status_error,
+    transport_error,
+)
+
+API = "/api/2.0/mlflow"
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
+DIGEST_TAG, SIZE_TAG, REVISION_TAG = (
+    "pointercache.digest",
+    "pointercache.size_bytes",
+    "pointercache.revision",
+)
+MAX_MLMODEL_BYTES = 1 << 20
+MAX_HOPS = 4
+DETAILS_CACHE = 64
+_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"})
+_TRANSIENT = frozenset(
+    {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED", "ABORTED"}
+)
+_DENIED = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
+
+
+def api_error(status: int, body: bytes, what: str, *, invalid: type[SourceError]) -> SourceError:
+    """Map an MLflow error answer by ``error_code`` (then HTTP status); message text is ignored.
+
+    ``invalid`` is the error for ``INVALID_PARAMETER_VALUE``: ``NotFound`` where the parameter
+    is the user's selector (no such alias, stage or version), ``InvalidManifest`` elsewhere.
+    """
+    code = ""
+    try:
+        parsed = orjson.loads(body)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error_code"), str):
+            code = parsed["error_code"]
+    except orjson.JSONDecodeError:
+        pass
+    if code in _NOT_FOUND:
+        return NotFound(f"{what}: {code}")
+    if code == "INVALID_PARAMETER_VALUE":
+        return invalid(f"{what}: {code}")
+    if code in _TRANSIENT:
+        return SourceUnavailable(f"{what}: {code} (HTTP {status})")
+    if code in _DENIED:
+        return SourceError(f"{what}: access denied ({code})")
+    return status_error(status, what)
+
+
+class MlflowSource:
+    """The MLflow Model Registry; implements ``Source``. One ``ClientSession`` per source."""
+
+    def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
+        self.options = options or SourceOptions()
+        self.name = redact_uri(uri)
+        parts = urlsplit(uri)
+        scheme = parts.scheme.lower()
+        if scheme not in ("mlflow+http", "mlflow+https") or not parts.hostname:
+            raise ConfigError(f"registry {self.name}: expected mlflow+http(s)://host[:port]")
+        if "@" in parts.netloc or parts.query or parts.fragment:
+            raise ConfigError(
+                f"registry {self.name}: no user info, query or fragment (use the token file)"
+            )
+        self.http_scheme = scheme.removeprefix("mlflow+")
+        self.netloc = parts.netloc
+        self.prefix = parts.path.rstrip("/")
+        self.base = f"{self.http_scheme}://{self.netloc}{self.prefix}"
+        self._session: aiohttp.ClientSession | None = None
+        self._details: OrderedDict[tuple[str, str, str], tuple[str, dict[str, Any] | None]] = (
+            OrderedDict()
+        )
+        self._seen: dict[tuple[str, str], tuple[tuple[str, ...], int]] = {}
+        self._last_revision = 0
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=client_timeout(self.options.timeout))
+        return self._session
+
+    async def _get(
+        self,
+        path: str,
+        params: dict[str, str],
+        *,
+        max_bytes: int,
+        invalid: type[SourceError] = NotFound,
+        missing_ok: bool = False,
+    ) -> bytes | None:
+        """GET ``base + path`` with credentials, no redirects; None on 404 if ``missing_ok``."""
+        headers = auth_headers(self.options.token_file, self.options.basic_auth_file)
+        async with self._client().get(
+            self.base + path, params=params, headers=headers, allow_redirects=False
+        ) as response:
+            body = await read_limited(response, max_bytes, self.name, InvalidManifest)
+            if response.status == 200:  # noqa: PLR2004
+                return body
+            if missing_ok and response.status == 404:  # noqa: PLR2004
+                return None
+            raise api_error(response.status, body, f"{self.name} {path}", invalid=invalid)
+
+    async def _call(
+        self, endpoint: str, params: dict[str, str], *, invalid: type[SourceError] = NotFound
+    ) -> dict[str, Any]:
+        """Call a registry endpoint; a JSON object, or a ``SourceError`` mapped by error code."""
+        limit = self.options.max_manifest_bytes
+        body = await self._get(f"{API}/{endpoint}", params, max_bytes=limit, invalid=invalid)
+        try:
+            parsed = orjson.loads(body or b"")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidManifest(f"{self.name} {endpoint}: answer is not JSON") from exc
+        if not isinstance(parsed, dict):
+            raise InvalidManifest(f"{self.name} {endpoint}: answer is not a JSON object")
+        return parsed
+
+    # -- resolution -----------------------------------------------------------------------
+
+    async def resolve(self, model: str, selector: Selector) -> Candidate:
+        """Ask the registry which version ``selector`` names; bounded by the source timeout."""
+        try:
+            async with asyncio.timeout(self.options.timeout):
+                return await self._resolve(model, selector)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise transport_error(exc, self.name) from exc
+
+    async def _resolve(self, model: str, selector: Selector) -> Candidate:
+        results = await asyncio.gather(
+            self._model_version(model, selector),
+            self._call("registered-models/get", {"name": model}),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        mv = _obj(results[0], "model_version")
+        rm = _obj(_obj(results[1], "answer").get("registered_model"), "registered_model")
+        version = _ready_version(model, selector, mv)
+        tags = _tags(mv)
+        source = mv.get("source")
+        uri, signature = await self._version_details(model, version, str(source))
+        digest, size = _digest(tags.get(DIGEST_TAG)), _size(tags.get(SIZE_TAG))
+        revision = self._revision(model, selector, rm, (version, digest or "", uri))
+        try:
+            return Candidate(
+                model=model,
+                version=version,
+                uri=uri,
+                digest=digest,
+                size_bytes=size,
+                revision=revision,
+                signature=signature,
+                registry=self.name,
+            )
+        except (InvalidPointer, ValueError) as exc:
+            raise InvalidManifest(f"{self.name}: {model} version {version!r}: {exc}") from exc
+
+    async def _model_version(self, model: str, selector: Selector) -> dict[str, Any]:
+        if selector.kind == "alias":
+            data = await self._call(
+                "registered-models/alias", {"name": model, "alias": selector.value}
+            )
+            return _obj(data.get("model_version"), "model_version")
+        if selector.kind == "version":
+            data = await self._call(
+                "model-versions/get", {"name": model, "version": selector.value}
+            )
+            return _obj(data.get("model_version"), "model_version")
+        data = await self._call(
+            "registered-models/get-latest-versions", {"name": model, "stages": selector.value}
+        )
+        found = [_obj(v, "model_versions[]") for v in data.get("model_versions") or []]
+        if not found:
+            raise NotFound(f"{self.name}: {model} has no version in stage {selector.value!r}")
+        return max(found, key=lambda v: _int(v.get("version"), "version"))
+
+    def _revision(
+        self, model: str, selector: Selector, rm: dict[str, Any], state: tuple[str, ...]
+    ) -> int:
+        """The ``pointercache.revision`` tag, else when this answer was first seen (epoch ms)."""
+        tagged = _tags(rm).get(REVISION_TAG)
+        if tagged is not None:
+            return _int(tagged, f"registered-model tag {REVISION_TAG}")
+        key = (model, str(selector))
+        seen = self._seen.get(key)
+        if seen is not None and seen[0] == state:
+            return seen[1]
+        revision = max(time.time_ns() // 1_000_000, self._last_revision + 1)
+        self._last_revision = revision
+        self._seen[key] = (state, revision)
+        return revision
+
+    async def _version_details(
+        self, model: str, version: str, source: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Fetchable URI and signature of a version; cached (a version's source never changes)."""
+        key = (model, version, source)
+        cached = self._details.get(key)
+        if cached is not None:
+            return cached
+        data = await self._call(
+            "model-versions/get-download-uri",
+            {"name": model, "version": version},
+            invalid=InvalidManifest,
+        )
+        uri = await self._fetchable(_str(data.get("artifact_uri"), "artifact_uri"), 0)
+        details = (uri, await self._signature(uri))
+        self._details[key] = details
+        while len(self._details) > DETAILS_CACHE:
+            self._details.popitem(last=False)
+        return details
+
+    async def _fetchable(self, location: str, hops: int) -> str:
+        """Turn an MLflow artifact location into a URI a fetcher serves."""
+        if hops > MAX_HOPS:
+            raise InvalidManifest(f"{self.name}: artifact location loops ({redact_uri(location)})")
+        parts = urlsplit(location)
+        scheme, path = parts.scheme.lower(), parts.path
+        if scheme == "mlflow-artifacts":
+            if self.prefix:
+                raise InvalidManifest(f"{self.name}: artifact proxy behind a path prefix")
+            netloc = parts.netloc or self.netloc
+            return f"mlflow-artifacts+{self.http_scheme}://{netloc}/{quote(path.lstrip('/'))}"
+        if scheme == "runs":
+            run_id, _, rel = path.lstrip("/").partition("/")
+            data = await self._call("runs/get", {"run_id": run_id}, invalid=InvalidManifest)
+            info = _obj(_obj(data.get("run"), "run").get("info"), "run.info")
+            root = _str(info.get("artifact_uri"), "run.info.artifact_uri").rstrip("/")
+            return await self._fetchable(f"{root}/{rel}" if rel else root, hops + 1)
+        if scheme == "models":
+            return await self._fetchable(await self._model_location(parts.netloc + path), hops + 1)
+        if scheme in ("", "file"):
+            raise InvalidManifest(
+                f"{self.name}: artifact location {redact_uri(location)} is local to the server"
+                " (run it with --serve-artifacts)"
+            )
+        return location
+
+    async def _model_location(self, ref: str) -> str:
+        """Artifact location of ``models:/<name>/<version>``, ``<name>@<alias>`` or ``m-<id>``."""
+        ref = ref.strip("/")
+        if "/" in ref:
+            name, _, version = ref.partition("/")
+        elif "@" in ref:
+            name, _, alias = ref.partition("@")
+            data = await self._call(
+                "registered-models/alias", {"name": name, "alias": alias}, invalid=InvalidManifest
+            )
+            version = str(_obj(data.get("model_version"), "model_version").get("version"))
+        else:
+            data = await self._call(f"logged-models/{quote(ref, safe='')}", {})
+            info = _obj(_obj(data.get("model"), "model").get("info"), "model.info")
+            return _str(info.get("artifact_uri"), "model.info.artifact_uri")
+        data = await self._call(
+            "model-versions/get-download-uri",
+            {"name": name, "version": version},
+            invalid=InvalidManifest,
+        )
+        return _str(data.get("artifact_uri"), "artifact_uri")
+
+    async def _signature(self, uri: str) -> dict[str, Any] | None:
+        """The ``signature:`` of the version's MLmodel, when it is behind this server's proxy."""
+        parts = urlsplit(uri)
+        if not parts.scheme.startswith("mlflow-artifacts+") or parts.netloc != self.netloc:
+            return None
+        path = f"{ARTIFACTS_API}/{parts.path.strip('/')}/MLmodel"
+        body = await self._get(path, {}, max_bytes=MAX_MLMODEL_BYTES, missing_ok=True)
+        if body is None:
+            return None
+        raw = read_signature(body)
+        if raw is None:
+            if b"signature:" in body:
+                log.warning("mlmodel-signature-unreadable", registry=self.name, uri=uri)
+            return None
+        signature = from_mlmodel({"signature": raw})
+        return None if signature is None else signature.to_dict()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def artifact_credentials(
+    registries: Sequence[str], options: SourceOptions
+) -> dict[str, tuple[Path | None, Path | None]]:
+    """``FetchOptions.mlflow_auth`` for these registries: netloc → (token file, basic file).
+
+    The ``mlflow-artifacts`` fetcher sends the registry's credentials to these hosts only.
+    """
+    creds: dict[str, tuple[Path | None, Path | None]] = {}
+    for uri in registries:
+        parts = urlsplit(uri)
+        if parts.scheme.lower() in ("mlflow+http", "mlflow+https") and parts.netloc:
+            creds[parts.netloc] = (options.token_file, options.basic_auth_file)
+    return creds
+
+
+def _obj(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidManifest(f"MLflow answer: {what} is not an object")
+    return value
+
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidManifest(f"MLflow answer: {what} is not a non-empty string")
+    return value
+
+
+def _int(value: object, what: str) -> int:
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    if not text.isdigit():
+        raise InvalidManifest(f"MLflow answer: {what} {value!r} is not a non-negative integer")
+    return int(text)
+
+
+def _tags(obj: dict[str, Any]) -> dict[str, str]:
+    tags = obj.get("tags") or []
+    if isinstance(tags, dict):  # some servers answer a mapping
+        return {str(k): str(v) for k, v in tags.items()}
+    return {
+        str(t.get("key")): str(t.get("value")) for t in tags if isinstance(t, dict) and "key" in t
+    }
+
+
+def _ready_version(model: str, selector: Selector, mv: dict[str, Any]) -> str:
+    """The version name of ``mv``, if it is this model's and ``READY``; else the error."""
+    if mv.get("name") != model:
+        raise InvalidManifest(f"MLflow answered for model {mv.get('name')!r}, not {model!r}")
+    version = str(_int(mv.get("version"), "version"))
+    status = mv.get("status", "READY")
+    if status == "PENDING_REGISTRATION":
+        raise SourceUnavailable(f"{model} version {version} ({selector}) is still registering")
+    if status != "READY":
+        raise NotFound(f"{model} version {version} ({selector}) is not servable: {status}")
+    return version
+
+
+def _digest(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_digest(f"tag {DIGEST_TAG}", value)
+    except InvalidPointer as exc:
+        raise InvalidManifest(str(exc)) from None
+
+
+def _size(value: str | None) -> int | None:
+    return None if value is None else _int(value, f"tag {SIZE_TAG}")

@@ -1,0 +1,118 @@
+"""The mlflow-artifacts fetcher against a real tracking server's artifact proxy."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pointercache.candidate import Selector
+from pointercache.digest import tree_digest
+from pointercache.errors import ArtifactNotFound, ForbiddenURI
+from pointercache.fetchers import FetchOptions, open_fetcher
+from pointercache.sources import SourceOptions
+from pointercache.sources.mlflow import MlflowSource
+from tests.mlflow_server import MlflowServer, mlmodel_text
+
+pytestmark = pytest.mark.xdist_group("mlflow")
+
+FILES = {
+    "model.pkl": b"\x80\x04weights" * 1000,
+    "conda.yaml": b"name: env\n",
+    "code/featurize.py": b"def f(x):\n    return x\n",
+    "data/deep/er/table.bin": bytes(range(256)) * 64,
+    "name with space.txt": b"spaces are fine",
+}
+
+
+def expected_tree_digest(files: dict[str, bytes]) -> str:
+    """The documented digest: sha256 of "<sha256>  <relpath>\\n" lines sorted by path bytes."""
+    lines = [
+        f"{hashlib.sha256(data).hexdigest()}  {rel}\n".encode()
+        for rel, data in sorted(files.items(), key=lambda kv: kv[0].encode())
+    ]
+    return "sha256:" + hashlib.sha256(b"".join(lines)).hexdigest()
+
+
+class RefuseAll:
+    """An allow policy that refuses everything (stands in for a restrictive allowlist)."""
+
+    def check(self, uri: str) -> None:
+        raise ForbiddenURI(f"{uri} is not allowlisted")
+
+
+@pytest.fixture
+async def source(mlflow: MlflowServer) -> AsyncIterator[MlflowSource]:
+    """An MLflow source for the shared server."""
+    src = MlflowSource(mlflow.registry_uri, SourceOptions(timeout=10.0))
+    try:
+        yield src
+    finally:
+        await src.aclose()
+
+
+async def test_fetch_directory_end_to_end(
+    mlflow: MlflowServer, source: MlflowSource, tmp_path: Path
+) -> None:
+    """A registered model directory arrives whole, with the tree digest of the uploaded files."""
+    model = mlflow.new_model()
+    inputs = [{"type": "long", "name": "n", "required": True}]
+    version = mlflow.create_version(model, FILES, inputs=inputs)
+    mlflow.set_alias(model, "production", version)
+    candidate = await source.resolve(model, Selector.parse("alias:production"))
+    fetcher = open_fetcher(candidate.uri, FetchOptions())
+    try:
+        result = await fetcher.fetch(candidate.uri, tmp_path / "model")
+    finally:
+        await fetcher.aclose()
+    uploaded = {**FILES, "MLmodel": mlmodel_text(inputs, [{"type": "double"}]).encode()}
+    digest, size = tree_digest(tmp_path / "model")
+    assert result.is_dir
+    assert digest == expected_tree_digest(uploaded)
+    assert size == result.size_bytes == sum(len(d) for d in uploaded.values())
+    assert (tmp_path / "model" / "data/deep/er/table.bin").read_bytes() == FILES[
+        "data/deep/er/table.bin"
+    ]
+
+
+async def test_fetch_single_file(mlflow: MlflowServer, tmp_path: Path) -> None:
+    """A URI naming one file fetches that file, with its sha256."""
+    _, root = mlflow.new_run()
+    mlflow.upload(f"{root}/single/model.onnx", b"onnx-bytes")
+    uri = f"mlflow-artifacts+http://127.0.0.1:{mlflow.port}/{root}/single/model.onnx"
+    fetcher = open_fetcher(uri, FetchOptions())
+    try:
+        result = await fetcher.fetch(uri, tmp_path / "model.onnx")
+    finally:
+        await fetcher.aclose()
+    assert not result.is_dir
+    assert (tmp_path / "model.onnx").read_bytes() == b"onnx-bytes"
+    assert result.sha256 == hashlib.sha256(b"onnx-bytes").hexdigest()
+
+
+async def test_missing_artifact_is_not_found(mlflow: MlflowServer, tmp_path: Path) -> None:
+    """A path with nothing behind it is ArtifactNotFound and writes nothing."""
+    uri = f"mlflow-artifacts+http://127.0.0.1:{mlflow.port}/0/nothing/here"
+    fetcher = open_fetcher(uri, FetchOptions())
+    try:
+        with pytest.raises(ArtifactNotFound):
+            await fetcher.fetch(uri, tmp_path / "model")
+    finally:
+        await fetcher.aclose()
+    assert not (tmp_path / "model").exists()
+
+
+async def test_allowlist_is_checked_before_any_request(
+    mlflow: MlflowServer, tmp_path: Path
+) -> None:
+    """A URI the allow policy refuses is ForbiddenURI, and nothing is written."""
+    uri = f"mlflow-artifacts+http://127.0.0.1:{mlflow.port}/0/x/model"
+    fetcher = open_fetcher(uri, FetchOptions(allow=RefuseAll()))
+    try:
+        with pytest.raises(ForbiddenURI):
+            await fetcher.fetch(uri, tmp_path / "model")
+    finally:
+        await fetcher.aclose()
+    assert not (tmp_path / "model").exists()
