@@ -12,6 +12,8 @@ throttling, 5xx, timeouts → ``SourceUnavailable``. The whole call is bounded b
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from typing import TYPE_CHECKING, Any
 
 from pointercache import manifest, s3
@@ -45,6 +47,10 @@ class S3ManifestSource:
         if not self.key or self.key.endswith("/"):
             raise ConfigError(f"registry {self.name}: expected s3://bucket/key.json")
         self._client: Any = None
+        self._client_lock = threading.Lock()
+        # Importing boto3 and building a client takes longer than a registry timeout on a cold
+        # start: do it now, in the background, so the first resolution only pays for its GET.
+        threading.Thread(target=self._client_or_none, name="s3-source-warmup", daemon=True).start()
         self._etag: str | None = None
         self._cached: Manifest | None = None
         self.requests = 0
@@ -52,18 +58,26 @@ class S3ManifestSource:
         self.not_modified = 0
         """Calls answered ``304 Not Modified``."""
 
+    def _ensure_client(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                timeout = max(self.options.timeout, 0.1)
+                self._client = s3.client(
+                    endpoint_url=self.options.extra.get("endpoint_url"),
+                    connect_timeout=timeout,
+                    read_timeout=timeout,
+                    max_attempts=1,
+                    max_pool=2,
+                )
+            return self._client
+
+    def _client_or_none(self) -> None:
+        with contextlib.suppress(Exception):  # the first resolution reports the error
+            self._ensure_client()
+
     def _get(self, etag: str | None) -> tuple[bytes | None, str | None]:
-        if self._client is None:
-            timeout = max(self.options.timeout, 0.1)
-            self._client = s3.client(
-                endpoint_url=self.options.extra.get("endpoint_url"),
-                connect_timeout=timeout,
-                read_timeout=timeout,
-                max_attempts=1,
-                max_pool=2,
-            )
         return s3.get_object_if_changed(
-            self._client, self.bucket, self.key, etag, self.options.max_manifest_bytes
+            self._ensure_client(), self.bucket, self.key, etag, self.options.max_manifest_bytes
         )
 
     async def _fetch(self, model: str) -> Manifest:
