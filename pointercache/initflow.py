@@ -43,22 +43,19 @@ async def resolve_and_publish(parts: Parts) -> Pointer:
         signature_mode=settings.signature_mode,
     )
     attempts: list[Attempt] = []
-    async for resolution in parts.chain.candidates(settings.model, settings.parsed_selector):
-        attempts = list(resolution.attempts)
+    rejected: dict[str, str] = {}
+    selector = settings.parsed_selector
+    async for resolution in parts.chain.candidates(settings.model, selector, attempts):
         try:
             adopted = await publisher.adopt(resolution)
         except _FALL_THROUGH as exc:
-            reason = _reason(exc)
-            log.warning(
-                "candidate-rejected",
-                source=resolution.source,
-                version=resolution.candidate.version,
-                reason=reason,
-            )
-            attempts.append(Attempt(resolution.source, resolution.candidate.version, False, reason))
+            reason = f"version {resolution.candidate.version} rejected: {_reason(exc)}"
+            log.warning("candidate-rejected", source=resolution.source, reason=reason)
+            rejected[resolution.source] = reason
             continue
         return adopted.pointer
-    raise ResolutionFailed(summarize(settings.model, attempts), attempts)
+    final = [Attempt(a.step, a.name, a.ok, rejected.get(a.step, a.reason)) for a in attempts]
+    raise ResolutionFailed(summarize(settings.model, final), final)
 
 
 def _reason(exc: PointercacheError) -> str:

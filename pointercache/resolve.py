@@ -136,9 +136,23 @@ class Chain:
             attempts.append(Attempt("registry", "-", ok=False, reason="no registry configured"))
         return None, attempts
 
-    async def candidates(self, model: str, selector: Selector) -> AsyncIterator[Resolution]:
-        """Yield a resolution per step with an answer: registry, lkg-node, lkg-cluster, pinned."""
-        found, attempts = await self.from_registries(model, selector)
+    async def candidates(
+        self, model: str, selector: Selector, record: list[Attempt] | None = None
+    ) -> AsyncIterator[Resolution]:
+        """Yield a resolution per step with an answer: registry, lkg-node, lkg-cluster, pinned.
+
+        ``record``, when given, receives every attempt as it is made, so a caller for whom no
+        step answered can still say why each one did not.
+        """
+        attempts = record if record is not None else []
+        async for resolution in self._candidates(model, selector, attempts):
+            yield resolution
+
+    async def _candidates(
+        self, model: str, selector: Selector, attempts: list[Attempt]
+    ) -> AsyncIterator[Resolution]:
+        found, asked = await self.from_registries(model, selector)
+        attempts.extend(asked)
         if found is not None:
             yield found
             attempts[-1] = _not_used(attempts[-1])

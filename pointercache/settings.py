@@ -94,6 +94,18 @@ class Settings:
         "(without it, /refresh answers on loopback only)",
         roles=(SIDECAR,),
     )
+    pod_name: str | None = _opt(
+        None, "this pod's name (Downward API), for annotations and Events", roles=(SIDECAR,)
+    )
+    pod_namespace: str | None = _opt(
+        None, "this pod's namespace (Downward API), for annotations and Events", roles=(SIDECAR,)
+    )
+    report_to_pod: bool = _opt(
+        False,
+        "annotate this pod (pointercache.dev/*) and emit Events on flips and fallbacks "
+        "(needs --pod-name, --pod-namespace and the chart's RBAC)",
+        roles=(SIDECAR,),
+    )
     log_level: str = _opt(
         "info", "debug, info, warning or error", choices=("debug", "info", "warning", "error")
     )
@@ -109,6 +121,12 @@ class Settings:
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
 
+    def _validate_kubernetes(self) -> None:
+        if self.report_to_pod and not (self.pod_name and self.pod_namespace):
+            raise ConfigError("--report-to-pod needs --pod-name and --pod-namespace")
+        if self.lkg_configmap is not None and self.lkg_configmap.count("/") != 1:
+            raise ConfigError(f"--lkg-configmap {self.lkg_configmap!r}: expected namespace/name")
+
     def validate(self) -> Settings:
         """Check cross-field rules; raise ``ConfigError`` with the flag's name."""
         if not self.model:
@@ -120,6 +138,7 @@ class Settings:
         for name in ("registry_timeout", "deadline", "poll_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        self._validate_kubernetes()
         if self.keep_versions < 1:
             raise ConfigError("--keep-versions must be at least 1")
         if not 0 <= self.poll_jitter <= 1:
@@ -140,6 +159,8 @@ def env_name(name: str) -> str:
 
 def _type_of(f: dataclasses.Field[Any]) -> Any:
     text = str(f.type)
+    if text == "bool":
+        return _bool
     if "float" in text:
         return float
     if "int" in text and "str" not in text:
@@ -147,6 +168,15 @@ def _type_of(f: dataclasses.Field[Any]) -> Any:
     if "Path" in text:
         return Path
     return str
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser, role: str) -> None:
@@ -168,6 +198,9 @@ def add_arguments(parser: argparse.ArgumentParser, role: str) -> None:
                 kwargs[key] = meta[key]
         if meta.get("repeat"):
             kwargs["action"] = "append"
+        if kwargs["type"] is _bool:
+            del kwargs["type"]
+            kwargs["action"] = argparse.BooleanOptionalAction
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 

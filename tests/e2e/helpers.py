@@ -158,6 +158,8 @@ class Sidecar:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
         self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
         return code
 
 

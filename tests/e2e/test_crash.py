@@ -19,7 +19,7 @@ from tests.e2e.conftest import World
 from tests.e2e.helpers import Sidecar, make_artifact, run_init, wait_until
 from tests.e2e.reader_check import check_once
 
-KILLS = 30
+KILLS = 20
 
 
 def churn(world: World, stop: threading.Event, revision: list[int]) -> None:
@@ -39,7 +39,7 @@ def test_sigkill_during_stage_and_flip_never_tears_the_volume(
 ) -> None:
     """Across many SIGKILLs mid-flip, a concurrent reader always finds a complete model."""
     for v in ("1", "2", "3"):
-        make_artifact(world.base, v, files=6, size=1 << 20)
+        make_artifact(world.base, v, files=4, size=1 << 19)
     world.publish(1, "1")
     assert run_init(cli_env, *world.init_args()).returncode == 0
     report, stopfile = tmp_path / "reader.json", tmp_path / "stop"
