@@ -56,7 +56,7 @@ class _Sink:
         self.sha = hashlib.sha256()
         self.size = 0  # bytes accepted so far (updated on the event loop, before writing)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         self.file.write(data)
         self.sha.update(data)
 
@@ -267,8 +267,7 @@ class _Pipeline:
 
     def _submit(self) -> None:
         self.sink.size += len(self.buf)
-        data = bytes(self.buf)
-        self.buf.clear()
+        data, self.buf = self.buf, bytearray()  # hand the buffer over: no copy
         self._pending = asyncio.get_running_loop().run_in_executor(None, self.sink.write, data)
         if self.progress is not None:
             self.progress(self.sink.size, self.state.total)
