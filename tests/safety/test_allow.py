@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import posixpath
 import socket
 from collections.abc import Callable, Sequence
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pointercache.allow import AllowList, check_redirect, forbidden_address
 from pointercache.errors import ConfigError, FetchUnavailable, ForbiddenURI
@@ -363,3 +367,22 @@ def test_forbidden_address_table(addr: str, reason: str | None) -> None:
     else:
         assert got is not None
         assert reason in got
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["models", "m.tgz", ".", "..", "%2e", "%2E%2e", "%252e", "%2f", "", "a%20b"]
+        ),
+        max_size=6,
+    )
+)
+def test_accepted_file_uris_stay_under_the_prefix(segments: list[str]) -> None:
+    """Any file URI the allowlist accepts under /data/models resolves inside /data/models."""
+    uri = "file:///data/models/" + "/".join(segments)
+    try:
+        AllowList(["file:///data/models"]).check(uri)
+    except ForbiddenURI:
+        return
+    path = posixpath.normpath(unquote(unquote(urlsplit(uri).path)))
+    assert path == "/data/models" or path.startswith("/data/models/")

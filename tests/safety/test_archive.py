@@ -5,13 +5,18 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import posixpath
+import shutil
 import stat
+import subprocess
 import tarfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pointercache.archive import (
     ArchiveLimits,
@@ -474,3 +479,48 @@ def test_safe_parts_limits(name: str) -> None:
     """Too deep, too long, or over-long components are refused."""
     with pytest.raises(UnsafeArchive):
         safe_parts(name)
+
+
+@given(st.text(alphabet=["a", "b", ".", "/", "\\", "\x00", "\n", "é"], max_size=40))
+def test_safe_parts_never_escapes(name: str) -> None:
+    """Whatever a name looks like, accepted components stay inside dest once joined."""
+    try:
+        parts = safe_parts(name)
+    except UnsafeArchive:
+        return
+    dest = "/dest"
+    joined = posixpath.normpath(posixpath.join(dest, *parts))
+    assert joined == dest or joined.startswith(dest + "/")
+    assert all(p not in {"", ".", ".."} and "/" not in p and "\\" not in p for p in parts)
+
+
+def test_archive_made_by_gnu_tar_extracts(tmp_path: Path) -> None:
+    """An archive written by the real tar tool (./ prefixes, directory entries) extracts."""
+    tar_bin = shutil.which("tar")
+    if tar_bin is None:
+        pytest.skip("no tar binary")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for name, data in GOOD.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    archive = tmp_path / "m.tgz"
+    subprocess.run([tar_bin, "-C", str(src), "-czf", str(archive), "."], check=True)
+    extract(archive, tmp_path / "out")
+    assert {k: v for k, v in tree(tmp_path / "out").items() if v is not None} == GOOD
+
+
+def test_gnu_tar_hardlinks_are_refused(tmp_path: Path) -> None:
+    """Hard-linked files archived by the real tar tool are refused (links are never extracted)."""
+    tar_bin = shutil.which("tar")
+    if tar_bin is None:
+        pytest.skip("no tar binary")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"weights")
+    os.link(src / "a.bin", src / "b.bin")
+    archive = tmp_path / "m.tar"
+    subprocess.run([tar_bin, "-C", str(src), "-cf", str(archive), "."], check=True)
+    with pytest.raises(UnsafeArchive, match="link"):
+        extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
