@@ -1,0 +1,285 @@
+"""Fixtures for the image tests: a virtualenv built the Dockerfile's way, the example server.
+
+The image cannot be built here (no container daemon in CI), so the tests rebuild what it holds:
+a virtualenv with requirements/runtime.txt, then the project copied like the Dockerfile's COPY
+lines and installed non-editable with --no-deps, byte code compiled. The commands then run as
+UID 10001 (when the tests run as root) with HOME in a scratch directory and the virtualenv
+read-only, as under `readOnlyRootFilesystem`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pointercache.pointer import Pointer, utcnow
+from pointercache.store import Store
+from tests.conftest import REPO, VENV_BIN
+
+IMAGE_UID = 10001
+PROJECT_FILES = (
+    "pyproject.toml",
+    "README.md",
+    "pointercache",
+    "initcontainer",
+    "sidecar",
+    "pointercache_cli",
+)
+"""What the Dockerfile copies into the builder (keep in sync with its COPY lines)."""
+
+
+def _interpreter() -> str:
+    """A Python 3.11 that UID 10001 can execute (the dev one may live under /root)."""
+    if os.geteuid() != 0:
+        return sys._base_executable  # type: ignore[attr-defined]
+    for candidate in ("/usr/local/bin/python3.11", "/usr/bin/python3.11"):
+        if Path(candidate).exists():
+            return candidate
+    pytest.fail("no system python3.11 that UID 10001 can run (/usr/local/bin or /usr/bin)")
+
+
+def _world_dir(prefix: str) -> Path:
+    """A fresh directory UID 10001 can traverse (pytest's tmp_path cannot be); on tmpfs if any,
+    since creating and deleting a 200 MB virtualenv there takes a fraction of the disk's time."""
+    shm = Path("/dev/shm")
+    parent = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path.chmod(0o755)
+    return path
+
+
+@dataclass(frozen=True)
+class ImageEnv:
+    """The rebuilt image: its virtualenv and how to run a command inside it."""
+
+    venv: Path
+    base: Path
+
+    def scratch(self, name: str) -> Path:
+        """A directory the image user may write (a volume or the /tmp emptyDir in a pod)."""
+        path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.base))
+        path.chmod(0o755)
+        if os.geteuid() == 0:
+            os.chown(path, IMAGE_UID, IMAGE_UID)
+        return path
+
+    def command(self, *argv: str) -> list[str]:
+        """``argv`` run as the image's user (setpriv when the tests run as root)."""
+        if os.geteuid() == 0:
+            drop = [f"--reuid={IMAGE_UID}", f"--regid={IMAGE_UID}", "--clear-groups"]
+            return ["setpriv", *drop, *argv]
+        return list(argv)
+
+    def env(self, home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The image's environment (Dockerfile ENV) with HOME in a scratch directory."""
+        return {
+            "PATH": f"{self.venv / 'bin'}:/usr/bin:/bin",
+            "HOME": str(home),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(extra or {}),
+        }
+
+
+def _uv(*args: str) -> None:
+    env = {**os.environ, "UV_COMPILE_BYTECODE": "1", "UV_LINK_MODE": "copy"}
+    proc = subprocess.run(
+        [str(VENV_BIN / "uv"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"uv {' '.join(args)} failed:\n{proc.stderr}")
+
+
+@pytest.fixture(scope="session")
+def image_env() -> Iterator[ImageEnv]:
+    """The virtualenv of the image, built like the Dockerfile's builder stage, made read-only."""
+    base = _world_dir("pointercache-image-")
+    venv, context = base / "venv", base / "context"
+    subprocess.run([_interpreter(), "-m", "venv", "--without-pip", str(venv)], check=True)
+    _uv(
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        str(venv / "bin" / "python"),
+        "-r",
+        str(REPO / "requirements" / "runtime.txt"),
+    )
+    context.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, context / name, ignore=ignore)
+        else:
+            shutil.copy2(src, context / name)
+    _uv(
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        str(venv / "bin" / "python"),
+        "--no-deps",
+        str(context),
+    )
+    subprocess.run(["chmod", "-R", "a-w", str(venv)], check=True)
+    yield ImageEnv(venv=venv, base=base)
+    subprocess.run(["chmod", "-R", "u+w", str(base)], check=False)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+# --- publishing models into a store and talking to the example server -----------------------
+
+
+def linear_model(weights: dict[str, float], bias: float) -> bytes:
+    """The example server's model file."""
+    return orjson.dumps({"kind": "linear", "weights": weights, "bias": bias})
+
+
+def publish(root: Path, version: str, data: bytes, *, model: str = "demo") -> Pointer:
+    """Install and publish one single-file version in the store at ``root``, as the sidecar does."""
+    store = Store(root)
+    store.ensure_layout()
+    pointer = Pointer(
+        model=model,
+        version=version,
+        uri=f"file:///models/{model}/{version}.json",
+        digest="sha256:" + hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        revision=int(version) if version.isdigit() else 0,
+        signature=None,
+        source="registry",
+        source_detail="tests",
+        resolved_at=utcnow(),
+        registry_seen_at=utcnow(),
+    )
+    with store.lock(timeout=10):
+        staging = store.new_staging_dir()
+        (staging / "model").write_bytes(data)
+        store.publish(store.install(staging / "model", pointer))
+    return pointer
+
+
+class ServerProcess:
+    """The example model server as a real subprocess on 127.0.0.1 (port 0, read from its log)."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
+        try:
+            self.port = self._listening_port()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.lines.put(orjson.loads(raw))
+
+    def _listening_port(self) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    pytest.fail(f"model server exited with {self.proc.returncode}")
+                continue
+            if line.get("event") == "listening":
+                return int(line["port"])
+        pytest.fail("model server did not log 'listening' within 30 s")
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        """GET ``path``; return the status and the JSON body."""
+        return self._request(urllib.request.Request(self.url(path)))
+
+    def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """POST ``body`` to ``path``; return the status and the JSON body."""
+        request = urllib.request.Request(
+            self.url(path), data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        return self._request(request)
+
+    def url(self, path: str) -> str:
+        """The server's URL for ``path``."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @staticmethod
+    def _request(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+
+    def wait_for(self, path: str, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll ``path`` until ``predicate(status, body)`` holds; fail after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        status, body = self.get(path)
+        while not predicate(status, body):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{path}: still {status} {body} after {timeout} s")
+            time.sleep(0.05)
+            status, body = self.get(path)
+        return body
+
+    def stop(self) -> int:
+        """SIGTERM, then wait; return the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self._drainer.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_server() -> Iterator[Any]:
+    """Start example model servers; every one is stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def _start(argv: Sequence[str], env: Mapping[str, str]) -> ServerProcess:
+        server = ServerProcess(argv, env)
+        started.append(server)
+        return server
+
+    yield _start
+    for server in started:
+        server.stop()
