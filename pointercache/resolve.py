@@ -238,4 +238,5 @@ def _candidate(pointer: Pointer, name: str) -> Candidate:
 def _fallback_detail(step: str, name: str, attempts: Sequence[Attempt]) -> str:
     notes = [f"{a.name}: {a.reason}" for a in attempts]
     why = "; ".join(notes) if notes else "no earlier step"
-    return f"{step} {name} (fell back: {why})"
+    where = step if name == step else f"{step} {name}"
+    return f"{where} (fell back: {why})"

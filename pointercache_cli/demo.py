@@ -84,8 +84,18 @@ def _init(pod: Path, node: Path, registry: Path, extra: Sequence[str] = ()) -> i
     took = time.monotonic() - started
     print(f"   init exit={proc.returncode} in {took:.2f}s")
     if proc.returncode != 0:
-        print("   " + proc.stderr.strip().splitlines()[-1])
+        print("   " + _short(proc.stderr.strip().splitlines()[-1]))
     return proc.returncode
+
+
+_BASE: list[str] = []
+
+
+def _short(text: str) -> str:
+    """Show paths under the demo directory as $DEMO/..., so the tables stay readable."""
+    for base in _BASE:
+        text = text.replace("file://" + base, "$DEMO").replace(base, "$DEMO")
+    return text
 
 
 def _table(rows: list[tuple[str, Pointer | None]]) -> None:
@@ -94,7 +104,8 @@ def _table(rows: list[tuple[str, Pointer | None]]) -> None:
         if p is None:
             print(f"   {pod:<6} {'-':<8} {'-':<10} {'-':<20} (not ready)")
             continue
-        print(f"   {pod:<6} {p.version:<8} {p.source:<10} {p.digest[:19]:<20} {p.source_detail}")
+        detail = _short(p.source_detail)
+        print(f"   {pod:<6} {p.version:<8} {p.source:<10} {p.digest[:19]:<20} {detail}")
 
 
 def _pointer(pod: Path) -> Pointer | None:
@@ -154,6 +165,8 @@ def _free_port() -> int:
 
 def scenario(base: Path) -> int:
     """Run the four steps under ``base``; return 0 when every step behaved."""
+    _BASE[:] = [str(base)]
+    print(f"(paths below are relative to $DEMO = {base})")
     registry = base / "registry" / f"{MODEL}.json"
     registry.parent.mkdir(parents=True)
     node1, node2 = base / "node-1-lkg", base / "node-2-lkg"
@@ -169,16 +182,16 @@ def scenario(base: Path) -> int:
     sidecar = _start_sidecar(base / "pod-a", node1, registry, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: _get(url + "/status")["ready"], 15)
+        _wait_for(lambda: _get(url + "/status")["ready"], 60)
         _make_artifact(base, "2")
         promoted = time.monotonic()
         _publish(registry, base, revision=2, production="2")
-        _wait_for(lambda: _get(url + "/status")["current"]["version"] == "2", 15)
+        _wait_for(lambda: _get(url + "/status")["current"]["version"] == "2", 60)
         print(
             f"   flipped to v2 {1000 * (time.monotonic() - promoted):.0f} ms after the "
             "manifest changed (file watch, no poll)"
         )
-        print("   " + render_status(_get(url + "/status")).replace("\n", "\n   ").rstrip())
+        print("   " + _short(render_status(_get(url + "/status"))).replace("\n", "\n   ").rstrip())
     finally:
         sidecar.terminate()
         sidecar.wait(10)
