@@ -14,8 +14,9 @@ No ``mlflow`` import: the REST API is called directly with aiohttp. A resolution
   server into a fetchable URI (``mlflow-artifacts+http(s)://host:port/<path>`` for the artifact
   proxy, see ``pointercache.fetchers.mlflow``); ``s3://``, ``http(s)://`` pass through.
 
-Digest: the model-version tag ``pointercache.digest`` (``sha256:<hex>``), size: tag
-``pointercache.size_bytes``, both optional and enforced when present.
+Model-version tags, all optional: ``pointercache.digest`` (``sha256:<hex>``) and
+``pointercache.size_bytes`` (enforced when present), ``pointercache.preprocessing`` (added to
+the signature read from ``MLmodel``).
 
 Revision: MLflow has none, and setting an alias changes no timestamp. The registered-model tag
 ``pointercache.revision`` (an integer; use epoch milliseconds) wins when set — promotion tooling
@@ -38,7 +39,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import orjson
 
 from pointercache.candidate import Candidate, Selector
 from pointercache.errors import (
@@ -46,7 +46,6 @@ from pointercache.errors import (
     InvalidManifest,
     InvalidPointer,
     NotFound,
-    SourceError,
     SourceUnavailable,
 )
 from pointercache.fetchers.mlflow import read_signature
@@ -55,53 +54,23 @@ from pointercache.pointer import check_digest
 from pointercache.redact import redact_uri
 from pointercache.signature import from_mlmodel
 from pointercache.sources import SourceOptions
-from pointercache.sources.http import (
-    auth_headers,
-    client_timeout,
-    read_limited,
-    status_error,
-    transport_error,
+from pointercache.sources.http import transport_error
+from pointercache.sources.mlflow_rest import (
+    ARTIFACTS_API,
+    MlflowRest,
+    integer,
+    obj,
+    string,
+    tags,
 )
 
-API = "/api/2.0/mlflow"
-ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
-DIGEST_TAG, SIZE_TAG, REVISION_TAG = (
-    "pointercache.digest",
-    "pointercache.size_bytes",
-    "pointercache.revision",
-)
+DIGEST_TAG = "pointercache.digest"
+SIZE_TAG = "pointercache.size_bytes"
+REVISION_TAG = "pointercache.revision"
+PREPROCESSING_TAG = "pointercache.preprocessing"
 MAX_MLMODEL_BYTES = 1 << 20
 MAX_HOPS = 4
 DETAILS_CACHE = 64
-_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"})
-_TRANSIENT = frozenset(
-    {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED", "ABORTED"}
-)
-_DENIED = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
-
-
-def api_error(status: int, body: bytes, what: str, *, invalid: type[SourceError]) -> SourceError:
-    """Map an MLflow error answer by ``error_code`` (then HTTP status); message text is ignored.
-
-    ``invalid`` is the error for ``INVALID_PARAMETER_VALUE``: ``NotFound`` where the parameter
-    is the user's selector (no such alias, stage or version), ``InvalidManifest`` elsewhere.
-    """
-    code = ""
-    try:
-        parsed = orjson.loads(body)
-        if isinstance(parsed, dict) and isinstance(parsed.get("error_code"), str):
-            code = parsed["error_code"]
-    except orjson.JSONDecodeError:
-        pass
-    if code in _NOT_FOUND:
-        return NotFound(f"{what}: {code}")
-    if code == "INVALID_PARAMETER_VALUE":
-        return invalid(f"{what}: {code}")
-    if code in _TRANSIENT:
-        return SourceUnavailable(f"{what}: {code} (HTTP {status})")
-    if code in _DENIED:
-        return SourceError(f"{what}: access denied ({code})")
-    return status_error(status, what)
 
 
 class MlflowSource:
@@ -122,54 +91,12 @@ class MlflowSource:
         self.netloc = parts.netloc
         self.prefix = parts.path.rstrip("/")
         self.base = f"{self.http_scheme}://{self.netloc}{self.prefix}"
-        self._session: aiohttp.ClientSession | None = None
+        self.rest = MlflowRest(self.base, self.name, self.options)
         self._details: OrderedDict[tuple[str, str, str], tuple[str, dict[str, Any] | None]] = (
             OrderedDict()
         )
         self._seen: dict[tuple[str, str], tuple[tuple[str, ...], int]] = {}
         self._last_revision = 0
-
-    # -- HTTP -----------------------------------------------------------------------------
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=client_timeout(self.options.timeout))
-        return self._session
-
-    async def _get(
-        self,
-        path: str,
-        params: dict[str, str],
-        *,
-        max_bytes: int,
-        invalid: type[SourceError] = NotFound,
-        missing_ok: bool = False,
-    ) -> bytes | None:
-        """GET ``base + path`` with credentials, no redirects; None on 404 if ``missing_ok``."""
-        headers = auth_headers(self.options.token_file, self.options.basic_auth_file)
-        async with self._client().get(
-            self.base + path, params=params, headers=headers, allow_redirects=False
-        ) as response:
-            body = await read_limited(response, max_bytes, self.name, InvalidManifest)
-            if response.status == 200:  # noqa: PLR2004
-                return body
-            if missing_ok and response.status == 404:  # noqa: PLR2004
-                return None
-            raise api_error(response.status, body, f"{self.name} {path}", invalid=invalid)
-
-    async def _call(
-        self, endpoint: str, params: dict[str, str], *, invalid: type[SourceError] = NotFound
-    ) -> dict[str, Any]:
-        """Call a registry endpoint; a JSON object, or a ``SourceError`` mapped by error code."""
-        limit = self.options.max_manifest_bytes
-        body = await self._get(f"{API}/{endpoint}", params, max_bytes=limit, invalid=invalid)
-        try:
-            parsed = orjson.loads(body or b"")
-        except orjson.JSONDecodeError as exc:
-            raise InvalidManifest(f"{self.name} {endpoint}: answer is not JSON") from exc
-        if not isinstance(parsed, dict):
-            raise InvalidManifest(f"{self.name} {endpoint}: answer is not a JSON object")
-        return parsed
 
     # -- resolution -----------------------------------------------------------------------
 
@@ -184,19 +111,21 @@ class MlflowSource:
     async def _resolve(self, model: str, selector: Selector) -> Candidate:
         results = await asyncio.gather(
             self._model_version(model, selector),
-            self._call("registered-models/get", {"name": model}),
+            self.rest.call("registered-models/get", {"name": model}),
             return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        mv = _obj(results[0], "model_version")
-        rm = _obj(_obj(results[1], "answer").get("registered_model"), "registered_model")
+        mv = obj(results[0], "model_version")
+        rm = obj(obj(results[1], "answer").get("registered_model"), "registered_model")
         version = _ready_version(model, selector, mv)
-        tags = _tags(mv)
-        source = mv.get("source")
-        uri, signature = await self._version_details(model, version, str(source))
-        digest, size = _digest(tags.get(DIGEST_TAG)), _size(tags.get(SIZE_TAG))
+        version_tags = tags(mv)
+        uri, signature = await self._version_details(model, version, str(mv.get("source")))
+        digest, size = _digest(version_tags.get(DIGEST_TAG)), _size(version_tags.get(SIZE_TAG))
+        preprocessing = version_tags.get(PREPROCESSING_TAG)
+        if signature is not None and preprocessing is not None:
+            signature = {**signature, "preprocessing": preprocessing}
         revision = self._revision(model, selector, rm, (version, digest or "", uri))
         try:
             return Candidate(
@@ -214,30 +143,30 @@ class MlflowSource:
 
     async def _model_version(self, model: str, selector: Selector) -> dict[str, Any]:
         if selector.kind == "alias":
-            data = await self._call(
+            data = await self.rest.call(
                 "registered-models/alias", {"name": model, "alias": selector.value}
             )
-            return _obj(data.get("model_version"), "model_version")
+            return obj(data.get("model_version"), "model_version")
         if selector.kind == "version":
-            data = await self._call(
+            data = await self.rest.call(
                 "model-versions/get", {"name": model, "version": selector.value}
             )
-            return _obj(data.get("model_version"), "model_version")
-        data = await self._call(
+            return obj(data.get("model_version"), "model_version")
+        data = await self.rest.call(
             "registered-models/get-latest-versions", {"name": model, "stages": selector.value}
         )
-        found = [_obj(v, "model_versions[]") for v in data.get("model_versions") or []]
+        found = [obj(v, "model_versions[]") for v in data.get("model_versions") or []]
         if not found:
             raise NotFound(f"{self.name}: {model} has no version in stage {selector.value!r}")
-        return max(found, key=lambda v: _int(v.get("version"), "version"))
+        return max(found, key=lambda v: integer(v.get("version"), "version"))
 
     def _revision(
         self, model: str, selector: Selector, rm: dict[str, Any], state: tuple[str, ...]
     ) -> int:
         """The ``pointercache.revision`` tag, else when this answer was first seen (epoch ms)."""
-        tagged = _tags(rm).get(REVISION_TAG)
+        tagged = tags(rm).get(REVISION_TAG)
         if tagged is not None:
-            return _int(tagged, f"registered-model tag {REVISION_TAG}")
+            return integer(tagged, f"registered-model tag {REVISION_TAG}")
         key = (model, str(selector))
         seen = self._seen.get(key)
         if seen is not None and seen[0] == state:
@@ -255,12 +184,12 @@ class MlflowSource:
         cached = self._details.get(key)
         if cached is not None:
             return cached
-        data = await self._call(
+        data = await self.rest.call(
             "model-versions/get-download-uri",
             {"name": model, "version": version},
             invalid=InvalidManifest,
         )
-        uri = await self._fetchable(_str(data.get("artifact_uri"), "artifact_uri"), 0)
+        uri = await self._fetchable(string(data.get("artifact_uri"), "artifact_uri"), 0)
         details = (uri, await self._signature(uri))
         self._details[key] = details
         while len(self._details) > DETAILS_CACHE:
@@ -280,9 +209,9 @@ class MlflowSource:
             return f"mlflow-artifacts+{self.http_scheme}://{netloc}/{quote(path.lstrip('/'))}"
         if scheme == "runs":
             run_id, _, rel = path.lstrip("/").partition("/")
-            data = await self._call("runs/get", {"run_id": run_id}, invalid=InvalidManifest)
-            info = _obj(_obj(data.get("run"), "run").get("info"), "run.info")
-            root = _str(info.get("artifact_uri"), "run.info.artifact_uri").rstrip("/")
+            data = await self.rest.call("runs/get", {"run_id": run_id}, invalid=InvalidManifest)
+            info = obj(obj(data.get("run"), "run").get("info"), "run.info")
+            root = string(info.get("artifact_uri"), "run.info.artifact_uri").rstrip("/")
             return await self._fetchable(f"{root}/{rel}" if rel else root, hops + 1)
         if scheme == "models":
             return await self._fetchable(await self._model_location(parts.netloc + path), hops + 1)
@@ -300,20 +229,20 @@ class MlflowSource:
             name, _, version = ref.partition("/")
         elif "@" in ref:
             name, _, alias = ref.partition("@")
-            data = await self._call(
+            data = await self.rest.call(
                 "registered-models/alias", {"name": name, "alias": alias}, invalid=InvalidManifest
             )
-            version = str(_obj(data.get("model_version"), "model_version").get("version"))
+            version = str(obj(data.get("model_version"), "model_version").get("version"))
         else:
-            data = await self._call(f"logged-models/{quote(ref, safe='')}", {})
-            info = _obj(_obj(data.get("model"), "model").get("info"), "model.info")
-            return _str(info.get("artifact_uri"), "model.info.artifact_uri")
-        data = await self._call(
+            data = await self.rest.call(f"logged-models/{quote(ref, safe='')}", {})
+            info = obj(obj(data.get("model"), "model").get("info"), "model.info")
+            return string(info.get("artifact_uri"), "model.info.artifact_uri")
+        data = await self.rest.call(
             "model-versions/get-download-uri",
             {"name": name, "version": version},
             invalid=InvalidManifest,
         )
-        return _str(data.get("artifact_uri"), "artifact_uri")
+        return string(data.get("artifact_uri"), "artifact_uri")
 
     async def _signature(self, uri: str) -> dict[str, Any] | None:
         """The ``signature:`` of the version's MLmodel, when it is behind this server's proxy."""
@@ -321,7 +250,7 @@ class MlflowSource:
         if not parts.scheme.startswith("mlflow-artifacts+") or parts.netloc != self.netloc:
             return None
         path = f"{ARTIFACTS_API}/{parts.path.strip('/')}/MLmodel"
-        body = await self._get(path, {}, max_bytes=MAX_MLMODEL_BYTES, missing_ok=True)
+        body = await self.rest.get(path, {}, max_bytes=MAX_MLMODEL_BYTES, missing_ok=True)
         if body is None:
             return None
         raw = read_signature(body)
@@ -334,9 +263,7 @@ class MlflowSource:
 
     async def aclose(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.rest.aclose()
 
 
 def artifact_credentials(
@@ -354,39 +281,11 @@ def artifact_credentials(
     return creds
 
 
-def _obj(value: object, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidManifest(f"MLflow answer: {what} is not an object")
-    return value
-
-
-def _str(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidManifest(f"MLflow answer: {what} is not a non-empty string")
-    return value
-
-
-def _int(value: object, what: str) -> int:
-    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
-    if not text.isdigit():
-        raise InvalidManifest(f"MLflow answer: {what} {value!r} is not a non-negative integer")
-    return int(text)
-
-
-def _tags(obj: dict[str, Any]) -> dict[str, str]:
-    tags = obj.get("tags") or []
-    if isinstance(tags, dict):  # some servers answer a mapping
-        return {str(k): str(v) for k, v in tags.items()}
-    return {
-        str(t.get("key")): str(t.get("value")) for t in tags if isinstance(t, dict) and "key" in t
-    }
-
-
 def _ready_version(model: str, selector: Selector, mv: dict[str, Any]) -> str:
     """The version name of ``mv``, if it is this model's and ``READY``; else the error."""
     if mv.get("name") != model:
         raise InvalidManifest(f"MLflow answered for model {mv.get('name')!r}, not {model!r}")
-    version = str(_int(mv.get("version"), "version"))
+    version = str(integer(mv.get("version"), "version"))
     status = mv.get("status", "READY")
     if status == "PENDING_REGISTRATION":
         raise SourceUnavailable(f"{model} version {version} ({selector}) is still registering")
@@ -405,4 +304,4 @@ def _digest(value: str | None) -> str | None:
 
 
 def _size(value: str | None) -> int | None:
-    return None if value is None else _int(value, f"tag {SIZE_TAG}")
+    return None if value is None else integer(value, f"tag {SIZE_TAG}")
