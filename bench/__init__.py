@@ -43,13 +43,24 @@ def make_random_file(path: Path, size: int) -> str:
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    """Run ``cmd`` to completion; (wall seconds, stdout). Exit on failure."""
+    """Run ``cmd`` to completion; (wall seconds, stdout); its CPU seconds go to ``LAST_CPU``."""
+    before = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
+    LAST_CPU[0] = _children_cpu() - before
     if proc.returncode != 0:
         sys.exit(f"benchmark command failed ({proc.returncode}): {cmd[:3]}\n{proc.stderr[-2000:]}")
     return elapsed, proc.stdout
+
+
+LAST_CPU = [0.0]
+"""CPU seconds (user + system) of the last command ``timed`` ran."""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def fetch_in_child(
@@ -89,9 +100,44 @@ def child_main() -> None:
     print(json.dumps({"fetch_s": seconds, "rss_mib": rss_mib}))
 
 
-def median(values: list[float]) -> float:
-    """The median of ``values``."""
-    return statistics.median(values)
+class Results:
+    """Wall times, CPU times and peak RSS per variant, over several runs."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
+        self.rss: dict[str, float] = {}
+
+    def add(self, name: str, wall: float, cpu: float, rss_mib: float | None = None) -> None:
+        """Record one run of ``name``."""
+        self.wall.setdefault(name, []).append(wall)
+        self.cpu.setdefault(name, []).append(cpu)
+        if rss_mib is not None:
+            self.rss[name] = max(self.rss.get(name, 0.0), rss_mib)
+
+    def rows(self, base: str, size_mib: int) -> list[list[str]]:
+        """Table rows: medians, throughput, peak RSS and the ratio base / variant (wall)."""
+        ref = statistics.median(self.wall[base])
+        rows = []
+        for name, values in self.wall.items():
+            wall = statistics.median(values)
+            rss = f"{self.rss[name]:.0f}" if name in self.rss else "-"
+            cpu = statistics.median(self.cpu[name])
+            rows.append(
+                [
+                    name,
+                    f"{wall:.2f}",
+                    f"{size_mib / wall:.0f}",
+                    f"{cpu:.2f}",
+                    rss,
+                    f"{ref / wall:.2f}x",
+                ]
+            )
+        return rows
+
+
+HEADERS = ["tool", "wall s", "MiB/s", "CPU s", "peak RSS MiB"]
+"""Column titles of ``Results.rows`` (add the ratio's title)."""
 
 
 def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:

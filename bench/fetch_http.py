@@ -22,7 +22,22 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench import OUT, MiB, fetch_in_child, make_random_file, median, print_table, timed
+from bench import (
+    HEADERS,
+    LAST_CPU,
+    OUT,
+    MiB,
+    Results,
+    fetch_in_child,
+    make_random_file,
+    print_table,
+    timed,
+)
+
+CURL = "curl -o"
+CURL_SHA = "curl -o, then sha256sum"
+OURS = "pointercache (fetch + sha256 check)"
+OURS_TREE = "pointercache (+ tree_digest re-read)"
 
 NGINX_CONF = """\
 worker_processes 2;
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         proc.wait()
     print_table(
         f"HTTP: {args.size_mib} MiB file from nginx on loopback, median of {args.runs}",
-        ["tool", "wall s", "MiB/s", "peak RSS MiB", "curl / tool"],
+        [*HEADERS, "curl / tool"],
         rows,
     )
 
@@ -114,41 +129,22 @@ def run_all(url: str, sha: str, runs: int, size_mib: int) -> list[list[str]]:
     """Interleaved runs of every variant; one table row each."""
     dest = OUT / "http-dest.bin"
     env = dict(os.environ)
-    times: dict[str, list[float]] = {}
-    rss: dict[str, float] = {}
+    results = Results()
     curl = ["curl", "-sS", "--fail", "-o", str(dest), url]
     for _ in range(runs):
-        times.setdefault("curl -o", []).append(timed(curl)[0])
+        results.add(CURL, timed(curl)[0], LAST_CPU[0])
         dest.unlink()
-        start = time.perf_counter()
-        timed(curl)
-        out = timed(["sha256sum", str(dest)])[1]
-        times.setdefault("curl -o + sha256sum", []).append(time.perf_counter() - start)
+        wall, cpu = timed(curl)[0], LAST_CPU[0]
+        sha_wall, out = timed(["sha256sum", str(dest)])
+        results.add(CURL_SHA, wall + sha_wall, cpu + LAST_CPU[0])
         if out.split()[0] != sha:
             raise SystemExit("curl download has the wrong digest")
         dest.unlink()
-        for name, tree in (
-            ("pointercache (fetch + sha256 check)", False),
-            ("pointercache (+ tree_digest re-read)", True),
-        ):
+        for name, tree in ((OURS, False), (OURS_TREE, True)):
             wall, report = fetch_in_child(url, dest, sha, env, tree_digest=tree)
-            times.setdefault(name, []).append(wall)
-            rss[name] = max(rss.get(name, 0.0), report["rss_mib"])
+            results.add(name, wall, LAST_CPU[0], report["rss_mib"])
             dest.unlink()
-    base = median(times["curl -o"])
-    rows = []
-    for name, values in times.items():
-        m = median(values)
-        rows.append(
-            [
-                name,
-                f"{m:.2f}",
-                f"{size_mib / m:.0f}",
-                f"{rss[name]:.0f}" if name in rss else "-",
-                f"{base / m:.2f}x",
-            ]
-        )
-    return rows
+    return results.rows(CURL, size_mib)
 
 
 if __name__ == "__main__":

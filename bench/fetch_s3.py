@@ -21,7 +21,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import OUT, REPO, MiB, fetch_in_child, make_random_file, median, print_table, timed
+from bench import (
+    HEADERS,
+    LAST_CPU,
+    OUT,
+    REPO,
+    MiB,
+    Results,
+    fetch_in_child,
+    make_random_file,
+    print_table,
+    timed,
+)
 
 AWS_VENV = OUT / "awscli"
 OURS = "pointercache (fetch + sha256 check)"
@@ -86,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         server.stop()
     print_table(
         f"S3: {args.size_mib} MiB object from moto_server, median of {args.runs} runs",
-        ["tool", "wall s", "MiB/s", "peak RSS MiB", "aws default / tool"],
+        [*HEADERS, "aws default / tool"],
         rows,
     )
 
@@ -109,31 +120,16 @@ def run_all(
         "--endpoint-url",
         env_extra["AWS_ENDPOINT_URL"],
     ]
-    times: dict[str, list[float]] = {}
-    rss: dict[str, float] = {}
+    results = Results()
     for _ in range(runs):
         for name, tree in ((OURS, False), (OURS_TREE, True)):
             wall, report = fetch_in_child("s3://bench/model.bin", dest, sha, env, tree_digest=tree)
-            times.setdefault(name, []).append(wall)
-            rss[name] = max(rss.get(name, 0.0), report["rss_mib"])
+            results.add(name, wall, LAST_CPU[0], report["rss_mib"])
             dest.unlink()
         for name, cmd_env in ((AWS_DEFAULT, env), (AWS_TUNED, tuned)):
-            times.setdefault(name, []).append(timed(cp, cmd_env)[0])
+            results.add(name, timed(cp, cmd_env)[0], LAST_CPU[0])
             dest.unlink()
-    base = median(times[AWS_DEFAULT])
-    rows = []
-    for name, values in times.items():
-        m = median(values)
-        rows.append(
-            [
-                name,
-                f"{m:.2f}",
-                f"{size_mib / m:.0f}",
-                f"{rss[name]:.0f}" if name in rss else "-",
-                f"{base / m:.2f}x",
-            ]
-        )
-    return rows
+    return results.rows(AWS_DEFAULT, size_mib)
 
 
 if __name__ == "__main__":
