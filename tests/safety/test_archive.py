@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import posixpath
+import re
 import shutil
 import stat
 import subprocess
@@ -185,13 +186,13 @@ def test_tar_sparse_member_refused(box: Path) -> None:
 def test_tar_duplicates_refused(box: Path, first: str, second: str) -> None:
     """Two entries with the same normalised name, or a file used as a directory, are refused."""
     archive = make_tar(box / "bad.tar", [tinfo(first, b"1"), tinfo(second, b"2")])
-    refuse(box, archive)
+    assert re.search("duplicate|conflicting|is a file", refuse(box, archive))
 
 
 def test_tar_dir_after_file_refused(box: Path) -> None:
     """A directory entry with the name of an earlier file is refused."""
     archive = make_tar(box / "bad.tar", [tinfo("m", b"1"), tinfo("m", type_=tarfile.DIRTYPE)])
-    refuse(box, archive)
+    assert "conflicting" in refuse(box, archive)
 
 
 def patch_size(raw: bytearray, size: int) -> bytearray:
@@ -306,8 +307,9 @@ def test_zip_links_and_specials_refused(box: Path, mode: int) -> None:
 
 def test_zip_duplicates_refused(box: Path) -> None:
     """Two zip entries with the same (normalised) name are refused."""
-    refuse(box, make_zip(box / "dup.zip", [("a/b.txt", b"1"), ("a//b.txt", b"2")]))
-    refuse(box, make_zip(box / "dup2.zip", [("a.txt", b"1"), ("a.txt", b"2")]))
+    for name, first, second in (("dup.zip", "a/b.txt", "a//b.txt"), ("dup2.zip", "a", "a")):
+        archive = make_zip(box / name, [(first, b"1"), (second, b"2")])
+        assert "duplicate" in refuse(box, archive)
 
 
 def test_zip_bomb_ratio_refused(box: Path) -> None:
