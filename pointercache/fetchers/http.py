@@ -176,8 +176,10 @@ class HttpFetcher:
             if resp.status not in REDIRECTS:
                 try:
                     yield resp
-                finally:
-                    resp.close()
+                except BaseException:
+                    resp.close()  # the connection is in an unknown state: never reuse it
+                    raise
+                resp.release()
                 return
             location = resp.headers.get("Location", "")
             resp.close()

@@ -46,7 +46,8 @@ async def _fetch(origin: Origin, path: str, dest: Path, **kw: object) -> tuple[o
 
 async def test_file_is_streamed_with_its_digest(origin: Origin, tmp_path: Path) -> None:
     """A plain 200 body is written to dest and its sha256 is reported."""
-    options = FetchOptions(allow=allow(origin.url("/")))
+    seen: list[tuple[int, int | None]] = []
+    options = FetchOptions(allow=allow(origin.url("/")), progress=lambda d, t: seen.append((d, t)))
     fetcher = open_fetcher(origin.url("/file"), options)
     try:
         result = await fetcher.fetch(origin.url("/file"), tmp_path / "m.bin")
@@ -55,6 +56,7 @@ async def test_file_is_streamed_with_its_digest(origin: Origin, tmp_path: Path) 
     assert (tmp_path / "m.bin").read_bytes() == origin.data
     assert (result.is_dir, result.size_bytes) == (False, len(origin.data))
     assert result.sha256 == hashlib.sha256(origin.data).hexdigest()
+    assert seen[-1] == (len(origin.data), len(origin.data))
 
 
 async def test_broken_body_is_resumed_with_range(origin: Origin, tmp_path: Path) -> None:
