@@ -31,7 +31,7 @@ from pointercache.errors import (
     NotFound,
     SourceUnavailable,
 )
-from pointercache.kube import Gone, KubeClient, KubeConfig, WatchStream
+from pointercache.kube import Gone, KubeClient, KubeConfig, WatchStream, api
 from pointercache.log import log
 from pointercache.sources import SourceOptions
 
@@ -71,7 +71,11 @@ def manifest_bytes(obj: dict[str, Any], model: str) -> bytes:
 
 
 class ConfigMapSource:
-    """A manifest in a ConfigMap; implements ``Source`` and ``WatchableSource``."""
+    """A manifest in a ConfigMap; implements ``Source`` and ``WatchableSource``.
+
+    The API client comes from ``client``, else from ``kube.*`` keys in ``options.extra``
+    (``KubeConfig.to_extra()``), else it is the process-wide ``kube.api()`` client.
+    """
 
     def __init__(
         self,
@@ -83,9 +87,17 @@ class ConfigMapSource:
         self.namespace, self.configmap = parse_uri(uri)
         self.name = f"configmap://{self.namespace}/{self.configmap}"
         self._options = options
-        self._owns_client = client is None
-        self._client = client or KubeClient(KubeConfig.from_extra(options.extra))
+        own = client is None and any(k.startswith("kube.") for k in options.extra)
+        self._owns_client = own
+        self._client = client or (
+            KubeClient(KubeConfig.from_extra(options.extra)) if own else api()
+        )
         self._watcher: ConfigMapWatcher | None = None
+
+    @property
+    def live(self) -> bool:
+        """True while the watch is connected and its copy of the ConfigMap is current."""
+        return self._watcher is not None and self._watcher.snapshot()[0]
 
     async def resolve(self, model: str, selector: Selector) -> Candidate:
         """Select from the watched copy while the watch is live, else from a bounded GET."""

@@ -50,6 +50,7 @@ class ConfigMapApi:
         self.compacted_below = 0
         self.gone_as_status = False
         self.inject_conflicts = 0
+        self.fail_watches = 0
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.stored_revisions: dict[str, list[int]] = {}
         self._queues: list[asyncio.Queue[dict[str, Any] | None]] = []
@@ -75,6 +76,19 @@ class ConfigMapApi:
         """End every open watch stream (the client sees the connection close)."""
         for queue in list(self._queues):
             queue.put_nowait(None)
+
+    def bookmark(self) -> None:
+        """Send a BOOKMARK with the current resourceVersion to every open watch."""
+        event = {
+            "type": "BOOKMARK",
+            "object": {
+                "kind": "ConfigMap",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self.rv)},
+            },
+        }
+        for queue in self._queues:
+            queue.put_nowait(event)
 
     def compact(self) -> None:
         """Forget history: a watch from any resourceVersion older than the current one is Gone."""
@@ -167,6 +181,9 @@ class ConfigMapApi:
         return _ok(self._store((ns, name), body, "MODIFIED"))
 
     def _watch(self, request: kmock.Request, ns: str, name: str | None) -> kmock.Response:
+        if self.fail_watches > 0:
+            self.fail_watches -= 1
+            return _err(status(503, "ServiceUnavailable", "etcd is having a moment"))
         since = request.params.get("resourceVersion")
         if since and int(since) < self.compacted_below and self.gone_as_status:
             return _err(status(410, "Expired", "too old resource version"))
@@ -216,7 +233,7 @@ class ConfigMapApi:
                     continue
                 if event is None:
                     return
-                if matches(event["object"]):
+                if event["type"] == "BOOKMARK" or matches(event["object"]):
                     yield event
         finally:
             if queue is not None and queue in self._queues:

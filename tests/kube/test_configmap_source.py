@@ -63,7 +63,7 @@ async def test_watch_delivers_changes_as_events(cmapi, make_client):
     changes = aiter(source.changes())
     try:
         await next_change(changes)
-        await eventually(lambda: cmapi.open_watches == 1)
+        await eventually(lambda: source.live)
         first = await source.resolve("recommender", PROD)
         cmapi.put("ml", "registry", {"recommender.json": manifest(2, "9")})
         await next_change(changes)
@@ -195,3 +195,49 @@ def test_bad_uri_is_config_error(uri):
     """A configmap:// URI must be exactly namespace/name with valid Kubernetes names."""
     with pytest.raises(ConfigError):
         parse_uri(uri)
+
+
+async def test_resume_uses_the_bookmark_resource_version(cmapi, make_client):
+    """A BOOKMARK moves the resume point even when the watched ConfigMap did not change."""
+    cmapi.put("ml", "registry", {"recommender.json": manifest(1, "8")})
+    source = source_for(cmapi, make_client)
+    changes = aiter(source.changes())
+    try:
+        await next_change(changes)
+        await eventually(lambda: cmapi.open_watches == 1)
+        cmapi.put("ml", "unrelated", {"x": "y"})
+        cmapi.bookmark()
+        bookmark_rv = str(cmapi.rv)
+        cmapi.disconnect_watches()  # queued after the bookmark: it is read before the close
+        await eventually(lambda: cmapi.count("watch") == 2)
+    finally:
+        await source.aclose()
+    assert cmapi.params("watch")[1]["resourceVersion"] == bookmark_rv
+
+
+async def test_watch_errors_back_off_and_resolve_falls_back_to_get(cmapi, make_client):
+    """While the watch cannot connect, resolve() GETs; once it connects, changes flow again."""
+    cmapi.put("ml", "registry", {"recommender.json": manifest(1, "8")})
+    cmapi.fail_watches = 1_000_000
+    source = source_for(cmapi, make_client)
+    changes = aiter(source.changes())
+    try:
+        await next_change(changes)
+        await eventually(lambda: cmapi.count("watch") >= 1)  # a watch has failed
+        during = await source.resolve("recommender", PROD)
+        gets_during_outage = cmapi.count("get")
+        cmapi.fail_watches = 0
+        await eventually(lambda: source.live)
+        cmapi.put("ml", "registry", {"recommender.json": manifest(2, "9")})
+        await next_change(changes)
+        after = await source.resolve("recommender", PROD)
+        watcher = source._watcher
+    finally:
+        await source.aclose()
+    assert (during.version, after.version) == ("8", "9")
+    assert gets_during_outage == 1
+    assert cmapi.count("get") == 1, "once live, the watch answers"
+    assert cmapi.count("watch") >= 2
+    assert cmapi.count("list") == 1
+    assert watcher is not None
+    assert not watcher._thread.is_alive(), "aclose() ends the watch thread"
