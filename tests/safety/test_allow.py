@@ -386,3 +386,14 @@ def test_accepted_file_uris_stay_under_the_prefix(segments: list[str]) -> None:
         return
     path = posixpath.normpath(unquote(unquote(urlsplit(uri).path)))
     assert path == "/data/models" or path.startswith("/data/models/")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["https://a.com@evil.net/m.tgz", "https://user:hunter2@a.com/m.tgz", "s3://key@models/x"],
+)
+def test_userinfo_refused_by_name(uri: str) -> None:
+    """Any user info is refused as such (and never echoed), whatever else the URI says."""
+    with pytest.raises(ForbiddenURI, match="user info") as info:
+        AllowList([], resolve_dns=False).check(uri)
+    assert "hunter2" not in str(info.value)
