@@ -34,13 +34,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pointercache import s3
 from pointercache.errors import (
     ArtifactNotFound,
-    FetchError,
     FetchUnavailable,
     ForbiddenURI,
     TooLarge,
     Transient,
 )
 from pointercache.fetchers import FetchOptions, FetchResult
+from pointercache.fetchers.parts import (
+    CHUNK,
+    AbortedError,
+    OrderedHasher,
+    Transfer,
+    expect_length,
+    preallocate,
+    run_jobs,
+    split,
+)
 from pointercache.log import log
 
 if TYPE_CHECKING:
@@ -48,11 +57,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MiB = 1 << 20
-CHUNK = 1 * MiB
-
-
-class _AbortedError(FetchError):
-    """Another part failed; this one stopped early (never escapes the fetcher)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,76 +73,12 @@ class _File:
     path: Path
     obj: _Object
     whole_sha: str | None = None
-    hasher: _OrderedHasher | None = None
+    hasher: OrderedHasher | None = None
 
     def sha256(self) -> str | None:
         if self.hasher is not None:
             return self.hasher.hexdigest()
         return self.whole_sha
-
-
-class _Transfer:
-    """State shared by the threads of one fetch: byte counter, progress, abort flag."""
-
-    def __init__(self, total: int, options: FetchOptions, uri: str) -> None:
-        self.total, self.uri, self.done = total, uri, 0
-        self._progress = options.progress
-        self._lock = threading.Lock()
-        self.abort = threading.Event()
-
-    def add(self, nbytes: int) -> None:
-        with self._lock:
-            self.done += nbytes
-            done = self.done
-        if self._progress is not None:
-            self._progress(done, self.total)
-
-
-class _OrderedHasher:
-    """sha256 of a file written out of order: hashes each part once all earlier ones are done."""
-
-    def __init__(self, path: Path, ranges: list[tuple[int, int]]) -> None:
-        self._path, self._ranges = path, ranges
-        self._sha = hashlib.sha256()
-        self._done: set[int] = set()
-        self._cursor = 0
-        self._state = threading.Lock()
-        self._hashing = threading.Lock()
-
-    def completed(self, index: int) -> None:
-        """Mark part ``index`` written; hash every contiguous finished part (one thread at once)."""
-        with self._state:
-            self._done.add(index)
-        while self._hashing.acquire(blocking=False):
-            try:
-                self._advance()
-            finally:
-                self._hashing.release()
-            with self._state:
-                if self._cursor not in self._done:
-                    return
-
-    def _advance(self) -> None:
-        with self._state:
-            if self._cursor not in self._done:
-                return
-        fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            while True:
-                with self._state:
-                    if self._cursor not in self._done:
-                        return
-                start, end = self._ranges[self._cursor]
-                for offset in range(start, end, CHUNK):
-                    self._sha.update(os.pread(fd, min(CHUNK, end - offset), offset))
-                self._cursor += 1
-        finally:
-            os.close(fd)
-
-    def hexdigest(self) -> str:
-        """The digest; every part must have completed."""
-        assert self._cursor == len(self._ranges)
-        return self._sha.hexdigest()
 
 
 def relpath_of(prefix: str, key: str, uri: str) -> str | None:
@@ -211,9 +151,9 @@ class S3Fetcher:
             await asyncio.to_thread(_make_dirs, dest, [rel for rel, _ in plan], uri)
             files = [_File(dest / rel, obj) for rel, obj in plan]
         total = sum(f.obj.size for f in files)
-        transfer = _Transfer(total, self._options, uri)
+        transfer = Transfer(total, self._options.progress)
         jobs = await asyncio.to_thread(self._jobs, bucket, files, transfer)
-        await self._execute(jobs, transfer)
+        await run_jobs(self._pool, jobs, transfer)
         if head is None:
             log.debug("s3-prefix-fetched", uri=uri, files=len(files), bytes=total)
             return FetchResult(is_dir=True, size_bytes=total)
@@ -236,9 +176,7 @@ class S3Fetcher:
             max_attempts=1,
         )
 
-    def _retrying(
-        self, uri: str, transfer: _Transfer | None, fn: Callable[..., T], *args: Any
-    ) -> T:
+    def _retrying(self, uri: str, transfer: Transfer | None, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn`` (blocking) with backoff on transient errors; raise translated errors."""
         abort = transfer.abort if transfer is not None else threading.Event()
         attempts = max(1, self._options.retries)
@@ -254,7 +192,7 @@ class S3Fetcher:
                 delay = random.uniform(0, self._backoff * 2**attempt)  # noqa: S311 - jitter
                 log.info("s3-retry", uri=uri, attempt=attempt, delay_s=round(delay, 2), error=err)
                 if abort.wait(delay):
-                    raise _AbortedError("aborted") from exc
+                    raise AbortedError("aborted") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _head(self, bucket: str, key: str) -> _Object:
@@ -271,7 +209,7 @@ class S3Fetcher:
             )
         return found
 
-    def _jobs(self, bucket: str, files: list[_File], t: _Transfer) -> list[Callable[[], None]]:
+    def _jobs(self, bucket: str, files: list[_File], t: Transfer) -> list[Callable[[], None]]:
         """One job per small object, one per part of a large one (files preallocated here)."""
         jobs: list[Callable[[], None]] = []
         for f in files:
@@ -279,41 +217,14 @@ class S3Fetcher:
             if f.obj.size <= self._threshold:
                 jobs.append(partial(self._retrying, uri, t, self._get_whole, bucket, f, t))
                 continue
-            size, step = f.obj.size, self._part_size
-            ranges = [(lo, min(lo + step, size)) for lo in range(0, size, step)]
-            _preallocate(f.path, size)
-            f.hasher = _OrderedHasher(f.path, ranges)
+            ranges = split(f.obj.size, self._part_size)
+            preallocate(f.path, f.obj.size)
+            f.hasher = OrderedHasher(f.path, ranges)
             jobs.extend(
                 partial(self._get_part, uri, bucket, f, (index, span), t)
                 for index, span in enumerate(ranges)
             )
         return jobs
-
-    async def _execute(self, jobs: list[Callable[[], None]], t: _Transfer) -> None:
-        """Run jobs on the pool; on the first failure stop the rest, wait for all, raise it."""
-
-        def guarded(job: Callable[[], None]) -> None:
-            if t.abort.is_set():
-                raise _AbortedError("aborted")
-            try:
-                job()
-            except BaseException:
-                t.abort.set()
-                raise
-
-        futures = [self._pool.submit(guarded, job) for job in jobs]
-        error: BaseException | None = None
-        try:
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-        except BaseException as exc:
-            error = exc
-            t.abort.set()
-        await asyncio.to_thread(concurrent.futures.wait, futures)
-        if error is not None:
-            if isinstance(error, _AbortedError):
-                real = [f.exception() for f in futures if not f.cancelled()]
-                error = next((e for e in real if e and not isinstance(e, _AbortedError)), error)
-            raise error
 
     def _get(self, bucket: str, obj: _Object, byte_range: str | None) -> Any:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": obj.key}
@@ -323,7 +234,7 @@ class S3Fetcher:
             kwargs["Range"] = byte_range
         return self._client.get_object(**kwargs)["Body"]
 
-    def _get_whole(self, bucket: str, f: _File, t: _Transfer) -> None:
+    def _get_whole(self, bucket: str, f: _File, t: Transfer) -> None:
         """One GET streamed to the file, hashed while written."""
         sha, written, size = hashlib.sha256(), 0, f.obj.size
         try:
@@ -331,8 +242,7 @@ class S3Fetcher:
                 body = self._get(bucket, f.obj, None)
                 try:
                     while chunk := body.read(CHUNK):
-                        if t.abort.is_set():
-                            raise _AbortedError("aborted")
+                        t.check()
                         written += len(chunk)
                         if written > size:
                             break
@@ -341,14 +251,14 @@ class S3Fetcher:
                         t.add(len(chunk))
                 finally:
                     body.close()
-            _expect(written, size, f)
+            expect_length(written, size, repr(f.obj.key))
         except BaseException:
             t.add(-min(written, size))
             raise
         f.whole_sha = sha.hexdigest()
 
     def _get_part(
-        self, uri: str, bucket: str, f: _File, part: tuple[int, tuple[int, int]], t: _Transfer
+        self, uri: str, bucket: str, f: _File, part: tuple[int, tuple[int, int]], t: Transfer
     ) -> None:
         """One part of a large object, with retries; then let the hasher advance."""
         index, span = part
@@ -356,7 +266,7 @@ class S3Fetcher:
         assert f.hasher is not None
         f.hasher.completed(index)
 
-    def _get_range(self, bucket: str, f: _File, span: tuple[int, int], t: _Transfer) -> None:
+    def _get_range(self, bucket: str, f: _File, span: tuple[int, int], t: Transfer) -> None:
         """One ranged GET written with pwrite at its offset."""
         start, end = span
         offset = start
@@ -365,34 +275,18 @@ class S3Fetcher:
             body = self._get(bucket, f.obj, f"bytes={start}-{end - 1}")
             try:
                 while offset < end and (chunk := body.read(min(CHUNK, end - offset))):
-                    if t.abort.is_set():
-                        raise _AbortedError("aborted")
+                    t.check()
                     os.pwrite(fd, chunk, offset)
                     offset += len(chunk)
                     t.add(len(chunk))
             finally:
                 body.close()
-            _expect(offset, end, f)
+            expect_length(offset, end, repr(f.obj.key))
         except BaseException:
             t.add(start - offset)
             raise
         finally:
             os.close(fd)
-
-
-def _expect(got: int, want: int, f: _File) -> None:
-    if got != want:
-        raise FetchUnavailable(f"body of {f.obj.key!r} ended at byte {got}, expected {want}")
-
-
-def _preallocate(path: Path, size: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError:
-        os.ftruncate(fd, size)  # filesystems without fallocate: a sparse file
-    finally:
-        os.close(fd)
 
 
 def _make_dirs(dest: Path, rels: list[str], uri: str) -> None:
