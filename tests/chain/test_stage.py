@@ -185,3 +185,23 @@ async def test_progress_is_logged_through_the_reporter(
     events = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
     done = [e for e in events if e["event"] == "fetch-done"]
     assert [(e["uri"], e["bytes"]) for e in done] == [(uri, 10)]
+
+
+async def test_single_file_artifact_round_trips_through_the_cache(tmp_path: Path) -> None:
+    """A single-file artifact is cached by its sha256 and served from the cache the second time."""
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"onnx-bytes" * 100)
+    digest, size = tree_digest(src)
+    lkg = NodeLKG(tmp_path / "lkg")
+    first = await prestage(
+        _cand(uri=src.as_uri(), digest=digest), tmp_path / "s1", fetch=FetchOptions(), cache=lkg
+    )
+    src.unlink()  # the origin is gone: only the cache can serve it now
+    second = await prestage(
+        _cand(uri=src.as_uri(), digest=digest, size=size),
+        tmp_path / "s2",
+        fetch=FetchOptions(),
+        cache=lkg,
+    )
+    assert (first.from_cache, second.from_cache) == (False, True)
+    assert second.path.read_bytes() == b"onnx-bytes" * 100
