@@ -196,6 +196,13 @@ class KubeClient:
                 self._client = _build_api_client(self.config)
             return self._client
 
+    def prepare(self) -> None:
+        """Import the kubernetes package and load the configuration now (about a second, once).
+
+        Callers with a tight timeout per call (registry sources) run this outside the timeout.
+        """
+        self._api_client()
+
     def close(self) -> None:
         """Close pooled connections (the client can be used again afterwards)."""
         with self._lock:

