@@ -34,6 +34,7 @@ from pointercache.errors import (
     TooLarge,
 )
 from pointercache.fetchers import FetchOptions, FetchResult, Progress
+from pointercache.fetchers.parts import local_io_error
 from pointercache.log import log
 from pointercache.redact import redact_uri
 
@@ -105,9 +106,15 @@ class HttpFetcher:
         if urlsplit(uri).scheme.lower() not in {"http", "https"}:
             raise ForbiddenURI(f"not an HTTP URI: {redact_uri(uri)}")
         await asyncio.to_thread(self._options.allow.check, uri)  # may resolve DNS
-        sink = await asyncio.to_thread(_Sink, dest)
+        try:
+            sink = await asyncio.to_thread(_Sink, dest)
+        except OSError as exc:
+            raise local_io_error(exc) or FetchError(f"cannot create {dest.name}") from exc
         try:
             state = await self._transfer(uri, sink)
+        except OSError as exc:  # network errors were translated already: this is the disk
+            await asyncio.to_thread(_discard, sink)
+            raise local_io_error(exc) or FetchError("cannot write the staging file") from exc
         except BaseException:
             await asyncio.to_thread(_discard, sink)
             raise

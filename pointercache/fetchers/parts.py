@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import hashlib
 import os
 import threading
@@ -121,6 +122,19 @@ def preallocate(path: Path, size: int) -> None:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
+
+
+LOCAL_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+)
+"""errno values that mean the staging disk, not the network, failed: never worth a retry."""
+
+
+def local_io_error(exc: BaseException) -> FetchError | None:
+    """A non-transient ``FetchError`` for a staging-disk failure, else None."""
+    if isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS:
+        return FetchError(f"cannot write the staging file: {errno.errorcode[exc.errno]}")
+    return None
 
 
 def expect_length(got: int, want: int, what: str) -> None:

@@ -46,6 +46,7 @@ from pointercache.fetchers.parts import (
     OrderedHasher,
     Transfer,
     expect_length,
+    local_io_error,
     preallocate,
     run_jobs,
     split,
@@ -184,7 +185,7 @@ class S3Fetcher:
             try:
                 return fn(*args)
             except Exception as exc:
-                err = s3.translate(
+                err = local_io_error(exc) or s3.translate(
                     exc, uri, not_found=ArtifactNotFound, unavailable=FetchUnavailable
                 )
                 if not isinstance(err, Transient) or attempt == attempts or abort.is_set():
