@@ -101,19 +101,22 @@ class WatchEvent(NamedTuple):
     resource_version: str | None
 
 
+_BY_STATUS: dict[int, type[KubeError]] = {
+    404: KubeNotFound,
+    409: KubeConflict,
+    410: Gone,
+    401: KubeForbidden,
+    403: KubeForbidden,
+    0: KubeUnavailable,
+    408: KubeUnavailable,
+    429: KubeUnavailable,
+}
+
+
 def status_error(status: int, message: str) -> KubeError:
     """Return the ``KubeError`` subclass for an HTTP status (0: no response at all)."""
-    if status == 404:  # noqa: PLR2004
-        return KubeNotFound(message, status)
-    if status == 409:  # noqa: PLR2004
-        return KubeConflict(message, status)
-    if status == 410:  # noqa: PLR2004
-        return Gone(message, status)
-    if status in {401, 403}:
-        return KubeForbidden(message, status)
-    if status in {0, 408, 429} or status >= 500:  # noqa: PLR2004
-        return KubeUnavailable(message, status)
-    return KubeError(message, status)
+    kind = KubeUnavailable if status >= 500 else _BY_STATUS.get(status, KubeError)  # noqa: PLR2004
+    return kind(message, status)
 
 
 def translate(exc: BaseException, what: str) -> KubeError:

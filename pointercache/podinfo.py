@@ -7,7 +7,8 @@ Annotations (a JSON merge-patch of the pod, read by ``pointercache fleet``):
 - ``pointercache.dev/source``: which step of the chain answered (registry, lkg-node, ...);
 - ``pointercache.dev/staged``: comma-separated versions staged on the shared volume (current
   included), which two-phase promotion waits for;
-- ``pointercache.dev/registry-seen-at``: when a registry last confirmed the served version.
+- ``pointercache.dev/registry-seen-at``: when a registry last confirmed the served version
+  (removed while no registry ever has).
 
 An identical patch is not sent again; a patch that would only move ``registry-seen-at`` is sent at
 most every ``seen_every`` seconds (60 by default), so a fleet of pods polling every 15 s does not
@@ -24,11 +25,12 @@ import asyncio
 import itertools
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pointercache.kube import KubeClient, api
 from pointercache.log import log
-from pointercache.pointer import Pointer, utcnow
+from pointercache.pointer import Pointer
 from pointercache.redact import redact_text
 
 PREFIX = "pointercache.dev/"
@@ -55,14 +57,14 @@ MAX_MESSAGE = 1024
 _counter = itertools.count()
 
 
-def annotations_for(pointer: Pointer, staged: Sequence[str]) -> dict[str, str]:
-    """The ``pointercache.dev/*`` annotations describing ``pointer`` and the staged versions."""
+def annotations_for(pointer: Pointer, staged: Sequence[str]) -> dict[str, str | None]:
+    """The ``pointercache.dev/*`` annotations for ``pointer`` (None: remove the annotation)."""
     return {
         VERSION: pointer.version,
         DIGEST: pointer.digest,
         SOURCE: pointer.source,
         STAGED: ",".join(sorted(set(staged), key=_version_key)),
-        SEEN: pointer.registry_seen_at or "",
+        SEEN: pointer.registry_seen_at,
     }
 
 
@@ -88,10 +90,10 @@ class PodReporter:
         self._pod_uid = pod_uid
         self._node_name = node_name
         self._seen_every = seen_every
-        self._last: dict[str, str] | None = None
+        self._last: dict[str, str | None] | None = None
         self._last_at = 0.0
 
-    def _due(self, wanted: dict[str, str]) -> bool:
+    def _due(self, wanted: dict[str, str | None]) -> bool:
         if self._last is None:
             return True
         moved = {k for k in wanted if wanted[k] != self._last.get(k)}
@@ -120,7 +122,7 @@ class PodReporter:
         type_: EventType = "Normal",
     ) -> dict[str, Any]:
         """The core/v1 Event sent by ``event`` (exposed for tests and documentation)."""
-        now = utcnow()
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # metav1.Time: seconds
         involved: dict[str, str] = {
             "apiVersion": "v1",
             "kind": "Pod",

@@ -136,3 +136,17 @@ async def test_event_names_are_unique(kmock, make_client):
     assert await reporter.event("ModelRolledBack", "9 -> 8")
     names = {r.data["metadata"]["name"] for r in kmock if r.method.value == "POST"}
     assert len(names) == 2
+
+
+async def test_annotate_removes_seen_at_when_never_seen(kmock, make_client):
+    """A pointer never confirmed by a registry removes registry-seen-at (merge-patch null)."""
+    add_pod(kmock)
+    kmock.objects["v1/pods", "ml", "server-0"]["metadata"]["annotations"][
+        "pointercache.dev/registry-seen-at"
+    ] = "2025-12-31T00:00:00Z"
+    reporter = PodReporter("ml", "server-0", client=make_client(kmock_url(kmock)))
+    assert await reporter.annotate(pointer(seen=None), ["9"])
+    patch = next(r for r in kmock if r.method.value == "PATCH")
+    assert patch.data["metadata"]["annotations"]["pointercache.dev/registry-seen-at"] is None
+    notes = kmock.objects["v1/pods", "ml", "server-0"]["metadata"]["annotations"]
+    assert "pointercache.dev/registry-seen-at" not in notes
