@@ -93,6 +93,7 @@ def build(settings: Settings) -> Parts:
         lkg=lkg,
         cluster_lkg_dir=settings.lkg_cluster_dir,
         pinned=pinned_candidate(settings),
+        timeout=settings.registry_timeout,
     )
     return Parts(
         settings=settings,

@@ -64,7 +64,10 @@ def test_sigkill_during_stage_and_flip_never_tears_the_volume(
             sidecar = Sidecar(
                 cli_env, [*world.common(), "--poll-interval", "0.2", "--keep-versions", "2"]
             )
-            time.sleep(rng.uniform(0.05, 0.6))
+            # Let it flip at least once (the manifest churns every ~80 ms, so it is always
+            # staging or flipping), then kill it at a random moment of the next cycles.
+            wait_until(lambda s=sidecar: s.find("flipped") or s.find("rollback"), timeout=30)
+            time.sleep(rng.uniform(0.0, 0.3))
             sidecar.stop(signal.SIGKILL)
             flips_seen |= {
                 e.get("version", "")
