@@ -35,13 +35,7 @@ def summarize(model: str, attempts: list[Attempt]) -> str:
 async def resolve_and_publish(parts: Parts) -> Pointer:
     """Publish the first servable candidate of the chain; ``ResolutionFailed`` if none."""
     settings = parts.settings
-    publisher = Publisher(
-        parts.store,
-        fetch=parts.fetch,
-        lkg=parts.lkg,
-        expected_signature=parts.expected_signature,
-        signature_mode=settings.signature_mode,
-    )
+    publisher = Publisher.for_parts(parts)
     attempts: list[Attempt] = []
     rejected: dict[str, str] = {}
     selector = settings.parsed_selector

@@ -11,7 +11,7 @@ import asyncio
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pointercache.errors import SignatureMismatch
 from pointercache.fetchers import FetchOptions
@@ -25,6 +25,7 @@ from pointercache.store import Store
 
 if TYPE_CHECKING:
     from pointercache.signature import Signature
+    from pointercache.wiring import Parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +67,29 @@ class Publisher:
         lkg: NodeLKG | None = None,
         expected_signature: Signature | None = None,
         signature_mode: str = "strict",
+        unsigned: Literal["allow", "refuse"] = "allow",
     ) -> None:
         self.store = store
         self.fetch = fetch
         self.lkg = lkg
         self.expected_signature = expected_signature
         self.signature_mode = signature_mode
+        self.unsigned: Literal["allow", "refuse"] = unsigned
+        self.protect: set[str] = set()
+        """Digests garbage collection must keep besides the current one (a prefetched candidate)."""
+
+    @classmethod
+    def for_parts(cls, parts: Parts) -> Publisher:
+        """The publisher of a wired role (init container or sidecar)."""
+        settings = parts.settings
+        return cls(
+            parts.store,
+            fetch=parts.fetch,
+            lkg=parts.lkg,
+            expected_signature=parts.expected_signature,
+            signature_mode=settings.signature_mode,
+            unsigned="refuse" if settings.unsigned_model == "refuse" else "allow",
+        )
 
     def check_signature(self, resolution: Resolution) -> None:
         """Raise ``SignatureMismatch`` if the candidate does not fit the serving code."""
@@ -79,7 +97,14 @@ class Publisher:
             return
         from pointercache.signature import gate
 
-        gate(resolution.candidate.signature, self.expected_signature, self.signature_mode)
+        warning = gate(
+            resolution.candidate.signature,
+            self.expected_signature,
+            self.signature_mode,
+            unsigned=self.unsigned,
+        )
+        if warning:
+            log.warning("signature-unchecked", version=resolution.candidate.version, reason=warning)
 
     async def install(self, resolution: Resolution) -> Adopted:
         """Stage, verify and install ``resolution`` without publishing it."""
@@ -118,7 +143,7 @@ class Publisher:
         return adopted
 
     def _after_publish(self, pointer: Pointer) -> None:
-        protect: set[str] = {pointer.digest}
+        protect: set[str] = {pointer.digest, *self.protect}
         if self.lkg is not None:
             if pointer.source == "registry":
                 self.lkg.write(pointer)

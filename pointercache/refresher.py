@@ -63,13 +63,7 @@ class Refresher:
         self.state = RefreshState()
         self.telemetry = telemetry or Telemetry()
         self.on_change = on_change
-        self.publisher = Publisher(
-            parts.store,
-            fetch=parts.fetch,
-            lkg=parts.lkg,
-            expected_signature=parts.expected_signature,
-            signature_mode=self.settings.signature_mode,
-        )
+        self.publisher = Publisher.for_parts(parts)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.telemetry.bind(self.state)
@@ -220,6 +214,7 @@ class Refresher:
             self.state.record("prefetch-failed", version=resolution.candidate.version, error=exc)
             return
         self.state.prefetched = adopted.pointer
+        self.publisher.protect = {adopted.pointer.digest}
         self.state.record("prefetched", version=adopted.pointer.version)
 
     def _notify(self, event: str, pointer: Pointer | None, message: str) -> None:

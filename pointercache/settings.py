@@ -64,6 +64,12 @@ class Settings:
     signature_mode: str = _opt(
         "strict", "signature gate: strict or subset", choices=("strict", "subset")
     )
+    unsigned_model: str = _opt(
+        "allow",
+        "what the signature gate does with a model that has no readable signature: "
+        "allow (with a logged reason) or refuse",
+        choices=("allow", "refuse"),
+    )
     allow: tuple[str, ...] = _opt(
         [],
         "artifact URI prefix that may be fetched, repeatable "
