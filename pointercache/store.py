@@ -109,6 +109,8 @@ class Store:
     def lock(self, *, timeout: float = 0.0) -> Iterator[None]:
         """Hold the single-writer lock (``flock`` on ``root/.lock``); re-entrant per instance.
 
+        Creates the layout (``ensure_layout``) once the lock is held.
+
         Raise ``StoreLocked`` if another process (or another ``Store``) holds it for ``timeout``.
         """
         if self._lock_fd is not None:
@@ -126,6 +128,7 @@ class Store:
             raise
         self._lock_fd = fd
         try:
+            self.ensure_layout()
             yield
         finally:
             self._lock_fd = None

@@ -1,0 +1,117 @@
+"""Digests match what users compute with coreutils, and artifacts hold only files and dirs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pointercache.digest import StreamHasher, file_sha256, tree_digest
+from pointercache.errors import IntegrityError
+
+PIPELINE = "find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum"
+
+
+def _coreutils_tree_digest(path: Path) -> str:
+    out = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {PIPELINE}"],
+        cwd=path,
+        check=True,
+        capture_output=True,
+        env={"PATH": os.environ["PATH"], "LC_ALL": "C"},
+    ).stdout
+    return "sha256:" + out.split()[0].decode()
+
+
+def _awkward_tree(root: Path) -> int:
+    """Write nested dirs, spaces, non-ASCII, non-UTF-8, hidden and escaped names; return bytes."""
+    files: dict[bytes, bytes] = {
+        b"MLmodel": b"flavors: {}\n",
+        b"weights/layer 1.bin": os.urandom(70_000),
+        b"weights/shards/\xc3\xa9t\xc3\xa9 \xe2\x9c\x93.bin": b"accented",
+        b"weights/shards/Z-upper": b"sorts before lowercase in C",
+        b"weights/shards/a-lower": b"",
+        b".hidden/conf ig.yaml": b"a: 1\n",
+        b"latin1-\xe9.txt": b"not utf-8 in the name",
+        b"back\\slash": b"escaped by sha256sum",
+        b"carriage\rreturn": b"escaped too",
+        b"deep/er/and/deeper/x": b"x" * 3,
+    }
+    for rel, data in files.items():
+        full = root / os.fsdecode(rel)  # surrogateescape keeps the non-UTF-8 bytes
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_bytes(data)
+    (root / "empty dir").mkdir()
+    return sum(len(d) for d in files.values())
+
+
+def test_tree_digest_equals_the_coreutils_pipeline(tmp_path: Path) -> None:
+    """A directory's digest is exactly what the documented find|sort|sha256sum pipeline prints."""
+    total = _awkward_tree(tmp_path)
+    digest, size = tree_digest(tmp_path)
+    assert digest == _coreutils_tree_digest(tmp_path)
+    assert size == total
+
+
+def test_tree_digest_changes_when_one_byte_or_one_name_changes(tmp_path: Path) -> None:
+    """Renaming a file or flipping one byte gives a different digest."""
+    _awkward_tree(tmp_path)
+    before, _ = tree_digest(tmp_path)
+    (tmp_path / "MLmodel").write_bytes(b"flavors: {}\n".replace(b"{", b"["))
+    flipped, _ = tree_digest(tmp_path)
+    (tmp_path / "MLmodel").rename(tmp_path / "MLmodel2")
+    renamed, _ = tree_digest(tmp_path)
+    assert len({before, flipped, renamed}) == 3
+    assert renamed == _coreutils_tree_digest(tmp_path)
+
+
+def test_single_file_digest_equals_sha256sum(tmp_path: Path) -> None:
+    """A single-file artifact's digest is sha256sum of its bytes, and its size is its length."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(os.urandom(3 * (1 << 20) + 17))  # spans several read chunks
+    out = subprocess.run(["sha256sum", str(path)], check=True, capture_output=True).stdout
+    assert tree_digest(path) == ("sha256:" + out.split()[0].decode(), path.stat().st_size)
+    assert file_sha256(path) == out.split()[0].decode()
+
+
+def test_stream_hasher_matches_file_digest(tmp_path: Path) -> None:
+    """Hashing a stream in chunks gives the same digest and size as hashing the file."""
+    data = os.urandom(200_000)
+    (tmp_path / "f").write_bytes(data)
+    hasher = StreamHasher()
+    for start in range(0, len(data), 7_000):
+        hasher.update(data[start : start + 7_000])
+    assert hasher.hexdigest() == file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    assert hasher.digest() == "sha256:" + hasher.hexdigest()
+    assert hasher.size == len(data)
+
+
+def test_empty_directory_digest_is_sha256_of_nothing(tmp_path: Path) -> None:
+    """An artifact directory with no files hashes zero lines."""
+    assert tree_digest(tmp_path) == ("sha256:" + hashlib.sha256(b"").hexdigest(), 0)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "dangling"])
+def test_non_regular_files_are_an_integrity_error(tmp_path: Path, kind: str) -> None:
+    """A symlink, dangling link or FIFO inside an artifact is rejected, naming the entry."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "real").write_bytes(b"x")
+    odd = tmp_path / "sub" / "odd"
+    if kind == "symlink":
+        odd.symlink_to("real")
+    elif kind == "dangling":
+        odd.symlink_to("/nonexistent")
+    else:
+        os.mkfifo(odd)
+    with pytest.raises(IntegrityError, match="sub/odd"):
+        tree_digest(tmp_path)
+
+
+def test_newline_in_a_file_name_is_an_integrity_error(tmp_path: Path) -> None:
+    """A name the coreutils pipeline cannot represent is rejected instead of hashed differently."""
+    (tmp_path / "two\nlines").write_bytes(b"x")
+    with pytest.raises(IntegrityError, match="newline"):
+        tree_digest(tmp_path)
