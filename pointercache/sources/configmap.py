@@ -176,6 +176,8 @@ class ConfigMapWatcher:
         self._live = False
         self._stop = threading.Event()
         self._stream: WatchStream | None = None
+        self._rv: str | None = None
+        """Where the next watch resumes (None: list first); only the watch thread writes it."""
         self._subscribers: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
         self._thread = threading.Thread(
             target=self._run, name=f"watch-{namespace}/{name}", daemon=True
@@ -246,21 +248,20 @@ class ConfigMapWatcher:
             self._live = live
 
     def _run(self) -> None:
-        rv: str | None = None
         delay = 0.2
         while not self._stop.is_set():
-            fresh = rv is None
+            fresh = self._rv is None
             try:
-                if rv is None:
-                    rv = self._relist()
-                rv = self._follow(rv)
+                if self._rv is None:
+                    self._rv = self._relist()
+                self._follow()
                 delay = 0.2
             except Gone as exc:
                 log.info("configmap-watch-expired", configmap=f"{self.namespace}/{self.name}")
-                rv = None
+                self._rv = None
                 if fresh:  # Gone right after a list: do not hammer the API server
                     delay = self._back_off(exc, delay)
-            except KubeError as exc:
+            except KubeError as exc:  # resumes from self._rv: the last version seen
                 delay = self._back_off(exc, delay)
         self._set_live(False)
 
@@ -282,12 +283,12 @@ class ConfigMapWatcher:
         )
         return rv
 
-    def _follow(self, rv: str | None) -> str | None:
-        """Watch from ``rv`` until the stream ends; return the last resourceVersion seen."""
+    def _follow(self) -> None:
+        """Watch from ``self._rv`` until the stream ends, advancing it with every event."""
         stream = self._client.watch_configmaps(
             self.namespace,
             field_selector=self._selector,
-            resource_version=rv,
+            resource_version=self._rv,
             timeout_seconds=self._timeout_seconds,
         )
         self._stream = stream
@@ -296,7 +297,7 @@ class ConfigMapWatcher:
         self._set_live(True)
         try:
             for event in stream:
-                rv = event.resource_version or rv
+                self._rv = event.resource_version or self._rv
                 if event.type == "BOOKMARK":
                     continue
                 if event.object.get("metadata", {}).get("name") != self.name:
@@ -304,4 +305,3 @@ class ConfigMapWatcher:
                 self._update(None if event.type == "DELETED" else event.object)
         finally:
             self._stream = None
-        return rv

@@ -77,6 +77,11 @@ class ConfigMapApi:
         for queue in list(self._queues):
             queue.put_nowait(None)
 
+    def break_watches(self) -> None:
+        """Fail every open watch mid-stream (kmock then streams an ERROR event with code 500)."""
+        for queue in list(self._queues):
+            queue.put_nowait({"type": "BREAK"})
+
     def bookmark(self) -> None:
         """Send a BOOKMARK with the current resourceVersion to every open watch."""
         event = {
@@ -233,6 +238,8 @@ class ConfigMapApi:
                     continue
                 if event is None:
                     return
+                if event["type"] == "BREAK":
+                    raise RuntimeError("the watch broke mid-stream")
                 if event["type"] == "BOOKMARK" or matches(event["object"]):
                     yield event
         finally:

@@ -241,3 +241,26 @@ async def test_watch_errors_back_off_and_resolve_falls_back_to_get(cmapi, make_c
     assert cmapi.count("list") == 1
     assert watcher is not None
     assert not watcher._thread.is_alive(), "aclose() ends the watch thread"
+
+
+async def test_broken_stream_resumes_from_the_last_event(cmapi, make_client):
+    """A watch that fails mid-stream is retried from the last event seen, not from the list."""
+    cmapi.put("ml", "registry", {"recommender.json": manifest(1, "8")})
+    source = source_for(cmapi, make_client)
+    changes = aiter(source.changes())
+    try:
+        await next_change(changes)
+        await eventually(lambda: source.live)
+        seen = cmapi.put("ml", "registry", {"recommender.json": manifest(2, "9")})
+        await next_change(changes)
+        cmapi.break_watches()
+        cmapi.put("ml", "registry", {"recommender.json": manifest(3, "10")})
+        await next_change(changes)
+        candidate = await source.resolve("recommender", PROD)
+    finally:
+        await source.aclose()
+    assert candidate.version == "10"
+    watches = cmapi.params("watch")
+    assert len(watches) == 2
+    assert watches[1]["resourceVersion"] == seen["metadata"]["resourceVersion"]
+    assert cmapi.count("list") == 1
