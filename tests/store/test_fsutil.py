@@ -1,0 +1,82 @@
+"""Durable write helpers: all-or-nothing replacement, link swaps and tree copies."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from pointercache.fsutil import TMP_PREFIX, atomic_symlink, atomic_write_bytes, copy_tree_or_link
+
+
+def _fail(fd: int, data: memoryview) -> int:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_atomic_write_replaces_the_whole_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    """The new content replaces the old one and no temporary file remains."""
+    target = tmp_path / "pointer.json"
+    target.write_bytes(b"old")
+    atomic_write_bytes(target, b"new content")
+    assert target.read_bytes() == b"new content"
+    assert [p.name for p in tmp_path.iterdir()] == ["pointer.json"]
+
+
+def test_a_failed_atomic_write_keeps_the_old_file(tmp_path: Path) -> None:
+    """If writing fails (a full disk), the old content stays and the temp file is removed."""
+    target = tmp_path / "pointer.json"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes(target, b"new", write=_fail)
+    assert info.value.errno == errno.ENOSPC
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["pointer.json"]
+
+
+def test_atomic_symlink_swaps_the_target(tmp_path: Path) -> None:
+    """A link is re-pointed by rename, leaving no temp link behind."""
+    link = tmp_path / "current"
+    atomic_symlink("versions/a", link)
+    atomic_symlink("versions/b", link)
+    assert link.readlink() == Path("versions/b")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_copy_tree_hardlinks_on_the_same_filesystem(tmp_path: Path) -> None:
+    """Files are hard links (same inode) when source and destination share a filesystem."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "w.bin").write_bytes(b"weights")
+    copy_tree_or_link(src, tmp_path / "dst")
+    assert (tmp_path / "dst" / "sub" / "w.bin").stat().st_ino == (
+        src / "sub" / "w.bin"
+    ).stat().st_ino
+
+
+def test_copy_tree_with_a_writer_copies_bytes(tmp_path: Path) -> None:
+    """With an explicit writer the files are real copies with the same bytes."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "w.bin").write_bytes(os.urandom(3 << 20))
+    written: list[int] = []
+
+    def writer(fd: int, data: memoryview) -> int:
+        written.append(len(data))
+        return os.write(fd, data)
+
+    copy_tree_or_link(src, tmp_path / "dst", write=writer)
+    copied = tmp_path / "dst" / "sub" / "w.bin"
+    assert copied.read_bytes() == (src / "sub" / "w.bin").read_bytes()
+    assert copied.stat().st_ino != (src / "sub" / "w.bin").stat().st_ino
+    assert sum(written) == 3 << 20
+
+
+def test_copy_tree_refuses_symlinks(tmp_path: Path) -> None:
+    """An artifact tree holding a symlink is not copied (it could point outside the artifact)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "escape").symlink_to("/etc/passwd")
+    with pytest.raises(OSError, match="not a regular file"):
+        copy_tree_or_link(src, tmp_path / "dst")
