@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import yarl
 
 from pointercache.allow import check_redirect
 from pointercache.errors import (
@@ -177,7 +178,11 @@ class HttpFetcher:
         url = uri
         for _ in range(self._max_redirects + 1):
             try:
-                resp = await self._client().get(url, headers=headers, allow_redirects=False)
+                # encoded=True: send the URL byte for byte (presigned signatures break if
+                # their percent-encoding is normalized)
+                resp = await self._client().get(
+                    yarl.URL(url, encoded=True), headers=headers, allow_redirects=False
+                )
             except _NETWORK_ERRORS as exc:
                 raise FetchUnavailable(f"{redact_uri(url)}: {type(exc).__name__}") from exc
             if resp.status not in REDIRECTS:

@@ -32,6 +32,7 @@ class Hit:
     range: str | None
     if_range: str | None
     status: int = 0
+    raw: str = ""
 
 
 @dataclass
@@ -158,6 +159,7 @@ def build_app(origin: Origin) -> web.Application:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         hit = Hit(request.path, request.headers.get("Range"), request.headers.get("If-Range"))
+        hit.raw = request.raw_path
         origin.hits.append(hit)
         route = ROUTES.get(request.path)
         if route is None:

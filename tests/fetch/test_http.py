@@ -158,3 +158,11 @@ async def test_policy_is_checked_first(origin: Origin, tmp_path: Path) -> None:
     finally:
         await fetcher.aclose()
     assert origin.hits == []
+
+
+async def test_presigned_query_is_sent_byte_for_byte(origin: Origin, tmp_path: Path) -> None:
+    """The percent-encoding of a presigned query string is not normalized on the way out."""
+    target = "/file?X-Amz-Credential=AKIA%2F20260101%2Fus-east-1&X-Amz-Signature=ab%2B%3D"
+    result, _ = await _fetch(origin, target, tmp_path / "m.bin")
+    assert result.sha256 == hashlib.sha256(origin.data).hexdigest()  # type: ignore[attr-defined]
+    assert [h.raw for h in origin.seen("/file")] == [target]
