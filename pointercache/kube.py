@@ -170,8 +170,9 @@ def _build_api_client(config: KubeConfig) -> Any:
             )
     except (ConfigException, OSError, ValueError) as exc:
         raise ConfigError(f"kubernetes configuration: {exc}") from exc
-    # Retry only connection set-up here; callers own their retry and backoff policy.
-    cfg.retries = Retry(total=2, connect=2, read=0, status=0, redirect=0, raise_on_status=False)
+    # Retry connection set-up, and idempotent calls once on a dropped keep-alive connection;
+    # callers own every other retry and their backoff.
+    cfg.retries = Retry(total=2, connect=2, read=1, status=0, redirect=0, raise_on_status=False)
     return ApiClient(cfg)
 
 
