@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pointercache.errors import StoreError, StoreLocked
+from pointercache.errors import ConfigError, StoreError, StoreLocked
 from pointercache.fsutil import (
     TMP_PREFIX,
     Writer,
@@ -83,7 +83,7 @@ class Store:
 
     def __init__(self, root: Path, *, keep_versions: int = 2, write: Writer = os.write) -> None:
         if keep_versions < 1:
-            raise StoreError(f"keep_versions: {keep_versions} must be at least 1")
+            raise ConfigError(f"keep_versions: {keep_versions} must be at least 1")
         self.root = Path(root)
         self.keep_versions = keep_versions
         self._write = write
