@@ -39,7 +39,14 @@ async def resolve_and_publish(parts: Parts) -> Pointer:
     attempts: list[Attempt] = []
     rejected: dict[str, str] = {}
     selector = settings.parsed_selector
+    persisted = persisted_revision(parts)
     async for resolution in parts.chain.candidates(settings.model, selector, attempts):
+        revision = resolution.candidate.revision
+        if resolution.source == "registry" and 0 < revision < persisted:
+            reason = f"stale answer: revision {revision} is below the persisted {persisted}"
+            log.warning("stale-answer", registry=resolution.detail, reason=reason)
+            rejected[resolution.source] = reason
+            continue
         try:
             adopted = await publisher.adopt(resolution)
         except _FALL_THROUGH as exc:
@@ -52,9 +59,24 @@ async def resolve_and_publish(parts: Parts) -> Pointer:
     raise ResolutionFailed(summarize(settings.model, final), final)
 
 
+def persisted_revision(parts: Parts) -> int:
+    """The highest revision an LKG (node or cluster) holds for the model; 0 if none.
+
+    A registry answer below it comes from a lagging replica or a stale cache: it must not pull
+    a new pod back to an older version than its node or cluster already moved to.
+    """
+    model = parts.settings.model
+    pointers = [parts.lkg.read(model) if parts.lkg else None]
+    if parts.settings.lkg_cluster_dir is not None:
+        from pointercache.cluster_lkg import read_mounted
+
+        pointers.append(read_mounted(parts.settings.lkg_cluster_dir, model))
+    return max((p.revision for p in pointers if p is not None), default=0)
+
+
 def _reason(exc: PointercacheError) -> str:
-    if isinstance(exc, SignatureMismatch) and exc.diff:
-        return f"{exc} {exc.diff}"
+    if isinstance(exc, SignatureMismatch):
+        return str(exc)  # already the diff in words: "missing geo_lat; type amount: ..."
     return f"{type(exc).__name__}: {exc}"
 
 

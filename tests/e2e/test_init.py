@@ -149,3 +149,52 @@ def test_init_skips_an_unwritable_termination_log(world: World, cli_env: dict[st
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_init_refuses_a_registry_answer_older_than_the_lkg(
+    world: World, cli_env: dict[str, str]
+) -> None:
+    """A lagging registry (lower revision than the node LKG) does not pull a new pod back."""
+    world.publish(7, "2")
+    assert run_init(cli_env, *world.init_args()).returncode == 0
+    world.publish(3, "1")
+    pod2 = world.base / "pod2"
+    proc = run_init(cli_env, *world.init_args(root=pod2))
+    assert proc.returncode == 0, proc.stderr
+    pointer = served(pod2)
+    assert (pointer.version, pointer.source, pointer.revision) == ("2", "lkg-node", 7)
+    assert "stale answer" in proc.stderr
+
+
+SIG_CODE = {
+    "inputs": [{"name": "amount", "type": "double"}, {"name": "merchant", "type": "string"}]
+}
+SIG_OK = {
+    "inputs": [
+        {"name": "amount", "type": "double", "required": True},
+        {"name": "merchant", "type": "string", "required": True},
+    ]
+}
+SIG_GEO = {"inputs": [*SIG_OK["inputs"], {"name": "geo_lat", "type": "double", "required": True}]}
+
+
+def test_init_falls_back_past_an_incompatible_signature(
+    world: World, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The registry's model needs a feature the code lacks: init serves the compatible LKG."""
+    expect = tmp_path / "expect.json"
+    expect.write_text(json.dumps(SIG_CODE))
+    args = ["--expect-signature", str(expect)]
+    world.publish(1, "1", signatures={"1": SIG_OK, "2": SIG_GEO})
+    assert run_init(cli_env, *world.init_args(*args)).returncode == 0
+    world.publish(2, "2", signatures={"1": SIG_OK, "2": SIG_GEO})
+    pod2 = world.base / "pod2"
+    proc = run_init(cli_env, *world.init_args(*args, root=pod2))
+    assert proc.returncode == 0, proc.stderr
+    assert (served(pod2).version, served(pod2).source) == ("1", "lkg-node")
+    fresh = run_init(
+        cli_env, *world.init_args(*args, root=world.base / "pod3", lkg=world.base / "empty-lkg")
+    )
+    assert fresh.returncode == 1
+    assert "geo_lat" in world.term.read_text()
+    assert not (world.base / "pod3" / "pointer.json").exists()
