@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
+import shutil
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,6 +95,50 @@ def atomic_symlink(target: str, link: Path) -> None:
             tmp.unlink()
         raise
     fsync_dir(link.parent)
+
+
+class LockBusy(BlockingIOError):
+    """Another open file holds the ``flock``; ``holder`` is the pid written in the lock file."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(errno.EWOULDBLOCK, "lock is held", str(path))
+        self.holder = holder
+
+
+def flock_exclusive(path: Path, *, timeout: float) -> int:
+    """Open (create) ``path``, take an exclusive ``flock`` within ``timeout`` s, write our pid.
+
+    Return the open fd; closing it releases the lock (so does the process dying, even by
+    SIGKILL). Raise ``LockBusy`` if another open file keeps the lock for ``timeout`` seconds.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    raise LockBusy(path, holder) from None
+                time.sleep(min(0.05, left))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or whole directory tree; a missing path is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def fsync_tree(path: Path) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import secrets
 import shutil
@@ -37,12 +36,15 @@ from typing import TYPE_CHECKING
 from pointercache.errors import ConfigError, StoreError, StoreLocked
 from pointercache.fsutil import (
     TMP_PREFIX,
+    LockBusy,
     Writer,
     atomic_symlink,
     atomic_write_bytes,
     copy_tree_or_link,
+    flock_exclusive,
     fsync_dir,
     fsync_tree,
+    remove_path,
 )
 from pointercache.log import log
 from pointercache.pointer import Pointer, check_digest
@@ -67,15 +69,6 @@ def _translate(op: str) -> Iterator[None]:
         code = errno.errorcode.get(exc.errno or 0, "EIO")
         where = f" ({exc.filename})" if exc.filename else ""
         raise StoreError(f"{op}: {code} {exc.strerror or exc}{where}") from exc
-
-
-def _remove(path: Path) -> None:
-    """Remove a file, link or whole directory tree; a missing path is fine."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 class Store:
@@ -116,15 +109,15 @@ class Store:
         if self._lock_fd is not None:
             yield
             return
-        with _translate("lock"):
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            self._acquire(fd, timeout)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except BaseException:
-            os.close(fd)
+            with _translate("lock"):
+                self.root.mkdir(parents=True, exist_ok=True)
+                fd = flock_exclusive(self.root / LOCK, timeout=timeout)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, LockBusy):
+                holder = exc.__cause__.holder
+                msg = f"{self.root}: another writer holds {LOCK} (pid {holder})"
+                raise StoreLocked(msg) from None
             raise
         self._lock_fd = fd
         try:
@@ -133,22 +126,6 @@ class Store:
         finally:
             self._lock_fd = None
             os.close(fd)
-
-    def _acquire(self, fd: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise StoreLocked(
-                        f"{self.root}: another writer holds {LOCK} (pid {holder})"
-                    ) from None
-                time.sleep(min(0.05, left))
-            else:
-                return
 
     def _require_lock(self) -> None:
         if self._lock_fd is None:
@@ -165,7 +142,7 @@ class Store:
             dirs += [v for d in dirs[1:] for v in d.iterdir() if v.is_dir()]
             removed += [p for d in dirs for p in d.iterdir() if p.name.startswith(TMP_PREFIX)]
             for path in removed:
-                _remove(path)
+                remove_path(path)
             for path in {p.parent for p in removed}:
                 fsync_dir(path)
             if os.path.lexists(self.root / CURRENT):
@@ -193,7 +170,7 @@ class Store:
             with _translate("stage"):
                 copy_tree_or_link(Path(src), staging / name, write=self._write)
         except BaseException:
-            _remove(staging)
+            remove_path(staging)
             raise
         return staging / name
 
@@ -215,7 +192,7 @@ class Store:
                 self._build(artifact, pointer, target)
         finally:
             with contextlib.suppress(OSError):
-                _remove(entry)
+                remove_path(entry)
         with _translate("install"):
             self._stamp(target)
         log.debug(
@@ -238,7 +215,7 @@ class Store:
                 fsync_dir(target.parent)
         finally:
             with contextlib.suppress(OSError):
-                _remove(wrap)
+                remove_path(wrap)
 
     def update_pointer(self, version_dir: Path, pointer: Pointer) -> None:
         """Atomically rewrite an installed version's ``pointer.json`` (same version and digest)."""
