@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pointercache import initflow
 from pointercache.errors import ConfigError, PointercacheError
+from pointercache.kube import KubeConfig
 from pointercache.log import log
 from pointercache.settings import INIT, add_arguments, from_namespace
 from pointercache.wiring import build
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings = from_namespace(args, INIT, env)
         termination_log = settings.termination_log
         log.configure(level=settings.log_level, component="init")
-        parts = build(settings)
+        parts = build(settings, kube=KubeConfig.from_environ(env))
     except ConfigError as exc:
         return _fail(2, f"configuration: {exc}", termination_log)
     try:

@@ -12,7 +12,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from pointercache.errors import PointercacheError, SignatureMismatch
 from pointercache.log import log
 from pointercache.pipeline import Publisher
 from pointercache.pointer import Pointer, utcnow
+from pointercache.reporting import Reporter
 from pointercache.resolve import Resolution
 from pointercache.sources import WatchableSource
 from pointercache.telemetry import Telemetry
@@ -56,13 +57,13 @@ class Refresher:
         self,
         parts: Parts,
         telemetry: Telemetry | None = None,
-        on_change: Callable[[str, Pointer | None, str], None] | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self.parts = parts
         self.settings = parts.settings
         self.state = RefreshState()
         self.telemetry = telemetry or Telemetry()
-        self.on_change = on_change
+        self.reporter = reporter
         self.publisher = Publisher.for_parts(parts)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -121,7 +122,10 @@ class Refresher:
         cand = resolution.candidate
         current = self.state.current
         if current is not None and _same(current, resolution):
-            self.state.current = await self.publisher.confirm(current, resolution.detail)
+            confirmed = await self.publisher.confirm(current, resolution.detail)
+            if confirmed is not current:
+                await self._report("confirmed", confirmed, f"registry confirms {cand.version}")
+            self.state.current = confirmed
             self.state.fallback_reason = None
             self.state.blocked = None
             return "unchanged"
@@ -145,7 +149,7 @@ class Refresher:
             self.state.blocked = {"version": cand.version, "reason": str(exc), "diff": exc.diff}
             self.state.record("flip-blocked", version=cand.version, reason=str(exc), diff=exc.diff)
             self.telemetry.blocked()
-            self._notify("blocked", None, f"version {cand.version} blocked: {exc}")
+            await self._report("blocked", None, f"version {cand.version} blocked: {exc}")
             return "blocked"
         except PointercacheError as exc:
             self.state.last_error = f"version {cand.version}: {type(exc).__name__}: {exc}"
@@ -166,7 +170,7 @@ class Refresher:
             previous=previous.version if previous else None,
             trigger=reason,
         )
-        self._notify(event, adopted.pointer, f"now serving {adopted.pointer.version}")
+        await self._report(event, adopted.pointer, f"now serving {adopted.pointer.version}")
         return event
 
     async def _bootstrap(self) -> str:
@@ -194,7 +198,8 @@ class Refresher:
             previous=None,
             trigger="bootstrap",
         )
-        self._notify("flipped", pointer, f"now serving {pointer.version} from {pointer.source}")
+        event = "flipped" if pointer.source == "registry" else "fallback"
+        await self._report(event, pointer, f"now serving {pointer.version} from {pointer.source}")
         return "flipped"
 
     async def _prefetch(self) -> None:
@@ -217,12 +222,14 @@ class Refresher:
         self.publisher.protect = {adopted.pointer.digest}
         self.state.record("prefetched", version=adopted.pointer.version)
 
-    def _notify(self, event: str, pointer: Pointer | None, message: str) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change(event, pointer, message)
-            except Exception as exc:
-                log.warning("notify-failed", error=exc)
+    async def _report(self, event: str, pointer: Pointer | None, message: str) -> None:
+        if self.reporter is None:
+            return
+        try:
+            staged = [p.version for _, p in self.parts.store.versions(self.settings.model)]
+            await self.reporter.report(event, pointer, message, staged)
+        except Exception as exc:
+            log.warning("report-failed", event_name=event, error=exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Refresh on every poll period (with jitter), watch event or trigger until ``stop``."""
@@ -231,6 +238,11 @@ class Refresher:
             for source in self.parts.sources
             if isinstance(source, WatchableSource)
         ]
+        current = self.state.current
+        if current is not None:
+            fell_back = current.source != "registry"
+            message = f"serving {current.version} from {current.source}: {current.source_detail}"
+            await self._report("fallback" if fell_back else "started", current, message)
         try:
             while not stop.is_set():
                 await self._until_stopped(self._safe_refresh("poll"), stop)

@@ -17,6 +17,7 @@ from pointercache.sources import Source, SourceOptions, open_source
 from pointercache.store import Store
 
 if TYPE_CHECKING:
+    from pointercache.kube import KubeConfig
     from pointercache.signature import Signature
 
 
@@ -68,14 +69,19 @@ def _read_secret(path: Path | None, flag: str) -> None:
         raise ConfigError(f"{flag} {path}: not a readable file")
 
 
-def build(settings: Settings) -> Parts:
-    """Wire store, node LKG, sources and the chain; ``ConfigError`` on bad settings."""
+def build(settings: Settings, *, kube: KubeConfig | None = None) -> Parts:
+    """Wire store, node LKG, sources and the chain; ``ConfigError`` on bad settings.
+
+    ``kube`` says how to reach the Kubernetes API (built by the entrypoint from the process
+    environment); only ``configmap://`` sources use it.
+    """
     _read_secret(settings.registry_token_file, "--registry-token-file")
     _read_secret(settings.registry_basic_auth_file, "--registry-basic-auth-file")
     source_options = SourceOptions(
         timeout=settings.registry_timeout,
         token_file=settings.registry_token_file,
         basic_auth_file=settings.registry_basic_auth_file,
+        extra=kube.to_extra() if kube is not None else {},
     )
     sources = tuple(open_source(uri, source_options) for uri in settings.registry)
     lkg = (

@@ -16,8 +16,10 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from pointercache.errors import ConfigError, PointercacheError
+from pointercache.kube import KubeConfig
 from pointercache.log import log
 from pointercache.refresher import Refresher
+from pointercache.reporting import KubeReporter
 from pointercache.server import make_app
 from pointercache.settings import SIDECAR, Settings, add_arguments, from_namespace
 from pointercache.wiring import build
@@ -36,13 +38,14 @@ def build_parser(prog: str = "pointercache sidecar") -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, kube: KubeConfig) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     from sidecar import telemetry as sdk
 
-    parts = build(settings)
+    parts = build(settings, kube=kube)
     instruments, render, provider = sdk.setup(settings.model)
-    refresher = Refresher(parts, instruments)
+    reporter = KubeReporter.from_settings(settings, kube)
+    refresher = Refresher(parts, instruments, reporter=reporter)
     store = parts.store
     await asyncio.to_thread(store.ensure_layout)
     with store.lock(timeout=settings.poll_interval):
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         settings = from_namespace(args, SIDECAR, env)
         log.configure(level=settings.log_level, component="sidecar")
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, KubeConfig.from_environ(env)))
     except ConfigError as exc:
         log.error("config-error", reason=str(exc))
         print(f"pointercache sidecar: configuration: {exc}", file=sys.stderr)  # noqa: T201
