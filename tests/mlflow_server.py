@@ -2,21 +2,22 @@
 
 Use it from a topic's conftest.py::
 
-    from tests.mlflow_server import mlflow_server, mlflow  # noqa: F401  (re-exported fixtures)
+    from tests.mlflow_server import mlflow, mlflow_outage, mlflow_server  # noqa: F401
 
 ``mlflow_server`` is session-scoped: ``mlflow server`` with a sqlite backend and the artifact
 proxy (``--serve-artifacts``), one worker, its background job runner disabled, in its own process
-group. Startup takes 10-20 s on a small machine, so mark the tests that use it with
-``pytest.mark.xdist_group("mlflow")``: the whole group then runs on one xdist worker and only one
-server starts. ``stop()`` ends the group (SIGTERM, then SIGKILL) for outage tests; ``start()``
-brings it back on the same port with the same database. The function-scoped ``mlflow`` fixture
-restarts it if an earlier test left it stopped. Give every test its own model name
-(``server.new_model()``).
+group. Startup takes 15-20 s on a small machine (more under load), so the xdist workers of one
+run *share* one server (coordinated with flock in the run's common temp dir) and the last worker
+to finish stops it. Tests take the function-scoped ``mlflow`` fixture; a test that stops the
+server (``stop()`` ends the group: SIGTERM, then SIGKILL) takes ``mlflow_outage`` instead, which
+holds the other workers' MLflow tests back meanwhile; the next test restarts it (``start()``:
+same port, same database). Give every test its own model name (``server.new_model()``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -39,6 +40,19 @@ if TYPE_CHECKING:
 
 MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs and is not a zombie (a child not reaped yet counts as gone)."""
+    for proc in _CHILDREN:
+        if proc.pid == pid:
+            return proc.poll() is None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def mlmodel_text(inputs: list[dict[str, Any]] | None, outputs: list[dict[str, Any]] | None) -> str:
@@ -63,19 +77,38 @@ def mlmodel_text(inputs: list[dict[str, Any]] | None, outputs: list[dict[str, An
 
 
 class MlflowServer:
-    """``mlflow server`` as a subprocess in its own process group, plus REST helpers."""
+    """``mlflow server`` as a subprocess in its own process group, plus REST helpers.
+
+    The process id lives in ``<workdir>/server.json`` so every xdist worker sharing the server
+    (see ``mlflow_server``) sees restarts done by another one.
+    """
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = workdir
+        self.state = workdir / "server.json"
+        if port is None and self.state.exists():
+            port = int(json.loads(self.state.read_text())["port"])
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.registry_uri = f"mlflow+http://127.0.0.1:{self.port}"
         self.db = workdir / "mlflow.db"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.shared: _Shared | None = None
+        """Cross-worker coordination, set by the ``mlflow_server`` fixture."""
 
     # -- process ----------------------------------------------------------------------------
 
-    def start(self, timeout: float = 90.0) -> None:
+    @property
+    def pid(self) -> int | None:
+        """Process (and process group) id of the running server, if any."""
+        if not self.state.exists():
+            return None
+        pid = json.loads(self.state.read_text()).get("pid")
+        return pid if isinstance(pid, int) else None
+
+    def _write_pid(self, pid: int | None) -> None:
+        self.state.write_text(json.dumps({"port": self.port, "pid": pid}))
+
+    def start(self, timeout: float = 180.0) -> None:
         """Start (or restart, same port and database) and wait until ``/health`` answers."""
         if self.running:
             return
@@ -89,17 +122,19 @@ class MlflowServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
         with (self.workdir / "server.log").open("ab") as out:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 cmd, cwd=self.workdir, env=env, stdout=out, stderr=out,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
+        _CHILDREN.append(proc)  # reaped by whoever stops it, or at exit
+        self._write_pid(proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self._proc.returncode}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {proc.returncode}")
             with (
                 contextlib.suppress(OSError),
-                _OPENER.open(f"{self.url}/health", timeout=1.0) as response,
+                _OPENER.open(f"{self.url}/health", timeout=2.0) as response,
             ):
                 if response.status == 200:
                     return
@@ -109,21 +144,27 @@ class MlflowServer:
 
     def stop(self, grace: float = 5.0) -> None:
         """End the whole process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
-        proc, self._proc = self._proc, None
-        if proc is None:
+        pid = self.pid
+        if pid is None:
             return
+        self._write_pid(None)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # helpers that ignored SIGTERM
-        proc.wait(timeout=10)
+            os.killpg(pid, signal.SIGKILL)  # helpers that ignored SIGTERM
+        for proc in list(_CHILDREN):
+            if proc.pid == pid:
+                proc.wait(timeout=10)
+                _CHILDREN.remove(proc)
 
     @property
     def running(self) -> bool:
         """True while the server process is alive."""
-        return self._proc is not None and self._proc.poll() is None
+        pid = self.pid
+        return pid is not None and _alive(pid)
 
     # -- REST helpers -------------------------------------------------------------------------
 
@@ -216,19 +257,78 @@ class MlflowServer:
             )
 
 
+class _Shared:
+    """Coordinates the xdist workers of one run around one server (flock on shared files).
+
+    ``session.lock`` guards the user count; ``inuse.lock`` is held shared by each test using
+    the server and exclusively by an outage test, so stopping it never breaks another worker's
+    test. A stopped server is restarted by the next test that needs it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.users = root / "users"
+
+    @contextlib.contextmanager
+    def locked(self, name: str, mode: int) -> Iterator[None]:
+        fd = os.open(self.root / name, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def add_user(self, delta: int) -> int:
+        count = int(self.users.read_text()) if self.users.exists() else 0
+        count += delta
+        self.users.write_text(str(count))
+        return count
+
+
+def _shared_root(factory: pytest.TempPathFactory) -> Path:
+    base = factory.getbasetemp()
+    # Under xdist every worker has its own basetemp inside the run's common one.
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "mlflow-shared"
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """One MLflow server per xdist worker that uses it; its process group is ended at the end."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
-    server.start()
+    """One MLflow server per test run, shared by the xdist workers; stopped by the last one."""
+    shared = _Shared(_shared_root(tmp_path_factory))
+    server = MlflowServer(shared.root)
+    server.shared = shared
+    with shared.locked("session.lock", fcntl.LOCK_EX):
+        shared.add_user(+1)
     try:
+        with shared.locked("inuse.lock", fcntl.LOCK_EX):
+            server.start()
         yield server
     finally:
-        server.stop()
+        with shared.locked("session.lock", fcntl.LOCK_EX):
+            if shared.add_user(-1) == 0:
+                server.stop()
 
 
 @pytest.fixture
-def mlflow(mlflow_server: MlflowServer) -> MlflowServer:
-    """The shared server, restarted first if an outage test left it stopped."""
-    mlflow_server.start()
-    return mlflow_server
+def mlflow(mlflow_server: MlflowServer) -> Iterator[MlflowServer]:
+    """The shared server for one test (restarted first if an outage test stopped it)."""
+    shared = mlflow_server.shared
+    assert shared is not None
+    while True:
+        with shared.locked("inuse.lock", fcntl.LOCK_SH):
+            if mlflow_server.running:
+                yield mlflow_server
+                return
+        with shared.locked("inuse.lock", fcntl.LOCK_EX):
+            mlflow_server.start()
+
+
+@pytest.fixture
+def mlflow_outage(mlflow_server: MlflowServer) -> Iterator[MlflowServer]:
+    """The shared server for a test that may stop it: other workers' MLflow tests wait."""
+    shared = mlflow_server.shared
+    assert shared is not None
+    with shared.locked("inuse.lock", fcntl.LOCK_EX):
+        mlflow_server.start()
+        yield mlflow_server

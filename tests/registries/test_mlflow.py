@@ -13,8 +13,6 @@ from pointercache.sources import SourceOptions, open_source
 from pointercache.sources.mlflow import MlflowSource
 from tests.mlflow_server import MlflowServer
 
-pytestmark = pytest.mark.xdist_group("mlflow")
-
 INPUTS = [
     {"type": "double", "name": "amount", "required": True},
     {"type": "string", "name": "country", "required": False},

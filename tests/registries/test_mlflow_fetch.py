@@ -16,8 +16,6 @@ from pointercache.sources import SourceOptions
 from pointercache.sources.mlflow import MlflowSource
 from tests.mlflow_server import MlflowServer, mlmodel_text
 
-pytestmark = pytest.mark.xdist_group("mlflow")
-
 FILES = {
     "model.pkl": b"\x80\x04weights" * 1000,
     "conda.yaml": b"name: env\n",

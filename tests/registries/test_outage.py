@@ -12,8 +12,6 @@ from pointercache.sources import SourceOptions
 from pointercache.sources.mlflow import MlflowSource
 from tests.mlflow_server import MlflowServer
 
-pytestmark = pytest.mark.xdist_group("mlflow")
-
 
 async def test_black_hole_server_is_unavailable_within_the_timeout(black_hole: str) -> None:
     """A server that accepts and never replies gives SourceUnavailable, not a hang."""
@@ -27,8 +25,9 @@ async def test_black_hole_server_is_unavailable_within_the_timeout(black_hole: s
         await source.aclose()
 
 
-async def test_stopped_server_is_unavailable(mlflow: MlflowServer) -> None:
+async def test_stopped_server_is_unavailable(mlflow_outage: MlflowServer) -> None:
     """After the registry stops, resolving is SourceUnavailable (connection refused)."""
+    mlflow = mlflow_outage
     model = mlflow.new_model()
     version = mlflow.create_version(model)
     mlflow.set_alias(model, "production", version)
