@@ -16,6 +16,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("pointercache_cli.tools", "show a sidecar's status as a table (or JSON)"),
     "read": ("pointercache_cli.tools", "print the pointer of the model published on a volume"),
     "wait": ("pointercache_cli.tools", "wait until a model is published on a volume"),
+    "fleet": ("pointercache_cli.fleet_cmds", "show the versions pods serve; gate on skew"),
+    "promote": (
+        "pointercache_cli.fleet_cmds",
+        "wait for the fleet to stage a version, move the alias",
+    ),
     "demo": ("pointercache_cli.demo", "run the embedded end-to-end scenario (no cluster)"),
 }
 
@@ -47,4 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     if module.__name__ == "pointercache_cli.tools":
         return int(module.run(name, rest))
+    if module.__name__ == "pointercache_cli.fleet_cmds":
+        return int(getattr(module, name)(rest))
     return int(module.main(rest))

@@ -1,0 +1,137 @@
+"""``pointercache fleet`` and ``pointercache promote``: the fleet view and two-phase promotion."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from pointercache.errors import ConfigError, PointercacheError
+
+if TYPE_CHECKING:
+    from pointercache.kube import KubeClient
+
+FLEET_HELP = """\
+Show the pods of a workload with the model version, digest, source, staged versions and
+staleness each reports (its pointercache.dev/* annotations). Exit 1 when the ready pods serve
+more distinct versions than --max-skew allows, so it can gate a rollout in CI.
+"""
+
+PROMOTE_HELP = """\
+Two-phase promotion: wait until every ready pod (or --min-ready of them) reports VERSION staged
+(sidecars with --prefetch-selector alias:candidate prestage it), then move the alias in the
+registry (file:// manifest or MLflow) with a higher revision. On timeout, nothing moves and the
+pods that are not ready are named.
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", "-n", required=True, help="namespace of the pods")
+    parser.add_argument("--selector", "-l", required=True, help="label selector of the pods")
+
+
+def _kube() -> KubeClient:
+    from pointercache.kube import KubeConfig, api
+
+    return api(KubeConfig.from_environ(os.environ))
+
+
+def fleet(argv: Sequence[str]) -> int:
+    """Print the fleet table; exit 1 when skew exceeds ``--max-skew``."""
+    from pointercache import fleet as core
+
+    parser = argparse.ArgumentParser(
+        prog="pointercache fleet", description=FLEET_HELP, allow_abbrev=False
+    )
+    _common(parser)
+    parser.add_argument(
+        "--max-skew",
+        type=int,
+        default=None,
+        help="largest allowed number of extra versions among ready pods",
+    )
+    parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    args = parser.parse_args(argv)
+    try:
+        rows = core.collect(args.namespace, args.selector, client=_kube())
+    except PointercacheError as exc:
+        print(f"pointercache fleet: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    if args.json:
+        data = [dataclasses.asdict(r) for r in rows]
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode())
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(core.render_table(rows))
+    code = core.skew_exit_code(rows, args.max_skew)
+    if code:
+        print(
+            f"pointercache fleet: skew {core.skew(rows)} exceeds --max-skew {args.max_skew}",
+            file=sys.stderr,
+        )
+    return code
+
+
+def promote(argv: Sequence[str]) -> int:
+    """Wait for the fleet to stage VERSION, then move the alias."""
+    parser = argparse.ArgumentParser(
+        prog="pointercache promote", description=PROMOTE_HELP, allow_abbrev=False
+    )
+    parser.add_argument("--model", required=True, help="registered model name")
+    parser.add_argument("--to", required=True, dest="version", help="version to promote")
+    parser.add_argument("--alias", default="production", help="alias to move")
+    parser.add_argument(
+        "--registry",
+        help="file:// manifest or mlflow+http(s):// registry; without it, only wait for the fleet",
+    )
+    parser.add_argument("--registry-token-file", type=Path, help="bearer token for MLflow")
+    _common(parser)
+    parser.add_argument(
+        "--min-ready",
+        type=int,
+        default=None,
+        help="ready pods that must have it staged (default: all ready pods)",
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    parser.add_argument("--no-wait", action="store_true", help="move the alias without waiting")
+    args = parser.parse_args(argv)
+    if not args.no_wait:
+        from pointercache.fleet import wait_staged
+
+        try:
+            report = wait_staged(
+                args.namespace,
+                args.selector,
+                args.version,
+                args.min_ready,
+                args.timeout,
+                client=_kube(),
+            )
+        except PointercacheError as exc:
+            print(f"pointercache promote: {exc}", file=sys.stderr)
+            return 1
+        print(report.summary())
+        if not report.ok:
+            return 1
+    if not args.registry:
+        return 0
+    from pointercache.promote import move_alias
+    from pointercache.sources import SourceOptions
+
+    options = SourceOptions(timeout=10.0, token_file=args.registry_token_file)
+    try:
+        revision = asyncio.run(
+            move_alias(args.registry, args.model, args.alias, args.version, options)
+        )
+    except PointercacheError as exc:
+        print(f"pointercache promote: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    print(f"{args.model}: alias {args.alias} -> version {args.version} (revision {revision})")
+    return 0

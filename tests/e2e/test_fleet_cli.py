@@ -1,0 +1,152 @@
+"""``pointercache fleet`` and ``pointercache promote`` as real processes against kmock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import kmock
+import pytest
+
+from tests.e2e.conftest import World
+from tests.e2e.helpers import cli
+from tests.kube.test_fleet import D8, D9, add_pod
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[kmock.KubernetesEmulator, Path]]:
+    """kmock's emulator on 127.0.0.1 and a kubeconfig file that points at it."""
+    async with kmock.KubernetesEmulator() as handler, kmock.Server(handler) as server:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "t",
+                    "clusters": [{"name": "t", "cluster": {"server": str(server.url).rstrip("/")}}],
+                    "users": [{"name": "t", "user": {}}],
+                    "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
+                }
+            )
+        )
+        yield handler, kubeconfig
+
+
+async def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a thread so kmock keeps serving on this event loop."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        cli(*args),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_fleet_shows_pods_and_gates_on_skew(api, cli_env: dict[str, str]) -> None:
+    """Two ready pods on different versions: the table shows both; --max-skew 0 exits 1."""
+    handler, kubeconfig = api
+    add_pod(handler, "rec-a")
+    add_pod(handler, "rec-b", version="9", digest=D9, staged="8,9", source="lkg-node")
+    env = cli_env | {"KUBECONFIG": str(kubeconfig)}
+    shown = await run(env, "fleet", "-n", "ml", "-l", "app=rec")
+    assert shown.returncode == 0, shown.stderr
+    assert "rec-a" in shown.stdout and "rec-b" in shown.stdout and "lkg-node" in shown.stdout
+    gated = await run(env, "fleet", "-n", "ml", "-l", "app=rec", "--max-skew", "0")
+    assert gated.returncode == 1
+    assert "skew 1 exceeds --max-skew 0" in gated.stderr
+    rows = json.loads((await run(env, "fleet", "-n", "ml", "-l", "app=rec", "--json")).stdout)
+    assert {r["pod"]: r["version"] for r in rows} == {"rec-a": "8", "rec-b": "9"}
+
+
+async def test_promote_moves_the_alias_once_every_pod_has_the_candidate(
+    api, world: World, cli_env: dict[str, str]
+) -> None:
+    """With version 2 staged on every ready pod, promote moves production and bumps revision."""
+    handler, kubeconfig = api
+    add_pod(handler, "rec-a", staged="1,2", version="1", digest=D8)
+    add_pod(handler, "rec-b", staged="1,2", version="1", digest=D8)
+    add_pod(handler, "rec-c", ready=False, staged="1", version="1", digest=D8)
+    env = cli_env | {"KUBECONFIG": str(kubeconfig)}
+    proc = await run(
+        env,
+        "promote",
+        "--model",
+        "recommender",
+        "--to",
+        "2",
+        "--registry",
+        world.manifest.as_uri(),
+        "-n",
+        "ml",
+        "-l",
+        "app=rec",
+        "--timeout",
+        "10",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "not ready: rec-c" in proc.stdout
+    doc = json.loads(world.manifest.read_text())
+    assert (doc["aliases"]["production"], doc["revision"]) == ("2", 2)
+
+
+async def test_promote_times_out_and_moves_nothing(
+    api, world: World, cli_env: dict[str, str]
+) -> None:
+    """A ready pod without the candidate staged: promote names it, exits 1, alias unchanged."""
+    handler, kubeconfig = api
+    add_pod(handler, "rec-a", staged="1,2", version="1", digest=D8)
+    add_pod(handler, "rec-b", staged="1", version="1", digest=D8)
+    env = cli_env | {"KUBECONFIG": str(kubeconfig)}
+    proc = await run(
+        env,
+        "promote",
+        "--model",
+        "recommender",
+        "--to",
+        "2",
+        "--registry",
+        world.manifest.as_uri(),
+        "-n",
+        "ml",
+        "-l",
+        "app=rec",
+        "--timeout",
+        "3",
+    )
+    assert proc.returncode == 1
+    assert "missing on: rec-b" in proc.stdout
+    doc = json.loads(world.manifest.read_text())
+    assert (doc["aliases"]["production"], doc["revision"]) == ("1", 1)
+
+
+async def test_promote_refuses_an_unknown_version(
+    api, world: World, cli_env: dict[str, str]
+) -> None:
+    """Promoting a version the manifest does not list fails without changing it."""
+    _, kubeconfig = api
+    env = cli_env | {"KUBECONFIG": str(kubeconfig)}
+    proc = await run(
+        env,
+        "promote",
+        "--model",
+        "recommender",
+        "--to",
+        "9",
+        "--registry",
+        world.manifest.as_uri(),
+        "-n",
+        "ml",
+        "-l",
+        "app=rec",
+        "--no-wait",
+    )
+    assert proc.returncode == 1
+    assert "version '9' is not in" in proc.stderr
+    assert json.loads(world.manifest.read_text())["revision"] == 1
