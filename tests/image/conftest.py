@@ -10,6 +10,7 @@ read-only, as under `readOnlyRootFilesystem`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import queue
@@ -34,6 +35,7 @@ from pointercache.store import Store
 from tests.conftest import REPO, VENV_BIN
 
 IMAGE_UID = 10001
+PREFIX = "pointercache-image-"
 PROJECT_FILES = (
     "pyproject.toml",
     "README.md",
@@ -55,14 +57,32 @@ def _interpreter() -> str:
     pytest.fail("no system python3.11 that UID 10001 can run (/usr/local/bin or /usr/bin)")
 
 
-def _world_dir(prefix: str) -> Path:
-    """A fresh directory UID 10001 can traverse (pytest's tmp_path cannot be); on tmpfs if any,
-    since creating and deleting a 200 MB virtualenv there takes a fraction of the disk's time."""
+def _shared_parent() -> Path:
+    """Where the image virtualenv is built: tmpfs if any (creating and deleting 200 MB there takes
+    a fraction of the disk's time), else the temp dir. UID 10001 must be able to traverse it."""
     shm = Path("/dev/shm")
-    parent = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    path.chmod(0o755)
-    return path
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def _remove(base: Path) -> None:
+    subprocess.run(["chmod", "-R", "u+w", str(base)], check=False, capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _remove_stale(parent: Path, keep: str) -> None:
+    """Delete image virtualenvs of earlier runs (their lock is no longer held by anyone)."""
+    for lock_path in parent.glob(f"{PREFIX}*.lock"):
+        if lock_path.name == f"{keep}.lock":
+            continue
+        fd = os.open(lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a concurrent run is using it
+        finally:
+            os.close(fd)
+        _remove(parent / lock_path.name.removesuffix(".lock"))
+        lock_path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -112,18 +132,17 @@ def _uv(*args: str) -> None:
         pytest.fail(f"uv {' '.join(args)} failed:\n{proc.stderr}")
 
 
-@pytest.fixture(scope="session")
-def image_env() -> Iterator[ImageEnv]:
-    """The virtualenv of the image, built like the Dockerfile's builder stage, made read-only."""
-    base = _world_dir("pointercache-image-")
+def _build(base: Path) -> Path:
+    """Build the image's virtualenv in ``base`` the way the Dockerfile's builder stage does."""
     venv, context = base / "venv", base / "context"
     subprocess.run([_interpreter(), "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
     _uv(
         "pip",
         "install",
         "--quiet",
         "--python",
-        str(venv / "bin" / "python"),
+        python,
         "-r",
         str(REPO / "requirements" / "runtime.txt"),
     )
@@ -135,19 +154,41 @@ def image_env() -> Iterator[ImageEnv]:
             shutil.copytree(src, context / name, ignore=ignore)
         else:
             shutil.copy2(src, context / name)
-    _uv(
-        "pip",
-        "install",
-        "--quiet",
-        "--python",
-        str(venv / "bin" / "python"),
-        "--no-deps",
-        str(context),
-    )
+    _uv("pip", "install", "--quiet", "--python", python, "--no-deps", str(context))
     subprocess.run(["chmod", "-R", "a-w", str(venv)], check=True)
-    yield ImageEnv(venv=venv, base=base)
-    subprocess.run(["chmod", "-R", "u+w", str(base)], check=False)
-    shutil.rmtree(base, ignore_errors=True)
+    return venv
+
+
+@pytest.fixture(scope="session")
+def image_env(testrun_uid: str) -> Iterator[ImageEnv]:
+    """The image's virtualenv, read-only, built once per test run and shared by the workers.
+
+    The first worker builds it under an exclusive lock; every worker then holds the lock shared
+    while it uses it, and the last one to leave deletes it.
+    """
+    parent = _shared_parent()
+    name = f"{PREFIX}{testrun_uid}"
+    _remove_stale(parent, keep=name)
+    base, lock_path = parent / name, parent / f"{name}.lock"
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not (base / "ready").exists():
+            _remove(base)
+            base.mkdir(mode=0o755)
+            base.chmod(0o755)
+            _build(base)
+            (base / "ready").touch()
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield ImageEnv(venv=base / "venv", base=base)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another worker still uses it and deletes it when done
+        _remove(base)
+        lock_path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 # --- publishing models into a store and talking to the example server -----------------------

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import REPO
 from tests.image.conftest import ImageEnv, linear_model
 
-pytestmark = pytest.mark.xdist_group("image-venv")
+pytestmark = pytest.mark.xdist_group(name="image-venv")
 
 
 def run(image_env: ImageEnv, *argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
