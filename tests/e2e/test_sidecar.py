@@ -194,3 +194,31 @@ def test_sidecar_exits_2_on_bad_configuration(world: World, cli_env: dict[str, s
     )
     assert proc.returncode == 2
     assert "--listen" in proc.stderr
+
+
+def test_prefetch_stages_the_candidate_without_serving_it(
+    world: World, cli_env: dict[str, str]
+) -> None:
+    """With --prefetch-selector, the candidate is staged next to the current version, not served."""
+    from tests.e2e.helpers import write_manifest
+
+    write_manifest(
+        world.manifest, world.base, revision=1, aliases={"production": "1", "candidate": "2"}
+    )
+    assert run_init(cli_env, *world.init_args()).returncode == 0
+    args = [*world.common(), *SLOW_POLL, "--prefetch-selector", "alias:candidate"]
+    sidecar = Sidecar(cli_env, args)
+    try:
+        doc = wait_until(lambda: sidecar.status()["prefetched"] and sidecar.status())
+        assert doc["prefetched"]["version"] == "2"
+        assert doc["current"]["version"] == "1"
+        assert sorted(s["version"] for s in doc["staged"]) == ["1", "2"]
+        assert Pointer.read(world.root / "pointer.json").version == "1"
+        write_manifest(
+            world.manifest, world.base, revision=2, aliases={"production": "2", "candidate": "2"}
+        )
+        wait_until(lambda: version(sidecar) == "2")
+        published = sidecar.find("published")
+        assert published is not None and published["reused"] is True
+    finally:
+        sidecar.stop(signal.SIGKILL)
