@@ -114,3 +114,27 @@ async def test_allowlist_is_checked_before_any_request(
     finally:
         await fetcher.aclose()
     assert not (tmp_path / "model").exists()
+
+
+async def test_prestage_enforces_the_digest_tag(
+    mlflow: MlflowServer, source: MlflowSource, tmp_path: Path
+) -> None:
+    """Through the stage layer, a matching digest tag verifies and a wrong one is refused."""
+    from pointercache.errors import IntegrityError
+    from pointercache.stage import prestage
+
+    model = mlflow.new_model()
+    version = mlflow.create_version(model, {"w.bin": b"weights"})
+    files = {"w.bin": b"weights", "MLmodel": mlmodel_text(None, [{"type": "double"}]).encode()}
+    good = expected_tree_digest(files)
+    mlflow.set_version_tag(model, version, "pointercache.digest", good)
+    candidate = await source.resolve(model, Selector.parse(f"version:{version}"))
+    staged = await prestage(candidate, tmp_path / "ok", fetch=FetchOptions(), cache=None)
+    assert staged.digest == good
+    assert (staged.path / "w.bin").read_bytes() == b"weights"
+
+    bad = "sha256:" + "0" * 64
+    mlflow.set_version_tag(model, version, "pointercache.digest", bad)
+    candidate = await source.resolve(model, Selector.parse(f"version:{version}"))
+    with pytest.raises(IntegrityError):
+        await prestage(candidate, tmp_path / "bad", fetch=FetchOptions(), cache=None)
