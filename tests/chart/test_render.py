@@ -259,11 +259,27 @@ def test_rbac_when_enabled_is_least_privilege() -> None:
         assert "secrets" not in rule["resources"]
         assert not {"delete", "deletecollection", "create"} & set(rule["verbs"]) or (
             rule["resources"] == ["events"]
-        )
+        ), rule
     pod = rendered.pod
     assert pod["serviceAccountName"] == "demo-pointercache"
     assert pod["automountServiceAccountToken"] is True
     assert not rendered.of_kind("ClusterRole")
+
+
+def test_rbac_grants_configmap_create_only_when_the_chart_does_not_create_it(
+    tmp_path: Path,
+) -> None:
+    """With clusterLKG.create=false the sidecar creates the ConfigMap, so the Role allows it."""
+    with_chart_cm = render(EXAMPLE, "full.yaml").one("Role")["rules"]
+    assert not any(
+        "create" in r["verbs"] for r in with_chart_cm if r["resources"] == ["configmaps"]
+    )
+    extra = {"pointercache": {"clusterLKG": {"enabled": True, "create": False}}}
+    rendered = render(EXAMPLE, "full.yaml", extra=extra, tmp_path=tmp_path)
+    rules = rendered.one("Role")["rules"]
+    creates = [r for r in rules if r["resources"] == ["configmaps"] and "create" in r["verbs"]]
+    assert creates == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]
+    assert not [d for d in rendered.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-lkg")]
 
 
 def test_cluster_lkg_is_an_optional_configmap_volume_for_init_only() -> None:

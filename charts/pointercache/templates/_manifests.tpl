@@ -4,7 +4,8 @@ the parent chart (`{{ include "pointercache.manifests" . }}`):
   - the cluster LKG ConfigMap (clusterLKG.enabled and clusterLKG.create), rendered without `data`
     so that upgrades never overwrite what the sidecars wrote;
   - with rbac.create: a ServiceAccount, a Role and a RoleBinding with the least privilege for the
-    features switched on (each rule named by resourceNames where Kubernetes allows it).
+    features switched on (each rule named by resourceNames where Kubernetes allows it; `create`
+    on ConfigMaps only when the chart does not create the LKG ConfigMap itself).
 Renders nothing with the defaults. Root context.
 */}}
 {{- define "pointercache.manifests" -}}
@@ -76,6 +77,10 @@ no feature on gets an empty rule list (the ServiceAccount then only identifies t
 {{- $rules := list -}}
 {{- if and $v.rbac.lkgConfigMap $v.clusterLKG.enabled $v.clusterLKG.mirror -}}
 {{- $rules = append $rules (dict "apiGroups" (list "") "resources" (list "configmaps") "resourceNames" (list (include "pointercache.lkgConfigMapName" .)) "verbs" (list "get" "watch" "update" "patch")) -}}
+{{- if not $v.clusterLKG.create -}}
+{{- /* The sidecar creates the ConfigMap on 404; RBAC cannot restrict create by name. */ -}}
+{{- $rules = append $rules (dict "apiGroups" (list "") "resources" (list "configmaps") "verbs" (list "create")) -}}
+{{- end -}}
 {{- end -}}
 {{- $sources := list -}}
 {{- range $v.registries -}}
