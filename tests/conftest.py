@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.servers", "tests.mlflow_server"]
+"""Real servers shared by topic folders: moto's S3 server and an MLflow tracking server."""
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
