@@ -76,11 +76,11 @@ def test_sidecar_help(image_env: ImageEnv) -> None:
 
 
 def test_init_publishes_from_a_file_manifest(image_env: ImageEnv) -> None:
-    """`pointercache init` with a file:// manifest and artifact exits 0 and writes the pointer."""
+    """`pointercache init` with a file:// manifest and artifact exits 0, writing only the volume."""
     home, volume, src = (image_env.scratch(n) for n in ("home", "volume", "registry"))
     data = linear_model({"a": 1.0}, 0.5)
     manifest = write_manifest(src, data)
-    term = home / "termination-log"
+    term = image_env.scratch("dev") / "termination-log"
     env = image_env.env(
         home,
         {
@@ -96,6 +96,7 @@ def test_init_publishes_from_a_file_manifest(image_env: ImageEnv) -> None:
     assert (pointer["model"], pointer["version"], pointer["source"]) == ("demo", "1", "registry")
     assert pointer["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
     assert (volume / "model").read_bytes() == data
+    assert list(home.iterdir()) == []  # nothing written to HOME: only the volume changed
     assert not term.exists()
 
 
