@@ -10,9 +10,6 @@ path (no ``..``, ``.``, empty or absolute segments, no backslashes or NULs) that
 ``dest``; files are created exclusively; the entry count, depth and total bytes are bounded.
 Credentials (``FetchOptions.mlflow_auth``, netloc → token/basic-auth files) go only to the
 netloc they are configured for, and never into a log line. Redirects are not followed.
-
-Also here: ``read_signature``, a tiny reader for the ``signature:`` block of an ``MLmodel`` file
-(YAML as MLflow writes it), so PyYAML is not a runtime dependency.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
@@ -75,6 +72,7 @@ class MlflowArtifactFetcher:
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] = {}
         self._done = 0
+        self._total: int | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -110,24 +108,30 @@ class MlflowArtifactFetcher:
         files: list[tuple[PurePosixPath, int | None]] = []
         await self._list(base, root, PurePosixPath(), files, shown)
         if not files:  # a single file, or nothing at all
-            size, sha = await self._download(f"{base}/{quote(str(root))}", dest, shown)
+            self._done, self._total = 0, None
+            size, sha = await self._download_retrying(f"{base}/{quote(str(root))}", dest, shown)
             return FetchResult(is_dir=False, size_bytes=size, sha256=sha)
         total = sum(size or 0 for _, size in files)
         if total > self.options.max_bytes:
             raise TooLarge(f"{shown}: {total} bytes is over the {self.options.max_bytes} limit")
         await asyncio.to_thread(dest.mkdir, parents=False, exist_ok=False)
         limit = asyncio.Semaphore(PARALLEL)
-        self._done = 0
+        self._done, self._total = 0, total
 
         async def one(rel: PurePosixPath) -> int:
             target = dest.joinpath(*rel.parts)
             async with limit:
                 await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-                size, _ = await self._download(f"{base}/{quote(str(root / rel))}", target, shown)
+                url = f"{base}/{quote(str(root / rel))}"
+                size, _ = await self._download_retrying(url, target, shown)
                 return size
 
-        sizes = await asyncio.gather(*(one(rel) for rel, _ in files))
-        return FetchResult(is_dir=True, size_bytes=sum(sizes))
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other downloads
+                tasks = [group.create_task(one(rel)) for rel, _ in files]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return FetchResult(is_dir=True, size_bytes=sum(task.result() for task in tasks))
 
     async def _list(
         self,
@@ -163,6 +167,19 @@ class MlflowArtifactFetcher:
                 size = entry.get("file_size")
                 out.append((child, size if isinstance(size, int) else None))
 
+    async def _download_retrying(self, url: str, target: Path, shown: str) -> tuple[int, str]:
+        """``_download`` with up to ``options.retries`` attempts on transient failures."""
+        attempts = max(1, self.options.retries)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._download(url, target, shown)
+            except (FetchUnavailable, TimeoutError, aiohttp.ClientError):
+                await asyncio.to_thread(target.unlink, missing_ok=True)
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _download(self, url: str, target: Path, shown: str) -> tuple[int, str]:
         """Stream one file into ``target`` (created exclusively); (bytes, sha256 hex)."""
         async with self._client().get(
@@ -170,22 +187,34 @@ class MlflowArtifactFetcher:
         ) as response:
             if response.status != 200:  # noqa: PLR2004
                 raise _fetch_error(response.status, shown)
-            hasher, size = StreamHasher(), 0
             out = await asyncio.to_thread(_create, target)
             try:
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    self._done += len(chunk)
-                    if self._done > self.options.max_bytes:
-                        raise TooLarge(f"{shown}: over the {self.options.max_bytes} limit")
-                    hasher.update(chunk)
-                    await asyncio.to_thread(out.write, chunk)
-                    if self.options.progress is not None:
-                        self.options.progress(self._done, None)
-                await asyncio.to_thread(_sync, out)
+                return await self._stream(response, out, shown)
             finally:
                 out.close()
+
+    async def _stream(
+        self, response: aiohttp.ClientResponse, out: BinaryIO, shown: str
+    ) -> tuple[int, str]:
+        hasher, size = StreamHasher(), 0
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK):
+                size += len(chunk)
+                self._progress(len(chunk), shown)
+                hasher.update(chunk)
+                await asyncio.to_thread(out.write, chunk)
+            await asyncio.to_thread(_sync, out)
+        except BaseException:
+            self._done -= size  # a retry counts these bytes again
+            raise
         return size, hasher.hexdigest()
+
+    def _progress(self, count: int, shown: str) -> None:
+        self._done += count
+        if self._done > self.options.max_bytes:
+            raise TooLarge(f"{shown}: over the {self.options.max_bytes} limit")
+        if self.options.progress is not None:
+            self.options.progress(self._done, self._total)
 
     async def aclose(self) -> None:
         """Close the HTTP session."""
@@ -203,78 +232,3 @@ def _create(target: Path) -> BinaryIO:
 def _sync(out: BinaryIO) -> None:
     out.flush()
     os.fsync(out.fileno())
-
-
-def read_signature(mlmodel: bytes) -> dict[str, Any] | None:
-    """Read the top-level ``signature:`` block of an MLmodel file; None if absent or unreadable.
-
-    Only the subset MLflow writes is understood: ``key: value`` lines two levels deep whose
-    values are ``null`` or single/double-quoted or plain scalars folded over indented lines.
-    The ``inputs``/``outputs``/``params`` values are JSON strings and are decoded.
-    """
-    try:
-        lines = mlmodel.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        return None
-    try:
-        start = lines.index("signature:")
-    except ValueError:
-        return None
-    block: list[str] = []
-    for line in lines[start + 1 :]:
-        if line and not line[0].isspace():
-            break
-        block.append(line)
-    fields = _fields(block)
-    if fields is None:
-        return None
-    result: dict[str, Any] = {}
-    try:
-        for key, lines in fields.items():
-            text = _scalar(lines)
-            result[key] = None if text is None else orjson.loads(text)
-    except (ValueError, orjson.JSONDecodeError):
-        return None
-    return result if "inputs" in result else None
-
-
-def _fields(block: list[str]) -> dict[str, list[str]] | None:
-    """Split an indented block into ``key → lines of its value``; None if not that shape."""
-    raw: dict[str, list[str]] = {}
-    key = ""
-    indent = None
-    for line in block:
-        if not line.strip():
-            if key:
-                raw[key].append("")
-            continue
-        depth = len(line) - len(line.lstrip(" "))
-        if indent is None:
-            indent = depth
-        if depth == indent:
-            key, sep, rest = line.strip().partition(":")
-            if not sep:
-                return None
-            raw[key] = [rest.strip()]
-        elif depth > indent and key:
-            raw[key].append(line.strip())
-        else:
-            return None
-    return raw
-
-
-def _scalar(parts: list[str]) -> str | None:
-    """Fold a YAML flow scalar's lines into its text; None for null; ValueError if unsupported."""
-    text = " ".join(p for p in parts if p)  # YAML folds a line break into one space
-    if text in ("", "null", "~", "Null", "NULL"):
-        return None
-    if len(text) >= 2 and text[0] == text[-1] == "'":  # noqa: PLR2004
-        return text[1:-1].replace("''", "'")
-    if len(text) >= 2 and text[0] == text[-1] == '"':  # noqa: PLR2004
-        decoded = orjson.loads(text)
-        if not isinstance(decoded, str):
-            raise ValueError("not a string")
-        return decoded
-    if text[0] in "|>&*!'\"[{":  # block scalars, anchors, tags, flow collections
-        raise ValueError("unsupported YAML scalar")
-    return text

@@ -48,7 +48,6 @@ from pointercache.errors import (
     NotFound,
     SourceUnavailable,
 )
-from pointercache.fetchers.mlflow import read_signature
 from pointercache.log import log
 from pointercache.pointer import check_digest
 from pointercache.redact import redact_uri
@@ -60,6 +59,7 @@ from pointercache.sources.mlflow_rest import (
     MlflowRest,
     integer,
     obj,
+    read_signature,
     string,
     tags,
 )

@@ -4,6 +4,9 @@
 their files on each request), never follows redirects (a token must not travel to another host),
 bounds every answer by ``SourceOptions.max_manifest_bytes``, and maps errors by MLflow
 ``error_code`` first and HTTP status second, never by message text.
+
+Also here: ``read_signature``, a tiny reader for the ``signature:`` block of an ``MLmodel`` file
+(YAML as MLflow writes it), so PyYAML is not a runtime dependency.
 """
 
 from __future__ import annotations
@@ -136,3 +139,78 @@ def tags(obj: dict[str, Any]) -> dict[str, str]:
     return {
         str(t.get("key")): str(t.get("value")) for t in tags if isinstance(t, dict) and "key" in t
     }
+
+
+def read_signature(mlmodel: bytes) -> dict[str, Any] | None:
+    """Read the top-level ``signature:`` block of an MLmodel file; None if absent or unreadable.
+
+    Only the subset MLflow writes is understood: ``key: value`` lines two levels deep whose
+    values are ``null`` or single/double-quoted or plain scalars folded over indented lines.
+    The ``inputs``/``outputs``/``params`` values are JSON strings and are decoded.
+    """
+    try:
+        lines = mlmodel.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        return None
+    try:
+        start = lines.index("signature:")
+    except ValueError:
+        return None
+    block: list[str] = []
+    for line in lines[start + 1 :]:
+        if line and not line[0].isspace():
+            break
+        block.append(line)
+    fields = _fields(block)
+    if fields is None:
+        return None
+    result: dict[str, Any] = {}
+    try:
+        for key, lines in fields.items():
+            text = _scalar(lines)
+            result[key] = None if text is None else orjson.loads(text)
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    return result if "inputs" in result else None
+
+
+def _fields(block: list[str]) -> dict[str, list[str]] | None:
+    """Split an indented block into ``key → lines of its value``; None if not that shape."""
+    raw: dict[str, list[str]] = {}
+    key = ""
+    indent = None
+    for line in block:
+        if not line.strip():
+            if key:
+                raw[key].append("")
+            continue
+        depth = len(line) - len(line.lstrip(" "))
+        if indent is None:
+            indent = depth
+        if depth == indent:
+            key, sep, rest = line.strip().partition(":")
+            if not sep:
+                return None
+            raw[key] = [rest.strip()]
+        elif depth > indent and key:
+            raw[key].append(line.strip())
+        else:
+            return None
+    return raw
+
+
+def _scalar(parts: list[str]) -> str | None:
+    """Fold a YAML flow scalar's lines into its text; None for null; ValueError if unsupported."""
+    text = " ".join(p for p in parts if p)  # YAML folds a line break into one space
+    if text in ("", "null", "~", "Null", "NULL"):
+        return None
+    if len(text) >= 2 and text[0] == text[-1] == "'":  # noqa: PLR2004
+        return text[1:-1].replace("''", "'")
+    if len(text) >= 2 and text[0] == text[-1] == '"':  # noqa: PLR2004
+        decoded = orjson.loads(text)
+        if not isinstance(decoded, str):
+            raise ValueError("not a string")
+        return decoded
+    if text[0] in "|>&*!'\"[{":  # block scalars, anchors, tags, flow collections
+        raise ValueError("unsupported YAML scalar")
+    return text

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from pointercache.candidate import Selector
 from pointercache.errors import (
+    FetchUnavailable,
     ForbiddenURI,
     InvalidManifest,
     NotFound,
@@ -26,9 +27,10 @@ from pointercache.errors import (
     SourceUnavailable,
 )
 from pointercache.fetchers import FetchOptions
-from pointercache.fetchers.mlflow import MlflowArtifactFetcher, read_signature
+from pointercache.fetchers.mlflow import MlflowArtifactFetcher
 from pointercache.sources import SourceOptions
 from pointercache.sources.mlflow import MlflowSource, artifact_credentials
+from pointercache.sources.mlflow_rest import read_signature
 
 PROD = Selector.parse("alias:production")
 TOKEN = "sekret-token-8d1f"
@@ -337,3 +339,35 @@ def test_read_signature_double_quoted() -> None:
     """A double-quoted value with escapes is decoded."""
     text = 'signature:\n  inputs: "[{\\"type\\": \\"long\\", \\"name\\": \\"n\\"}]"\n'
     assert read_signature(text.encode()) == {"inputs": [{"type": "long", "name": "n"}]}
+
+
+async def test_fetcher_retries_a_transient_failure(
+    serve: Callable[[web.Application], Any], tmp_path: Path
+) -> None:
+    """A file whose first download answers 503 is fetched again; a persistent 503 gives up."""
+    calls: dict[str, int] = {}
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response({"files": [{"path": "flaky.bin", "is_dir": False}]})
+
+    async def download(request: web.Request) -> web.Response:
+        calls[request.path] = calls.get(request.path, 0) + 1
+        if "broken" in request.path or calls[request.path] == 1:
+            return web.Response(status=503)
+        return web.Response(body=b"finally")
+
+    app = web.Application()
+    app.router.add_get("/api/2.0/mlflow-artifacts/artifacts", listing)
+    app.router.add_get("/api/2.0/mlflow-artifacts/artifacts/{path:.*}", download)
+    netloc = await serve(app)
+    fetcher = MlflowArtifactFetcher(FetchOptions(retries=2))
+    try:
+        await fetcher.fetch(f"mlflow-artifacts+http://{netloc}/ok", tmp_path / "a")
+        with pytest.raises(FetchUnavailable):
+            await fetcher.fetch(f"mlflow-artifacts+http://{netloc}/broken", tmp_path / "b")
+    finally:
+        await fetcher.aclose()
+    assert (tmp_path / "a" / "flaky.bin").read_bytes() == b"finally"
+    assert calls["/api/2.0/mlflow-artifacts/artifacts/ok/flaky.bin"] == 2
+    assert calls["/api/2.0/mlflow-artifacts/artifacts/broken/flaky.bin"] == 2
+    assert not (tmp_path / "b" / "flaky.bin").exists()
