@@ -332,6 +332,14 @@ def test_service_pdb_hpa_and_ingress() -> None:
     assert rendered.one("Ingress")["spec"]["tls"][0]["secretName"] == "model-example-tls"
 
 
+def test_fixed_replicas_without_autoscaling(tmp_path: Path) -> None:
+    """With autoscaling off the Deployment carries replicaCount and no HPA is rendered."""
+    extra = {"autoscaling": {"enabled": False}, "replicaCount": 3}
+    rendered = render(EXAMPLE, extra=extra, tmp_path=tmp_path)
+    assert rendered.one("Deployment")["spec"]["replicas"] == 3
+    assert not rendered.of_kind("HorizontalPodAutoscaler")
+
+
 def test_ingress_is_off_by_default() -> None:
     """Without ingress.enabled no Ingress is rendered."""
     assert not render(EXAMPLE).of_kind("Ingress")

@@ -153,6 +153,11 @@ GUARDS = [
         id="demo-off",
     ),
     pytest.param(
+        {"demoModel": {"enabled": False}, "pointercache": {"registries": ["s3://m/r.json"]}},
+        "drop the demo-model entries",
+        id="demo-off-volumes",
+    ),
+    pytest.param(
         {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
         "minReplicas must not exceed",
         id="hpa-bounds",

@@ -43,6 +43,13 @@ example.validate: guards the schema cannot express.
 {{- if and (not .Values.demoModel.enabled) (has "file:///etc/pointercache-example/manifest.json" .Values.pointercache.registries) -}}
 {{- fail "demoModel.enabled=false: point pointercache.registries at your registry (and drop pointercache.extraVolumes/extraVolumeMounts of demo-model)" -}}
 {{- end -}}
+{{- if not .Values.demoModel.enabled -}}
+{{- range .Values.pointercache.extraVolumes -}}
+{{- if eq .name "demo-model" -}}
+{{- fail "demoModel.enabled=false: drop the demo-model entries of pointercache.extraVolumes and pointercache.extraVolumeMounts (their ConfigMap is no longer rendered)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
 {{- end -}}
