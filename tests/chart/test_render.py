@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pointercache.settings import INIT, SIDECAR, Settings, env_name
+from pointercache.settings import INIT, SIDECAR, Settings, add_arguments, env_name, from_namespace
 from tests.chart.conftest import (
     CONSUMER,
     EXAMPLE,
@@ -149,6 +150,19 @@ def test_env_names_are_settings_of_the_role(values_file: str | None) -> None:
         assert {"POINTERCACHE_MODEL", "POINTERCACHE_ROOT"} <= ours
         assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
+def test_rendered_env_parses_into_valid_settings(values_file: str | None) -> None:
+    """The CLI's own parser accepts each container's environment: types, choices, cross-checks."""
+    rendered = render(EXAMPLE, *([values_file] if values_file else []))
+    for name, role in zip(PC_CONTAINERS, (INIT, SIDECAR), strict=True):
+        env = {k: e["value"] for k, e in env_map(rendered.container(name)).items() if "value" in e}
+        parser = argparse.ArgumentParser()
+        add_arguments(parser, role)
+        settings = from_namespace(parser.parse_args([]), role, env)
+        assert settings.model == env["POINTERCACHE_MODEL"]
+        assert str(settings.root) == "/pointercache"
 
 
 def test_settings_reach_the_containers_as_the_cli_reads_them() -> None:
