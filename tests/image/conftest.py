@@ -223,8 +223,17 @@ def publish(root: Path, version: str, data: bytes, *, model: str = "demo") -> Po
     return pointer
 
 
+def _body(data: bytes) -> dict[str, Any]:
+    """A JSON object body, or ``{"text": ...}`` for plain-text answers (like /readyz)."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {"text": data.decode(errors="replace")}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
 class ServerProcess:
-    """The example model server as a real subprocess on 127.0.0.1 (port 0, read from its log)."""
+    """A server subprocess on 127.0.0.1 (port 0, read from its "listening" log line)."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
         self.proc = subprocess.Popen(
@@ -281,9 +290,9 @@ class ServerProcess:
     def _request(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, orjson.loads(response.read())
+                return response.status, _body(response.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, orjson.loads(exc.read())
+            return exc.code, _body(exc.read())
 
     def wait_for(self, path: str, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
         """Poll ``path`` until ``predicate(status, body)`` holds; fail after ``timeout`` s."""

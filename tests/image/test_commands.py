@@ -162,3 +162,32 @@ def test_example_server_serves_what_init_published(
     status, body = server.post("/predict", b'{"features": {"a": 4}}')
     assert (status, body["prediction"], body["version"]) == (200, 9.0, "1")
     assert server.stop() == 0
+
+
+def test_sidecar_serves_status_that_pointercache_status_reads(
+    image_env: ImageEnv, start_server: Any
+) -> None:
+    """After init, the sidecar is ready on /readyz and `pointercache status` reports the version."""
+    home, volume, src = (image_env.scratch(n) for n in ("home", "volume", "registry"))
+    manifest = write_manifest(src, linear_model({"a": 1.0}, 0.0))
+    settings = {
+        "POINTERCACHE_MODEL": "demo",
+        "POINTERCACHE_REGISTRY": manifest.as_uri(),
+        "POINTERCACHE_ROOT": str(volume),
+        "POD_NAME": "demo-0",
+        "POD_NAMESPACE": "models",
+    }
+    init_env = image_env.env(home, {**settings, "POINTERCACHE_TERMINATION_LOG": str(home / "t")})
+    assert run(image_env, "pointercache", "init", env=init_env).returncode == 0
+    sidecar_env = image_env.env(home, {**settings, "POINTERCACHE_LISTEN": "127.0.0.1:0"})
+    sidecar = start_server(image_env.command("pointercache", "sidecar"), sidecar_env)
+    sidecar.wait_for("/readyz", lambda status, _body: status == 200)
+    status = run(
+        image_env, "pointercache", "status", "--url", sidecar.url(""), env=image_env.env(home)
+    )
+    assert status.returncode == 0, status.stderr
+    rows = dict(line.split(None, 1) for line in status.stdout.splitlines() if " " in line)
+    assert rows["model"].strip() == "demo"
+    assert rows["version"].strip() == "1"
+    assert rows["ready"].strip() == "yes"
+    assert sidecar.stop() == 0
