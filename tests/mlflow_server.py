@@ -212,8 +212,12 @@ class MlflowServer:
         """Upload ``files`` (plus an MLmodel with ``inputs``) to a new run and register them.
 
         The version's source is ``mlflow-artifacts:/<run path>/model`` unless ``source`` is given
-        (``"runs"`` for ``runs:/<run_id>/model``, or any literal location).
+        (``"runs"`` for ``runs:/<run_id>/model``, or any literal location; a ``models:/``
+        source registers a copy of that version and uploads nothing).
         """
+        if source is not None and source.startswith("models:/"):  # copies another version
+            body = {"name": model, "source": source}
+            return str(self.call("POST", "model-versions/create", body)["model_version"]["version"])
         run_id, root = self.new_run()
         all_files = dict(files or {})
         all_files.setdefault("MLmodel", mlmodel_text(inputs, [{"type": "double"}]).encode())

@@ -184,3 +184,20 @@ async def test_missing_mlmodel_means_no_signature(
     version = mlflow.call("POST", "model-versions/create", body)["model_version"]["version"]
     candidate = await source.resolve(model, Selector.parse(f"version:{version}"))
     assert candidate.signature is None
+
+
+async def test_models_source_resolves_through_the_other_version(
+    mlflow: MlflowServer, source: MlflowSource
+) -> None:
+    """A version registered from models:/<name>/<version> or models:/<name>@<alias> resolves."""
+    base = mlflow.new_model()
+    base_version = mlflow.create_version(base, {"w.bin": b"b"}, inputs=INPUTS)
+    mlflow.set_alias(base, "champion", base_version)
+    expected = await source.resolve(base, Selector.parse(f"version:{base_version}"))
+    model = mlflow.new_model()
+    by_version = mlflow.create_version(model, source=f"models:/{base}/{base_version}")
+    by_alias = mlflow.create_version(model, source=f"models:/{base}@champion")
+    for version in (by_version, by_alias):
+        candidate = await source.resolve(model, Selector.parse(f"version:{version}"))
+        assert candidate.uri == expected.uri
+        assert candidate.signature == expected.signature
