@@ -217,6 +217,23 @@ class Store:
             with contextlib.suppress(OSError):
                 remove_path(wrap)
 
+    def install_from(self, existing: Path, pointer: Pointer) -> Path:
+        """Install ``pointer`` reusing the artifact of the installed version ``existing``.
+
+        Both must have the same digest. Same version: only ``pointer.json`` is rewritten. Another
+        version name with the same bytes (a re-registered model): the files are hard-linked into
+        a new version dir, nothing is fetched. Returns the version dir to publish.
+        """
+        existing = Path(existing)
+        if existing.name == pointer.short:
+            self.update_pointer(existing, pointer)
+            with _translate("install"):
+                self._stamp(existing)
+            return existing
+        if self._read_pointer(existing).digest != pointer.digest:
+            raise StoreError(f"{existing}: holds another digest than {pointer.short}")
+        return self.install(self.stage(existing / MODEL), pointer)
+
     def update_pointer(self, version_dir: Path, pointer: Pointer) -> None:
         """Atomically rewrite an installed version's ``pointer.json`` (same version and digest)."""
         self._require_lock()

@@ -220,3 +220,20 @@ def test_a_dangling_current_is_reported_not_hidden(store: Store) -> None:
     version_dir.rename(store.root / "gone")
     with pytest.raises(StoreError, match="missing"):
         store.current_dir()
+
+
+def test_install_from_reuses_an_installed_artifact(store: Store) -> None:
+    """Same bytes under a new version name are hard-linked, not refetched; same name rewrites."""
+    version_dir, pointer = install_version(store, "8")
+    renamed = make_pointer("9", pointer.digest, pointer.size_bytes, source="lkg-node")
+    new_dir = store.install_from(version_dir, renamed)
+    assert new_dir.name == renamed.short != version_dir.name
+    assert tree_digest(new_dir / "model") == (pointer.digest, pointer.size_bytes)
+    old_files = sorted(p for p in (version_dir / "model").rglob("*") if p.is_file())
+    assert old_files  # version 8's artifact is a directory of several files
+    new_files = sorted(p for p in (new_dir / "model").rglob("*") if p.is_file())
+    assert [p.stat().st_ino for p in old_files] == [p.stat().st_ino for p in new_files]
+    confirmed = make_pointer("8", pointer.digest, pointer.size_bytes, source="lkg-cluster")
+    assert store.install_from(version_dir, confirmed) == version_dir
+    assert store.versions(MODEL)[0] == (version_dir, confirmed)
+    assert list(store.staging_dir.iterdir()) == []
