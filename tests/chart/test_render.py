@@ -57,6 +57,14 @@ def test_helm_lint_library_and_minimal_consumer() -> None:
     assert "0 chart(s) failed" in helm("lint", "--strict", str(CONSUMER)).stdout
 
 
+def test_packaged_chart_bundles_the_library(tmp_path: Path) -> None:
+    """helm package follows the vendored library link, and the package renders on its own."""
+    helm("package", str(EXAMPLE), "-d", str(tmp_path))
+    (package,) = tmp_path.glob("pointercache-example-*.tgz")
+    out = helm("template", "demo", str(package)).stdout
+    assert "name: pointercache-sidecar" in out
+
+
 def test_native_sidecar_is_a_restartable_init_container_after_init() -> None:
     """By default the sidecar is an init container with restartPolicy Always and a startupProbe."""
     pod = render(EXAMPLE).pod
