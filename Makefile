@@ -43,7 +43,7 @@ demo: venv ## run the embedded end-to-end scenario (no cluster, no cloud)
 	$(BIN)/pointercache demo
 
 test: venv tools ## run the whole test suite
-	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -n 2 --dist loadgroup
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -n 2
 
 test-fast: venv ## tests without the slow crash and server tests
 	$(BIN)/pytest -q -m "not slow"

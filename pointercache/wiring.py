@@ -57,11 +57,20 @@ def pinned_candidate(settings: Settings) -> Candidate | None:
         raise ConfigError(f"pinned version: {exc}") from exc
 
 
-def fetch_options(settings: Settings) -> FetchOptions:
-    """Fetch options with the artifact allowlist from ``--allow``."""
+def fetch_options(settings: Settings, sources: SourceOptions) -> FetchOptions:
+    """Fetch options: the ``--allow`` list, the size limit, MLflow artifact credentials."""
     from pointercache.allow import AllowList
 
-    return FetchOptions(allow=AllowList(settings.allow), max_bytes=settings.max_artifact_bytes)
+    mlflow_auth: dict[str, tuple[Path | None, Path | None]] = {}
+    if any(uri.lower().startswith("mlflow+") for uri in settings.registry):
+        from pointercache.sources.mlflow import artifact_credentials
+
+        mlflow_auth = artifact_credentials(settings.registry, sources)
+    return FetchOptions(
+        allow=AllowList(settings.allow),
+        max_bytes=settings.max_artifact_bytes,
+        mlflow_auth=mlflow_auth,
+    )
 
 
 def _read_secret(path: Path | None, flag: str) -> None:
@@ -107,6 +116,6 @@ def build(settings: Settings, *, kube: KubeConfig | None = None) -> Parts:
         lkg=lkg,
         sources=sources,
         chain=chain,
-        fetch=fetch_options(settings),
+        fetch=fetch_options(settings, source_options),
         expected_signature=expected,
     )
