@@ -54,13 +54,17 @@ class _Sink:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file: BinaryIO = path.open("wb")
+        self.file: BinaryIO = path.open("wb", buffering=0)
         self.sha = hashlib.sha256()
         self.size = 0  # bytes accepted so far (updated on the event loop, before writing)
 
-    def write(self, data: bytes | bytearray) -> None:
-        self.file.write(data)
-        self.sha.update(data)
+    def write(self, pieces: list[bytes]) -> None:
+        """Write and hash the pieces as they came off the socket (no joining copy)."""
+        for piece in pieces:
+            view = memoryview(piece)
+            while view:
+                view = view[self.file.write(view) or 0 :]
+            self.sha.update(piece)
 
     def restart(self) -> None:
         self.file.seek(0)
@@ -137,7 +141,7 @@ class HttpFetcher:
                 sock_read=self._options.read_timeout,
             )
             self._session = aiohttp.ClientSession(
-                timeout=timeout, auto_decompress=False, read_bufsize=CHUNK, trust_env=False
+                timeout=timeout, auto_decompress=False, read_bufsize=4 * CHUNK, trust_env=False
             )
         return self._session
 
@@ -239,8 +243,8 @@ class HttpFetcher:
         pipe = _Pipeline(sink, state, self._options.progress)
         limit = self._options.max_bytes
         try:
-            async for data in resp.content.iter_any():
-                if sink.size + len(pipe.buf) + len(data) > limit:
+            async for data, _ in resp.content.iter_chunks():
+                if sink.size + pipe.buffered + len(data) > limit:
                     raise TooLarge(f"{shown} sent more than {limit} bytes")
                 await pipe.feed(data)
         except _NETWORK_ERRORS as exc:
@@ -254,23 +258,25 @@ class HttpFetcher:
 
 
 class _Pipeline:
-    """Buffers the body into CHUNK pieces; a worker thread writes and hashes one while the next
-    is read from the socket (at most one write in flight, so memory stays at ~2 chunks)."""
+    """Gathers the body's pieces up to CHUNK bytes; a worker thread writes and hashes them while
+    the next ones are read from the socket (one batch in flight: memory stays at ~2 chunks)."""
 
     def __init__(self, sink: _Sink, state: _State, progress: Progress | None) -> None:
         self.sink, self.state, self.progress = sink, state, progress
-        self.buf = bytearray()
+        self.buf: list[bytes] = []
+        self.buffered = 0
         self._pending: asyncio.Future[None] | None = None
 
     async def feed(self, data: bytes) -> None:
-        self.buf += data
-        if len(self.buf) >= CHUNK:
+        self.buf.append(data)
+        self.buffered += len(data)
+        if self.buffered >= CHUNK:
             await self.wait()
             self._submit()
 
     async def flush(self) -> None:
         await self.wait()
-        if self.buf:
+        if self.buffered:
             self._submit()
             await self.wait()
 
@@ -280,8 +286,8 @@ class _Pipeline:
             await pending
 
     def _submit(self) -> None:
-        self.sink.size += len(self.buf)
-        data, self.buf = self.buf, bytearray()  # hand the buffer over: no copy
+        self.sink.size += self.buffered
+        data, self.buf, self.buffered = self.buf, [], 0
         self._pending = asyncio.get_running_loop().run_in_executor(None, self.sink.write, data)
         if self.progress is not None:
             self.progress(self.sink.size, self.state.total)
