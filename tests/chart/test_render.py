@@ -229,6 +229,21 @@ def test_node_cache_on_hostpath() -> None:
     assert "pointercache-node-cache" not in mounts(rendered.container("model"))
 
 
+def test_prepare_gives_the_hostpath_to_the_image_user_with_chown_only() -> None:
+    """nodeCache.prepare adds a first init container: root with CAP_CHOWN only, chown to 10001."""
+    rendered = render(EXAMPLE, "node-cache-hostpath.yaml")
+    first = rendered.pod["initContainers"][0]
+    assert first["name"] == "pointercache-prepare-cache"
+    assert first["command"] == ["chown", "10001:10001", "/var/lib/pointercache"]
+    sc = first["securityContext"]
+    assert sc["runAsUser"] == 0
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert [m["name"] for m in first["volumeMounts"]] == ["pointercache-node-cache"]
+    assert "pointercache-prepare-cache" not in str(render(EXAMPLE).pod)  # off by default
+
+
 def test_node_cache_on_existing_pvc() -> None:
     """nodeCache.type=pvc mounts the named claim at nodeCache.mountPath."""
     rendered = render(EXAMPLE, "node-cache-pvc.yaml")

@@ -123,6 +123,11 @@ GUARDS = [
         id="host-path-root",
     ),
     pytest.param(
+        pc(nodeCache={"type": "pvc", "claimName": "c", "prepare": True}),
+        "prepare is for type=hostPath only",
+        id="prepare-hostpath-only",
+    ),
+    pytest.param(
         pc(nodeCache={"type": "pvc"}), "needs pointercache.nodeCache.claimName", id="claim-missing"
     ),
     pytest.param(pc(nodeCache={"claimName": "cache"}), "type is empty", id="type-missing"),

@@ -9,6 +9,9 @@ with a model already published. Root context. Usage:
 {{- define "pointercache.initContainers" -}}
 {{- include "pointercache.validate" . -}}
 {{- $v := .Values.pointercache -}}
+{{- if and (eq $v.nodeCache.type "hostPath") $v.nodeCache.prepare -}}
+{{ include "pointercache.prepareCache" . }}
+{{ end -}}
 - name: pointercache-init
   image: {{ include "pointercache.image" . | quote }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
@@ -27,6 +30,40 @@ with a model already published. Root context. Usage:
 {{- if $v.sidecar.native }}
 {{ include "pointercache.sidecar" (dict "root" . "native" true) }}
 {{- end }}
+{{- end -}}
+
+{{/*
+pointercache.prepareCache: (nodeCache.prepare) a one-shot container that gives the hostPath
+directory to the image's user: root, but with CAP_CHOWN only, no escalation, read-only root.
+kubelet applies no fsGroup to hostPath volumes, and DirectoryOrCreate makes them root-owned.
+*/}}
+{{- define "pointercache.prepareCache" -}}
+{{- $v := .Values.pointercache -}}
+- name: pointercache-prepare-cache
+  image: {{ include "pointercache.image" . | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  command: ["chown", {{ printf "%d:%d" (int $v.securityContext.runAsUser) (int $v.securityContext.runAsGroup) | quote }}, {{ $v.nodeCache.mountPath | quote }}]
+  volumeMounts:
+    - name: pointercache-node-cache
+      mountPath: {{ $v.nodeCache.mountPath }}
+  securityContext:
+    runAsNonRoot: false
+    runAsUser: 0
+    runAsGroup: 0
+    readOnlyRootFilesystem: true
+    allowPrivilegeEscalation: false
+    capabilities:
+      drop: [ALL]
+      add: [CHOWN]
+    seccompProfile:
+      type: RuntimeDefault
+  resources:
+    requests:
+      cpu: 10m
+      memory: 16Mi
+    limits:
+      cpu: 100m
+      memory: 32Mi
 {{- end -}}
 
 {{/*

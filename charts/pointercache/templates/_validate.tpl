@@ -33,6 +33,9 @@ version, secrets in the wrong place). Renders nothing; fails with one readable l
 {{- fail "pointercache.nodeCache.hostPath must not be the node's root directory" -}}
 {{- end -}}
 {{- end -}}
+{{- if and $v.nodeCache.prepare (ne $v.nodeCache.type "hostPath") -}}
+{{- fail "pointercache.nodeCache.prepare is for type=hostPath only (a PVC gets its group from podSecurityContext.fsGroup)" -}}
+{{- end -}}
 {{- if and (eq $v.nodeCache.type "pvc") (not $v.nodeCache.claimName) -}}
 {{- fail "pointercache.nodeCache.type=pvc needs pointercache.nodeCache.claimName (an existing PersistentVolumeClaim)" -}}
 {{- end -}}
