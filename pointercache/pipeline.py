@@ -114,9 +114,9 @@ class Publisher:
         if existing is not None:
             old = await asyncio.to_thread(Pointer.read, existing / "pointer.json")
             pointer = _pointer(resolution, old.digest, old.size_bytes)
-            if pointer != old:
-                await asyncio.to_thread(self.store.update_pointer, existing, pointer)
-            return Adopted(pointer, existing, reused=True)
+            # Same version: a pointer rewrite. Same bytes under another version: hard links.
+            version_dir = await asyncio.to_thread(self.store.install_from, existing, pointer)
+            return Adopted(pointer, version_dir, reused=True)
         staging = await asyncio.to_thread(self.store.new_staging_dir)
         try:
             staged = await prestage(cand, staging, fetch=self.fetch, cache=self.lkg)

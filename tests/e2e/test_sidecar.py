@@ -222,3 +222,17 @@ def test_prefetch_stages_the_candidate_without_serving_it(
         assert published is not None and published["reused"] is True
     finally:
         sidecar.stop(signal.SIGKILL)
+
+
+def test_same_bytes_under_a_new_version_flip_without_a_download(
+    started: Sidecar, world: World
+) -> None:
+    """A re-registered model (new version name, identical bytes) reuses the staged files."""
+    import shutil
+
+    shutil.copytree(world.base / "artifacts" / "v1", world.base / "artifacts" / "v3")
+    world.publish(2, "3")
+    wait_until(lambda: version(started) == "3")
+    assert Pointer.read(world.root / "pointer.json").version == "3"
+    published = started.find("published")
+    assert published is not None and published["reused"] is True
