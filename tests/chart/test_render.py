@@ -166,6 +166,12 @@ def test_rendered_env_parses_into_valid_settings(values_file: str | None) -> Non
     rendered = render(EXAMPLE, *([values_file] if values_file else []))
     for name, role in zip(PC_CONTAINERS, (INIT, SIDECAR), strict=True):
         env = {k: e["value"] for k, e in env_map(rendered.container(name)).items() if "value" in e}
+        downward = {  # what the kubelet fills in from the Downward API
+            k: "stand-in-" + e["valueFrom"]["fieldRef"]["fieldPath"].replace(".", "-")
+            for k, e in env_map(rendered.container(name)).items()
+            if "fieldRef" in e.get("valueFrom", {})
+        }
+        env |= downward
         parser = argparse.ArgumentParser()
         add_arguments(parser, role)
         settings = from_namespace(parser.parse_args([]), role, env)

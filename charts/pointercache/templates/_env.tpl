@@ -126,10 +126,23 @@ Root context.
 
 {{/*
 pointercache.env.sidecar: settings only the sidecar reads (polling, status server, admin token,
-cluster LKG mirror). Root context.
+cluster LKG mirror, and the pod identity used for annotations and Events when the RBAC for them
+is enabled). Root context.
 */}}
 {{- define "pointercache.env.sidecar" -}}
 {{- $v := .Values.pointercache -}}
+- name: POINTERCACHE_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POINTERCACHE_POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- if and $v.rbac.create (or $v.rbac.podAnnotations $v.rbac.events) }}
+- name: POINTERCACHE_REPORT_TO_POD
+  value: "true"
+{{- end }}
 - name: POINTERCACHE_POLL_INTERVAL
   value: {{ include "pointercache.num" $v.sidecar.pollInterval | quote }}
 - name: POINTERCACHE_POLL_JITTER
