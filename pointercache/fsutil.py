@@ -132,10 +132,13 @@ def flock_exclusive(path: Path, *, timeout: float) -> int:
     return fd
 
 
-def remove_path(path: Path) -> None:
-    """Remove a file, link or whole directory tree; a missing path is fine."""
+def remove_path(path: Path, *, ignore_errors: bool = False) -> None:
+    """Remove a file, link or whole directory tree; a missing path is fine.
+
+    ``ignore_errors`` is for clean-up after a failure, where the first error matters more.
+    """
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=ignore_errors)
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -15,8 +15,6 @@ download a digest once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -25,7 +23,7 @@ from urllib.parse import urlsplit
 from pointercache.digest import tree_digest
 from pointercache.errors import IntegrityError, TooLarge
 from pointercache.fetchers import Fetcher, FetchOptions, open_fetcher
-from pointercache.fsutil import copy_tree_or_link
+from pointercache.fsutil import copy_tree_or_link, remove_path
 from pointercache.log import log
 from pointercache.redact import redact_uri
 
@@ -90,7 +88,7 @@ async def _from_cache(candidate: Candidate, staging: Path, cache: NodeLKG) -> St
         _verify(candidate, digest, size)
     except Exception as exc:
         log.warning("cache-damaged", digest=candidate.digest, error=exc)
-        await asyncio.to_thread(_remove, dest)
+        await asyncio.to_thread(remove_path, dest, ignore_errors=True)
         await asyncio.to_thread(cache.cache_discard, candidate.digest)
         return None
     log.info("cache-hit", model=candidate.model, version=candidate.version, digest=digest)
@@ -129,11 +127,11 @@ async def _fetch_verified(
     except BaseException as exc:
         if reporter is not None and not isinstance(exc, IntegrityError):
             reporter.finish(ok=False)
-        await asyncio.to_thread(_remove, dest)
+        await asyncio.to_thread(remove_path, dest, ignore_errors=True)
         raise
     finally:
         if archive_name:
-            await asyncio.to_thread(_remove, download)
+            await asyncio.to_thread(remove_path, download, ignore_errors=True)
         if own:
             await active.aclose()
     log.info("staged", model=candidate.model, version=candidate.version, digest=digest, bytes=size)
@@ -164,11 +162,3 @@ def _extract(download: Path, dest: Path, max_bytes: int) -> None:
     from pointercache.archive import ArchiveLimits, extract
 
     extract(download, dest, ArchiveLimits(max_total_bytes=max_bytes))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()

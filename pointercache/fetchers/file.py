@@ -10,10 +10,8 @@ well. Missing paths raise ``ArtifactNotFound``; more than ``max_bytes`` raises `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from pointercache.errors import (
     TooLarge,
 )
 from pointercache.fetchers import FetchOptions, FetchResult
+from pointercache.fsutil import remove_path
 from pointercache.redact import redact_uri
 from pointercache.sources.file import path_from_uri
 
@@ -97,7 +96,7 @@ class FileFetcher:
         try:
             return await asyncio.to_thread(self._copy, uri, src, dest)
         except BaseException:
-            await asyncio.to_thread(_remove, dest)
+            await asyncio.to_thread(remove_path, dest, ignore_errors=True)
             raise
 
     def _copy(self, uri: str, src: Path, dest: Path) -> FetchResult:
@@ -127,11 +126,3 @@ class FileFetcher:
 
     async def aclose(self) -> None:
         """Nothing to release."""
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
