@@ -23,24 +23,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pointercache.digest import tree_digest
 from pointercache.fsutil import atomic_write_bytes
+from pointercache.manifest import local_document
 
 MODEL = "recommender"
 
 
 def _manifest(path: Path, base: Path, revision: int, production: str) -> None:
-    versions = {}
-    for art in sorted((base / "artifacts").iterdir()):
-        digest, size = tree_digest(art)
-        versions[art.name] = {"uri": art.as_uri(), "digest": digest, "size_bytes": size}
-    doc = {
-        "schema": 1,
-        "model": MODEL,
-        "revision": revision,
-        "aliases": {"production": production},
-        "versions": versions,
-    }
+    artifacts = {a.name: a for a in sorted((base / "artifacts").iterdir())}
+    doc = local_document(MODEL, revision, {"production": production}, artifacts)
     atomic_write_bytes(path, json.dumps(doc).encode())
 
 

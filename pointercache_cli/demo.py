@@ -21,6 +21,7 @@ from typing import Any
 
 from pointercache.digest import tree_digest
 from pointercache.fsutil import atomic_write_bytes
+from pointercache.manifest import local_document
 from pointercache.pointer import Pointer
 from pointercache_cli.tools import render_status
 
@@ -40,21 +41,8 @@ def _make_artifact(root: Path, version: str) -> tuple[str, int]:
 
 
 def _publish(manifest: Path, root: Path, revision: int, production: str) -> None:
-    versions = {}
-    for v in sorted(p.name[1:] for p in (root / "artifacts").iterdir()):
-        digest, size = tree_digest(root / "artifacts" / f"v{v}")
-        versions[v] = {
-            "uri": (root / "artifacts" / f"v{v}").as_uri(),
-            "digest": digest,
-            "size_bytes": size,
-        }
-    doc = {
-        "schema": 1,
-        "model": MODEL,
-        "revision": revision,
-        "aliases": {"production": production},
-        "versions": versions,
-    }
+    artifacts = {p.name[1:]: p for p in sorted((root / "artifacts").iterdir())}
+    doc = local_document(MODEL, revision, {"production": production}, artifacts)
     atomic_write_bytes(manifest, json.dumps(doc, indent=2).encode())
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pointercache.digest import tree_digest
 from pointercache.fsutil import atomic_write_bytes
+from pointercache.manifest import local_document
 
 MODEL = "recommender"
 
@@ -46,22 +46,10 @@ def write_manifest(
     digests: bool = True,
 ) -> None:
     """Write a manifest listing every artifact under ``base/artifacts`` (atomically)."""
-    versions: dict[str, Any] = {}
-    for art in sorted((base / "artifacts").iterdir()):
-        v = art.name[1:]
-        entry: dict[str, Any] = {"uri": art.as_uri()}
-        if digests:
-            entry["digest"], entry["size_bytes"] = tree_digest(art)
-        if signatures and v in signatures:
-            entry["signature"] = signatures[v]
-        versions[v] = entry
-    doc = {
-        "schema": 1,
-        "model": MODEL,
-        "revision": revision,
-        "aliases": aliases,
-        "versions": versions,
-    }
+    artifacts = {a.name[1:]: a for a in sorted((base / "artifacts").iterdir())}
+    doc = local_document(
+        MODEL, revision, aliases, artifacts, signatures=signatures, digests=digests
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(doc).encode())
 
