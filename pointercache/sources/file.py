@@ -81,7 +81,11 @@ class FileManifestSource:
             return None
 
     async def changes(self) -> AsyncGenerator[None, None]:
-        """Yield each time the file's bytes change (re-read on every directory event)."""
+        """Yield once the watch is live, then each time the file's bytes change.
+
+        The first yield closes the gap between the caller's last read and the moment the watch
+        was established (list-then-watch): a change made in between is not lost.
+        """
         from watchfiles import awatch
 
         parent = self.path.parent
@@ -89,6 +93,7 @@ class FileManifestSource:
             raise SourceUnavailable(f"{self.name}: directory {parent} does not exist")
         last = await self._snapshot()
         idle = 0.0
+        live = False
         async for events in awatch(
             parent,
             watch_filter=None,
@@ -97,6 +102,11 @@ class FileManifestSource:
             rust_timeout=WATCH_TICK_MS,
             yield_on_timeout=True,
         ):
+            if not live:  # the first tick comes once the OS watch is in place
+                live = True
+                last = await self._snapshot()
+                yield None
+                continue
             if not events:
                 idle += WATCH_TICK_MS / 1000
                 if idle < self.resync:

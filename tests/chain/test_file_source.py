@@ -95,7 +95,7 @@ def test_bad_file_uris_are_config_errors(uri: str) -> None:
 
 
 async def test_watch_yields_on_plain_rewrite_but_not_on_identical_content(tmp_path: Path) -> None:
-    """Rewriting identical bytes yields nothing; changing the bytes yields once per change."""
+    """After the one sync when the watch goes live, identical bytes yield nothing, a change once."""
     path = tmp_path / "recommender.json"
     path.write_bytes(_manifest("8", 1))
     source = FileManifestSource(path.as_uri())
@@ -117,7 +117,21 @@ async def test_watch_yields_on_plain_rewrite_but_not_on_identical_content(tmp_pa
     path.write_bytes(_manifest("9", 2))
     await asyncio.wait_for(task, WAIT)
     await changes.aclose()
-    assert seen == ["9"]
+    assert seen == ["8", "9"]
+
+
+async def test_a_change_made_before_the_watch_is_live_is_not_lost(tmp_path: Path) -> None:
+    """The first yield comes once the watch is in place, so an earlier change is picked up."""
+    path = tmp_path / "recommender.json"
+    path.write_bytes(_manifest("8", 1))
+    source = FileManifestSource(path.as_uri())
+    changes = source.changes()
+    first = asyncio.create_task(anext(changes))
+    await asyncio.sleep(0)  # the watcher has read its baseline, but is not live yet
+    path.write_bytes(_manifest("9", 2))
+    await asyncio.wait_for(first, WAIT)
+    assert (await source.resolve("recommender", PROD)).version == "9"
+    await changes.aclose()
 
 
 async def test_watch_detects_kubelet_data_symlink_swap(tmp_path: Path) -> None:

@@ -130,12 +130,17 @@ async def test_sidecar_follows_a_configmap_registry_and_reports_to_the_cluster(
             10,
         )
         assert pod["metadata"]["annotations"]["pointercache.dev/source"] == "registry"
-        events = [r.data for r in requests_to(cluster.handler, "POST", "/events")]
-        reasons = [e["reason"] for e in events]
-        assert "ModelFlipped" in reasons
-        flipped = [e for e in events if e["reason"] == "ModelFlipped"][-1]
+
+        def flip_events() -> list[dict[str, Any]]:
+            events = [r.data for r in requests_to(cluster.handler, "POST", "/events")]
+            return [e for e in events if e["reason"] == "ModelFlipped"]
+
+        await asyncio.to_thread(
+            wait_until, lambda: any("now serving 2" in e["message"] for e in flip_events()), 10
+        )
+        flipped = flip_events()[-1]
         assert flipped["involvedObject"]["name"] == "server-0"
-        assert "now serving 2" in flipped["message"]
+        assert flipped["type"] == "Normal"
         assert cluster.configmaps.count("watch") >= 1
     finally:
         await asyncio.to_thread(sidecar.stop, signal.SIGTERM)
