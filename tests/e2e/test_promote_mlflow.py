@@ -1,0 +1,83 @@
+"""``pointercache promote`` moves an MLflow alias with a higher revision (real MLflow server)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from pointercache.candidate import Selector
+from pointercache.sources import SourceOptions
+from pointercache.sources.mlflow import MlflowSource
+from tests.e2e.helpers import cli
+from tests.mlflow_server import MlflowServer
+
+
+async def test_promote_moves_the_mlflow_alias_and_bumps_the_revision(
+    mlflow: MlflowServer, cli_env: dict[str, str]
+) -> None:
+    """After promote --no-wait, the alias names the new version with a higher revision."""
+    model = mlflow.new_model("promo")
+    v1 = mlflow.create_version(model, {"w.bin": b"1" * 64})
+    v2 = mlflow.create_version(model, {"w.bin": b"2" * 64})
+    mlflow.set_alias(model, "production", v1)
+    source = MlflowSource(mlflow.registry_uri, SourceOptions(timeout=10))
+    try:
+        before = await source.resolve(model, Selector.parse("alias:production"))
+        proc = subprocess.run(
+            cli(
+                "promote",
+                "--model",
+                model,
+                "--to",
+                v2,
+                "--registry",
+                mlflow.registry_uri,
+                "-n",
+                "ml",
+                "-l",
+                "app=x",
+                "--no-wait",
+            ),
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert f"alias production -> version {v2}" in proc.stdout
+        after = await source.resolve(model, Selector.parse("alias:production"))
+    finally:
+        await source.aclose()
+    assert (before.version, after.version) == (v1, v2)
+    assert after.revision > before.revision
+
+
+def test_promote_reports_an_unknown_mlflow_version(
+    mlflow: MlflowServer, cli_env: dict[str, str]
+) -> None:
+    """Promoting a version MLflow does not have fails with the registry's reason, exit 1."""
+    model = mlflow.new_model("promo")
+    mlflow.create_version(model, {"w.bin": b"1" * 64})
+    proc = subprocess.run(
+        cli(
+            "promote",
+            "--model",
+            model,
+            "--to",
+            "99",
+            "--registry",
+            mlflow.registry_uri,
+            "-n",
+            "ml",
+            "-l",
+            "app=x",
+            "--no-wait",
+        ),
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "model-versions/get" in proc.stderr
