@@ -93,6 +93,7 @@ class ConfigMapSource:
             KubeClient(KubeConfig.from_extra(options.extra)) if own else api()
         )
         self._watcher: ConfigMapWatcher | None = None
+        self._bypass_once = False
         # Import kubernetes and load credentials now, not inside the first timed resolve().
         self._client.prepare()
 
@@ -101,9 +102,15 @@ class ConfigMapSource:
         """True while the watch is connected and its copy of the ConfigMap is current."""
         return self._watcher is not None and self._watcher.snapshot()[0]
 
+    def invalidate(self) -> None:
+        """The next resolve reads the ConfigMap from the API, not the watched copy."""
+        self._bypass_once = True
+
     async def resolve(self, model: str, selector: Selector) -> Candidate:
         """Select from the watched copy while the watch is live, else from a bounded GET."""
         live, obj = self._watcher.snapshot() if self._watcher else (False, None)
+        if self._bypass_once:
+            self._bypass_once, live = False, False
         if not live:
             obj = await self._get()
         if obj is None:

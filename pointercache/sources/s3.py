@@ -109,6 +109,10 @@ class S3ManifestSource:
         parsed = await self._fetch(model)
         return parsed.select(selector, registry=self.name)
 
+    def invalidate(self) -> None:
+        """Forget the cached manifest and ETag: the next resolve is a full GET (forced refresh)."""
+        self._cached, self._etag = None, None
+
     async def aclose(self) -> None:
         """Drop the client (boto3 clients need no explicit close)."""
         client, self._client = self._client, None

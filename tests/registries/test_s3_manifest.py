@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -95,3 +98,25 @@ def test_bad_uri_is_a_config_error(uri: str) -> None:
     """A registry URI that names no object is a ConfigError at startup."""
     with pytest.raises(ConfigError):
         S3ManifestSource(uri)
+
+
+async def test_invalidate_makes_the_next_get_unconditional(
+    private_moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Polls are ETag-conditional (304); after invalidate() the next GET is a full 200."""
+    for name, value in private_moto.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = private_moto.new_bucket()
+    private_moto.client().put_object(Bucket=bucket, Key="rec.json", Body=manifest(1, "8"))
+    source = S3ManifestSource(f"s3://{bucket}/rec.json", SourceOptions(timeout=5))
+    try:
+        for _ in range(2):
+            await source.resolve("rec", PROD)
+        source.invalidate()
+        await source.resolve("rec", PROD)
+    finally:
+        await source.aclose()
+    log = (tmp_path / "moto.log").read_text()
+    log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # werkzeug colours some status lines
+    statuses = re.findall(rf'"GET /{bucket}/rec\.json HTTP/1\.1" (\d+)', log)
+    assert statuses == ["200", "304", "200"]
