@@ -241,6 +241,8 @@ class Refresher:
         current = self.state.current
         if current is not None:
             fell_back = current.source != "registry"
+            if fell_back:  # the init container fell back before this process started
+                self.telemetry.fallback(current.source)
             message = f"serving {current.version} from {current.source}: {current.source_detail}"
             await self._report("fallback" if fell_back else "started", current, message)
         try:

@@ -15,7 +15,9 @@ from pointercache.telemetry import Telemetry
 def setup(model: str) -> tuple[Telemetry, Callable[[], tuple[bytes, str]], MeterProvider]:
     """Return the instruments, a ``/metrics`` renderer, and the provider (to shut down)."""
     registry = CollectorRegistry(auto_describe=True)
-    reader = PrometheusMetricReader(registry=registry, disable_target_info=True)
+    reader = PrometheusMetricReader(
+        registry=registry, disable_target_info=True, scope_info_enabled=False
+    )
     provider = MeterProvider(
         metric_readers=[reader],
         resource=Resource.create({"service.name": "pointercache", "pointercache.model": model}),

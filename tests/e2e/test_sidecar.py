@@ -236,3 +236,26 @@ def test_same_bytes_under_a_new_version_flip_without_a_download(
     assert Pointer.read(world.root / "pointer.json").version == "3"
     published = started.find("published")
     assert published is not None and published["reused"] is True
+
+
+def test_a_fallback_at_start_is_counted_and_explained(
+    world: World, cli_env: dict[str, str]
+) -> None:
+    """A volume published from the LKG shows its fallback reason and metric until confirmed."""
+    assert run_init(cli_env, *world.init_args()).returncode == 0
+    world.manifest.unlink()
+    pod2 = world.base / "pod2"
+    assert run_init(cli_env, *world.init_args(root=pod2)).returncode == 0
+    sidecar = Sidecar(cli_env, [*world.common(root=pod2), *SLOW_POLL])
+    try:
+        doc = sidecar.status()
+        assert doc["current"]["source"] == "lkg-node"
+        assert "fell back" in doc["fallback_reason"]
+        metrics = sidecar.get("/metrics")[1].decode()
+        assert 'pointercache_fallbacks_total{source="lkg-node"} 1.0' in metrics
+        world.publish(2, "1")
+        sidecar.get("/refresh", method="POST")
+        doc = sidecar.status()
+        assert (doc["current"]["source"], doc["fallback_reason"]) == ("registry", None)
+    finally:
+        sidecar.stop(signal.SIGKILL)
