@@ -9,12 +9,15 @@ makes the download restart from zero. Each failed attempt that made no progress 
 decompression) and bounded by ``options.max_bytes`` both by Content-Length and by bytes
 actually received. Disk writes and hashing run in a worker thread, pipelined with the socket
 reads. URLs are logged and put in errors only through ``redact_uri`` (presigned URLs carry
-credentials in their query strings). On any failure ``dest`` is removed.
+credentials in their query strings). On any failure ``dest`` is removed. aiohttp and yarl are
+imported when the first request is sent, not with this module (start-up stays light).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import hashlib
 import random
@@ -22,9 +25,6 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urljoin, urlsplit
-
-import aiohttp
-import yarl
 
 from pointercache.allow import check_redirect
 from pointercache.errors import (
@@ -43,10 +43,18 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    import aiohttp
+
 CHUNK = 1 << 20
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What a broken connection raises (called once a session exists: aiohttp is loaded)."""
+    import aiohttp
+
+    return (aiohttp.ClientError, TimeoutError, ConnectionError)
 
 
 class _Sink:
@@ -135,6 +143,8 @@ class HttpFetcher:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp
+
             timeout = aiohttp.ClientTimeout(
                 total=None,
                 sock_connect=self._options.connect_timeout,
@@ -179,6 +189,8 @@ class HttpFetcher:
         self, uri: str, headers: dict[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """GET ``uri``, following at most ``max_redirects`` hops, each re-checked by the policy."""
+        import yarl
+
         url = uri
         for _ in range(self._max_redirects + 1):
             try:
@@ -187,7 +199,7 @@ class HttpFetcher:
                 resp = await self._client().get(
                     yarl.URL(url, encoded=True), headers=headers, allow_redirects=False
                 )
-            except _NETWORK_ERRORS as exc:
+            except _network_errors() as exc:
                 raise FetchUnavailable(f"{redact_uri(url)}: {type(exc).__name__}") from exc
             if resp.status not in REDIRECTS:
                 try:
@@ -247,48 +259,57 @@ class HttpFetcher:
                 if sink.size + pipe.buffered + len(data) > limit:
                     raise TooLarge(f"{shown} sent more than {limit} bytes")
                 await pipe.feed(data)
-        except _NETWORK_ERRORS as exc:
-            await pipe.flush()
+        except _network_errors() as exc:
+            await pipe.flush()  # keep what arrived before the break: a resume continues after it
             raise FetchUnavailable(f"{shown}: body broke: {type(exc).__name__}") from exc
+        else:
+            await pipe.flush()
         finally:
-            await pipe.wait()
-        await pipe.flush()
+            await pipe.wait()  # TooLarge or cancelled: no write may outlive the sink
         if state.total is not None and sink.size != state.total:
             raise FetchUnavailable(f"{shown}: body ended at {sink.size} of {state.total} bytes")
 
 
 class _Pipeline:
-    """Gathers the body's pieces up to CHUNK bytes; a worker thread writes and hashes them while
-    the next ones are read from the socket (one batch in flight: memory stays at ~2 chunks)."""
+    """Gathers the body's pieces into CHUNK-sized batches that one writer thread writes and
+    hashes in order, up to DEPTH batches behind the socket: a slow disk write does not stall
+    the download at once, and memory stays at DEPTH + 1 chunks."""
+
+    DEPTH = 4
 
     def __init__(self, sink: _Sink, state: _State, progress: Progress | None) -> None:
         self.sink, self.state, self.progress = sink, state, progress
         self.buf: list[bytes] = []
         self.buffered = 0
-        self._pending: asyncio.Future[None] | None = None
+        self._pending: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, "pointercache-http-writer")
 
     async def feed(self, data: bytes) -> None:
         self.buf.append(data)
         self.buffered += len(data)
         if self.buffered >= CHUNK:
-            await self.wait()
+            while len(self._pending) >= self.DEPTH:
+                await self._pending.popleft()
             self._submit()
 
     async def flush(self) -> None:
-        await self.wait()
         if self.buffered:
             self._submit()
-            await self.wait()
+        await self.wait()
 
     async def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await pending
+        """Wait until every submitted batch is written (also after an error)."""
+        try:
+            while self._pending:
+                await self._pending.popleft()
+        finally:
+            self._writer.shutdown(wait=True, cancel_futures=False)
 
     def _submit(self) -> None:
         self.sink.size += self.buffered
         data, self.buf, self.buffered = self.buf, [], 0
-        self._pending = asyncio.get_running_loop().run_in_executor(None, self.sink.write, data)
+        loop = asyncio.get_running_loop()
+        self._pending.append(loop.run_in_executor(self._writer, self.sink.write, data))
         if self.progress is not None:
             self.progress(self.sink.size, self.state.total)
 
