@@ -9,7 +9,8 @@ Untrusted input: the URI passes the allowlist first; every listed name must be a
 path (no ``..``, ``.``, empty or absolute segments, no backslashes or NULs) that stays inside
 ``dest``; files are created exclusively; the entry count, depth and total bytes are bounded.
 Credentials (``FetchOptions.mlflow_auth``, netloc → token/basic-auth files) go only to the
-netloc they are configured for, and never into a log line. Redirects are not followed.
+netloc they are configured for, and never into a log line. Redirects are not followed. aiohttp is
+imported when the first request is sent, not with this module.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
-import aiohttp
 import orjson
 
 from pointercache.digest import StreamHasher
@@ -34,7 +34,10 @@ from pointercache.errors import (
 )
 from pointercache.fetchers import FetchOptions, FetchResult
 from pointercache.redact import redact_uri
-from pointercache.sources.http import auth_headers, read_limited
+from pointercache.sources.http import auth_headers, is_client_error, read_limited
+
+if TYPE_CHECKING:
+    import aiohttp
 
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 MAX_ENTRIES = 100_000
@@ -76,6 +79,8 @@ class MlflowArtifactFetcher:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            import aiohttp
+
             timeout = aiohttp.ClientTimeout(
                 connect=self.options.connect_timeout, sock_read=self.options.read_timeout
             )
@@ -101,7 +106,9 @@ class MlflowArtifactFetcher:
             raise FetchUnavailable(f"{shown}: {exc}") from exc
         try:
             return await self._fetch(base, root, dest, shown)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except Exception as exc:
+            if not (isinstance(exc, TimeoutError) or is_client_error(exc)):
+                raise
             raise FetchUnavailable(f"{shown}: {type(exc).__name__}") from exc
 
     async def _fetch(self, base: str, root: PurePosixPath, dest: Path, shown: str) -> FetchResult:
@@ -173,7 +180,9 @@ class MlflowArtifactFetcher:
         for attempt in range(1, attempts + 1):
             try:
                 return await self._download(url, target, shown)
-            except (FetchUnavailable, TimeoutError, aiohttp.ClientError):
+            except Exception as exc:
+                if not (isinstance(exc, FetchUnavailable | TimeoutError) or is_client_error(exc)):
+                    raise
                 await asyncio.to_thread(target.unlink, missing_ok=True)
                 if attempt == attempts:
                     raise

@@ -11,14 +11,16 @@ Also here: ``read_signature``, a tiny reader for the ``signature:`` block of an 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from pointercache.errors import InvalidManifest, NotFound, SourceError, SourceUnavailable
 from pointercache.sources import SourceOptions
 from pointercache.sources.http import auth_headers, client_timeout, read_limited, status_error
+
+if TYPE_CHECKING:
+    import aiohttp
 
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
@@ -54,7 +56,10 @@ def api_error(status: int, body: bytes, what: str, *, invalid: type[SourceError]
 
 
 class MlflowRest:
-    """One aiohttp session to one tracking server (``base`` = scheme://host:port[/prefix])."""
+    """One aiohttp session to one tracking server (``base`` = scheme://host:port[/prefix]).
+
+    aiohttp is imported when the first request is sent, not with this module.
+    """
 
     def __init__(self, base: str, name: str, options: SourceOptions) -> None:
         self.base = base
@@ -64,6 +69,8 @@ class MlflowRest:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            import aiohttp
+
             self._session = aiohttp.ClientSession(timeout=client_timeout(self.options.timeout))
         return self._session
 
