@@ -8,16 +8,19 @@ Use it from a topic's conftest.py::
 proxy (``--serve-artifacts``), one worker, its background job runner disabled, in its own process
 group. Startup takes 15-20 s on a small machine (more under load), so the xdist workers of one
 run *share* one server (coordinated with flock in the run's common temp dir) and the last worker
-to finish stops it. Tests take the function-scoped ``mlflow`` fixture; a test that stops the
-server (``stop()`` ends the group: SIGTERM, then SIGKILL) takes ``mlflow_outage`` instead, which
-holds the other workers' MLflow tests back meanwhile; the next test restarts it (``start()``:
-same port, same database). Give every test its own model name (``server.new_model()``).
+to finish stops it. No worker holds a ``Popen`` for it: a wrapper shell starts it in the
+background and exits at once, so any worker can stop or restart it by its process group. Tests
+take the function-scoped ``mlflow`` fixture; a test that stops the server (``stop()`` ends the
+group: SIGTERM, then SIGKILL) takes ``mlflow_outage`` instead, which holds the other workers'
+MLflow tests back meanwhile; the next test restarts it (``start()``: same port, same database).
+Give every test its own model name (``server.new_model()``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import json
 import os
 import signal
@@ -40,24 +43,39 @@ if TYPE_CHECKING:
 
 MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_CHILDREN: list[subprocess.Popen[bytes]] = []
+_BACKGROUND = '"$@" &'
+"""``sh -c`` script: run the arguments in the background and exit, leaving them in its group."""
 
 
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs and is not a zombie (a child not reaped yet counts as gone)."""
-    for proc in _CHILDREN:
-        if proc.pid == pid:
-            return proc.poll() is None
+def _group_alive(pgid: int) -> bool:
+    """True if a process of group ``pgid`` runs (zombies waiting for init count as gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _wait_gone(pgid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for group ``pgid`` to end; True if it did."""
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def mlmodel_text(inputs: list[dict[str, Any]] | None, outputs: list[dict[str, Any]] | None) -> str:
     """An MLmodel file as MLflow writes it (PyYAML ``safe_dump``), with a column signature."""
-    import yaml
+    yaml = importlib.import_module("yaml")  # PyYAML comes with mlflow; no type stubs here
 
     doc: dict[str, Any] = {
         "artifact_path": "model",
@@ -77,10 +95,12 @@ def mlmodel_text(inputs: list[dict[str, Any]] | None, outputs: list[dict[str, An
 
 
 class MlflowServer:
-    """``mlflow server`` as a subprocess in its own process group, plus REST helpers.
+    """``mlflow server`` in its own session and process group, plus REST helpers.
 
-    The process id lives in ``<workdir>/server.json`` so every xdist worker sharing the server
-    (see ``mlflow_server``) sees restarts done by another one.
+    The process group id lives in ``<workdir>/server.json`` so every xdist worker sharing the
+    server (see ``mlflow_server``) sees restarts done by another one. The server is an orphan
+    (init reaps it), never a child of a worker: a ``Popen`` left in a worker for a server another
+    worker stopped, or still serving another worker, would warn at interpreter exit.
     """
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
@@ -98,15 +118,15 @@ class MlflowServer:
     # -- process ----------------------------------------------------------------------------
 
     @property
-    def pid(self) -> int | None:
-        """Process (and process group) id of the running server, if any."""
+    def pgid(self) -> int | None:
+        """Process group id of the server (started or running), if any."""
         if not self.state.exists():
             return None
-        pid = json.loads(self.state.read_text()).get("pid")
-        return pid if isinstance(pid, int) else None
+        pgid = json.loads(self.state.read_text()).get("pgid")
+        return pgid if isinstance(pgid, int) else None
 
-    def _write_pid(self, pid: int | None) -> None:
-        self.state.write_text(json.dumps({"port": self.port, "pid": pid}))
+    def _write_pgid(self, pgid: int | None) -> None:
+        self.state.write_text(json.dumps({"port": self.port, "pgid": pgid}))
 
     def start(self, timeout: float = 180.0) -> None:
         """Start (or restart, same port and database) and wait until ``/health`` answers."""
@@ -122,16 +142,21 @@ class MlflowServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
         with (self.workdir / "server.log").open("ab") as out:
-            proc = subprocess.Popen(
-                cmd, cwd=self.workdir, env=env, stdout=out, stderr=out,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+            # The wrapper's pid is the new session's and process group's id; the server keeps
+            # that group alive (so the id is not reused) after the wrapper is reaped here.
+            wrapper = subprocess.Popen(
+                ["/bin/sh", "-c", _BACKGROUND, "sh", *cmd], cwd=self.workdir, env=env,
+                stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-        _CHILDREN.append(proc)  # reaped by whoever stops it, or at exit
-        self._write_pid(proc.pid)
+            if wrapper.wait() != 0:
+                raise RuntimeError(f"mlflow server wrapper exited with {wrapper.returncode}")
+        pgid = wrapper.pid
+        self._write_pgid(pgid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}")
+            if not _group_alive(pgid):
+                self._write_pgid(None)
+                raise RuntimeError(f"mlflow server exited; see {self.workdir / 'server.log'}")
             with (
                 contextlib.suppress(OSError),
                 _OPENER.open(f"{self.url}/health", timeout=2.0) as response,
@@ -144,27 +169,23 @@ class MlflowServer:
 
     def stop(self, grace: float = 5.0) -> None:
         """End the whole process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
-        pid = self.pid
-        if pid is None:
+        pgid = self.pgid
+        if pgid is None:
             return
-        self._write_pid(None)
+        self._write_pgid(None)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # helpers that ignored SIGTERM
-        for proc in list(_CHILDREN):
-            if proc.pid == pid:
-                proc.wait(timeout=10)
-                _CHILDREN.remove(proc)
+            os.killpg(pgid, signal.SIGTERM)
+        if not _wait_gone(pgid, grace):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)  # helpers that ignored SIGTERM
+            if not _wait_gone(pgid, 10.0):
+                raise RuntimeError(f"mlflow server group {pgid} survived SIGKILL")
 
     @property
     def running(self) -> bool:
         """True while the server process is alive."""
-        pid = self.pid
-        return pid is not None and _alive(pid)
+        pgid = self.pgid
+        return pgid is not None and _group_alive(pgid)
 
     # -- REST helpers -------------------------------------------------------------------------
 
