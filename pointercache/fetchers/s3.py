@@ -105,12 +105,14 @@ class S3Fetcher:
         multipart_threshold: int = 32 * MiB,
         concurrency: int = 8,
         backoff: float = 0.25,
+        list_page_size: int = 1000,
     ) -> None:
         self._options = options
         self._endpoint_url = endpoint_url
         self._part_size = part_size
         self._threshold = max(multipart_threshold, part_size)
         self._backoff = backoff
+        self._page_size = list_page_size
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, "pointercache-s3")
         self._concurrency = concurrency
         self._client: Any = None
@@ -203,7 +205,10 @@ class S3Fetcher:
     def _list(self, bucket: str, prefix: str) -> list[_Object]:
         paginator = self._client.get_paginator("list_objects_v2")
         found: list[_Object] = []
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        pages = paginator.paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self._page_size}
+        )
+        for page in pages:
             found.extend(
                 _Object(item["Key"], int(item["Size"]), item.get("ETag"))
                 for item in page.get("Contents", ())

@@ -64,6 +64,22 @@ async def test_prefix_is_fetched_as_a_directory(
     assert (result.is_dir, result.size_bytes) == (True, sum(map(len, files.values())))
 
 
+async def test_prefix_listing_follows_every_page(moto_env: MotoServer, tmp_path: Path) -> None:
+    """A prefix listed over several ListObjectsV2 pages is fetched completely."""
+    bucket = moto_env.new_bucket()
+    s3 = moto_env.client()
+    names = [f"shard-{i:02d}.bin" for i in range(7)]
+    for name in names:
+        s3.put_object(Bucket=bucket, Key=f"m/{name}", Body=name.encode())
+    fetcher = S3Fetcher(_options(bucket), list_page_size=2)
+    try:
+        result = await fetcher.fetch(f"s3://{bucket}/m/", tmp_path / "out")
+    finally:
+        await fetcher.aclose()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names
+    assert result.size_bytes == sum(len(n) for n in names)
+
+
 async def test_large_object_is_fetched_in_ranged_parts(
     moto_env: MotoServer, tmp_path: Path
 ) -> None:
