@@ -2,7 +2,8 @@
 
 Routes: ``/file`` (Range + If-Range), ``/drop`` (breaks the first body halfway, then serves
 ranges), ``/drop-norange`` (breaks the first body, ignores Range afterwards), ``/drop-nocheck``
-(breaks the first body; no ETag or Last-Modified), ``/hang-headers``, ``/hang-body``,
+(breaks the first body; no ETag or Last-Modified), ``/drop-weak`` (breaks the first body; a
+weak ETag and a Last-Modified), ``/hang-headers``, ``/hang-body``,
 ``/redirect-meta`` (to the cloud metadata address), ``/loop`` (redirects to itself),
 ``/big`` (Content-Length over the test limit), ``/big-chunked`` (same, without Content-Length),
 ``/start`` (redirects to a presigned-looking ``/signed?...`` that breaks once),
@@ -22,6 +23,7 @@ from aiohttp import web
 SECRET = "c2VjcmV0LXNpZ25hdHVyZQ"
 SIGNED_QUERY = f"X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature={SECRET}"
 ETAG = '"v1-abc"'
+LAST_MODIFIED = "Wed, 21 Oct 2026 07:28:00 GMT"
 
 
 @dataclass
@@ -54,12 +56,14 @@ class Origin:
         return [h for h in self.hits if h.path == path]
 
 
-def _ranged(origin: Origin, request: web.Request, hit: Hit, *, validators: bool) -> web.Response:
-    headers = {"Accept-Ranges": "bytes"}
-    if validators:
-        headers["ETag"] = ETAG
+def _ranged(
+    origin: Origin, request: web.Request, hit: Hit, validators: dict[str, str]
+) -> web.Response:
+    """Serve the body, or the requested tail (206) when If-Range matches a validator."""
+    headers = {"Accept-Ranges": "bytes", **validators}
     rng = request.headers.get("Range")
-    if rng and rng.startswith("bytes=") and request.headers.get("If-Range", ETAG) == ETAG:
+    strong = {v for k, v in validators.items() if not v.startswith("W/")}
+    if rng and rng.startswith("bytes=") and request.headers.get("If-Range") in strong:
         start = int(rng.removeprefix("bytes=").split("-")[0])
         size = len(origin.data)
         headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
@@ -83,15 +87,24 @@ async def _drop_once(
     return resp
 
 
+VALIDATORS = {
+    "/drop": {"ETag": ETAG},
+    "/signed": {"ETag": ETAG},
+    "/drop-norange": {"ETag": ETAG},
+    "/drop-nocheck": {},
+    "/drop-weak": {"ETag": 'W/"weak"', "Last-Modified": LAST_MODIFIED},
+}
+
+
 async def _dropping(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
     path = request.path
-    headers = {} if path == "/drop-nocheck" else {"ETag": ETAG}
+    validators = VALIDATORS[path]
     if path not in origin.dropped:
-        return await _drop_once(origin, request, hit, headers)
+        return await _drop_once(origin, request, hit, validators)
     if path == "/drop-norange":
         hit.status = 200
-        return web.Response(body=origin.data, headers=headers)
-    return _ranged(origin, request, hit, validators=path != "/drop-nocheck")
+        return web.Response(body=origin.data, headers=validators)
+    return _ranged(origin, request, hit, validators)
 
 
 async def _hang_headers(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
@@ -118,7 +131,7 @@ async def _big_chunked(origin: Origin, request: web.Request, hit: Hit) -> web.St
 
 
 async def _file(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
-    return _ranged(origin, request, hit, validators=True)
+    return _ranged(origin, request, hit, {"ETag": ETAG})
 
 
 async def _big(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
@@ -143,6 +156,7 @@ ROUTES: dict[str, Handler] = {
     "/signed": _dropping,
     "/drop-norange": _dropping,
     "/drop-nocheck": _dropping,
+    "/drop-weak": _dropping,
     "/hang-headers": _hang_headers,
     "/hang-body": _hang_body,
     "/redirect-meta": _redirect("http://169.254.169.254/latest/meta-data/iam/"),

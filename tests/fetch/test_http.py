@@ -17,7 +17,7 @@ from pointercache.errors import (
 from pointercache.fetchers import FetchOptions, open_fetcher
 from pointercache.fetchers.http import HttpFetcher
 from tests.fetch.conftest import allow
-from tests.fetch.origin import ETAG, SECRET, Origin, start_origin
+from tests.fetch.origin import ETAG, LAST_MODIFIED, SECRET, Origin, start_origin
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -68,6 +68,14 @@ async def test_broken_body_is_resumed_with_range(origin: Origin, tmp_path: Path)
     assert second.range is not None
     assert int(second.range.removeprefix("bytes=").rstrip("-")) > 0
     assert (second.if_range, second.status) == (ETAG, 206)
+
+
+async def test_weak_etag_resumes_with_last_modified(origin: Origin, tmp_path: Path) -> None:
+    """A weak ETag cannot guard a range, so the resume's If-Range carries Last-Modified."""
+    result, _ = await _fetch(origin, "/drop-weak", tmp_path / "m.bin")
+    assert result.sha256 == hashlib.sha256(origin.data).hexdigest()  # type: ignore[attr-defined]
+    _, second = origin.seen("/drop-weak")
+    assert (second.if_range, second.status) == (LAST_MODIFIED, 206)
 
 
 async def test_server_ignoring_range_restarts(origin: Origin, tmp_path: Path) -> None:
