@@ -142,7 +142,7 @@ def run_all(url: str, sha: str, runs: int, size_mib: int) -> list[list[str]]:
         dest.unlink()
         for name, tree in ((OURS, False), (OURS_TREE, True)):
             wall, report = fetch_in_child(url, dest, sha, env, tree_digest=tree)
-            results.add(name, wall, LAST_CPU[0], report["rss_mib"])
+            results.add(name, wall, LAST_CPU[0], report)
             dest.unlink()
     return results.rows(CURL, size_mib)
 

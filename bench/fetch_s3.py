@@ -124,7 +124,7 @@ def run_all(
     for _ in range(runs):
         for name, tree in ((OURS, False), (OURS_TREE, True)):
             wall, report = fetch_in_child("s3://bench/model.bin", dest, sha, env, tree_digest=tree)
-            results.add(name, wall, LAST_CPU[0], report["rss_mib"])
+            results.add(name, wall, LAST_CPU[0], report)
             dest.unlink()
         for name, cmd_env in ((AWS_DEFAULT, env), (AWS_TUNED, tuned)):
             results.add(name, timed(cp, cmd_env)[0], LAST_CPU[0])
