@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from pointercache.digest import tree_digest
 from pointercache.errors import IntegrityError, TooLarge
-from pointercache.fetchers import Fetcher, FetchOptions, open_fetcher
+from pointercache.fetchers import Fetcher, FetchOptions, FetchResult, open_fetcher
 from pointercache.fsutil import copy_tree_or_link, remove_path
 from pointercache.log import log
 from pointercache.redact import redact_uri
@@ -117,12 +117,12 @@ async def _fetch_verified(
     own = fetcher is None
     active = open_fetcher(candidate.uri, fetch) if fetcher is None else fetcher
     try:
-        await active.fetch(candidate.uri, download)
+        result = await active.fetch(candidate.uri, download)
         if reporter is not None:
             reporter.finish()
         if archive_name:
             await asyncio.to_thread(_extract, download, dest, fetch.max_bytes)
-        digest, size = await asyncio.to_thread(tree_digest, dest)
+        digest, size = await asyncio.to_thread(_digest_of, dest, None if archive_name else result)
         _verify(candidate, digest, size, fetch.max_bytes)
     except BaseException as exc:
         if reporter is not None and not isinstance(exc, IntegrityError):
@@ -136,6 +136,19 @@ async def _fetch_verified(
             await active.aclose()
     log.info("staged", model=candidate.model, version=candidate.version, digest=digest, bytes=size)
     return Staged(path=dest, digest=digest, size_bytes=size, from_cache=False)
+
+
+def _digest_of(dest: Path, result: FetchResult | None) -> tuple[str, int]:
+    """The staged artifact's digest and size.
+
+    A single file that the fetcher hashed while writing it is not read again (that re-read costs
+    about a second per GiB); its size on disk must still match what the fetcher wrote.
+    """
+    if result is not None and result.sha256 and not result.is_dir and dest.is_file():
+        size = dest.stat().st_size
+        if size == result.size_bytes:
+            return f"sha256:{result.sha256}", size
+    return tree_digest(dest)
 
 
 def _verify(candidate: Candidate, digest: str, size: int, max_bytes: int | None = None) -> None:
