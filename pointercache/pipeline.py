@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -152,19 +152,25 @@ class Publisher:
         if removed:
             log.info("gc", removed=[p.name for p in removed])
 
-    async def confirm(self, pointer: Pointer, registry: str) -> Pointer:
-        """Rewrite the current version's provenance: a registry confirmed it again."""
+    async def confirm(self, pointer: Pointer, registry: str, revision: int) -> Pointer:
+        """A registry named the served version again: record its provenance and revision.
+
+        The revision moves forward with the registry even when the version does not (A at 5,
+        then A again at 8): otherwise a lagging answer at 6 would look newer than what is served.
+        """
         now = utcnow()
         updated = pointer.with_provenance("registry", registry, registry_seen_at=now)
+        updated = replace(updated, revision=max(pointer.revision, revision))
         version_dir = self.store.current_dir()
         if version_dir is None:
             return pointer
-        if pointer.source == "registry" and pointer.source_detail == registry:
+        same_source = pointer.source == "registry" and pointer.source_detail == registry
+        if same_source and updated.revision == pointer.revision:
             return pointer
         await asyncio.to_thread(self.store.update_pointer, version_dir, updated)
         if self.lkg is not None:
             await asyncio.to_thread(self.lkg.write, updated)
-        log.info("confirmed", version=pointer.version, registry=registry)
+        log.info("confirmed", version=pointer.version, registry=registry, revision=updated.revision)
         return updated
 
 

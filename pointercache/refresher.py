@@ -122,7 +122,7 @@ class Refresher:
         cand = resolution.candidate
         current = self.state.current
         if current is not None and _same(current, resolution):
-            confirmed = await self.publisher.confirm(current, resolution.detail)
+            confirmed = await self.publisher.confirm(current, resolution.detail, cand.revision)
             if confirmed is not current:
                 await self._report("confirmed", confirmed, f"registry confirms {cand.version}")
             self.state.current = confirmed

@@ -259,3 +259,17 @@ def test_a_fallback_at_start_is_counted_and_explained(
         assert (doc["current"]["source"], doc["fallback_reason"]) == ("registry", None)
     finally:
         sidecar.stop(signal.SIGKILL)
+
+
+def test_a_confirmation_carries_the_revision_forward(started: Sidecar, world: World) -> None:
+    """A at 5, A again at 8, then a lagging B at 6: B is refused because 8 is served."""
+    world.publish(5, "1")
+    started.get("/refresh", method="POST")
+    world.publish(8, "1")
+    started.get("/refresh", method="POST")
+    assert started.status()["current"]["revision"] == 8
+    assert Pointer.read(world.root / "pointer.json").revision == 8
+    world.publish(6, "2")
+    started.get("/refresh", method="POST")
+    assert version(started) == "1"
+    assert started.find("stale-answer") is not None
