@@ -23,6 +23,7 @@ from pointercache.pointer import Pointer
 from pointercache.sources.http import Preflight
 from tests.e2e.helpers import MODEL, make_artifact, run_init, write_manifest
 from tests.mlflow_server import MlflowServer
+from tests.registries.test_http_manifest import manifest as rec_manifest
 from tests.servers import free_port
 
 INIT_AND_REPORT = """\
@@ -230,3 +231,55 @@ async def test_reachable_mlflow_registry_is_used(
     assert report == {"code": 0, "aiohttp": True}, stderr
     pointer = Pointer.read(tmp_path / "pod" / "pointer.json")
     assert (pointer.version, pointer.source) == (version, "registry")
+
+
+LATER_RESOLUTIONS = """\
+import asyncio, functools, http.server, json, sys, threading
+from pointercache.candidate import Selector
+from pointercache.errors import SourceUnavailable
+from pointercache.sources import SourceOptions
+from pointercache.sources.http import HttpManifestSource
+
+port, directory = int(sys.argv[1]), sys.argv[2]
+report = []
+
+async def main():
+    source = HttpManifestSource(f"http://127.0.0.1:{port}/rec.json", SourceOptions(timeout=5))
+    selector = Selector.parse("alias:production")
+    for attempt in range(3):
+        if attempt == 2:  # the registry comes up after two refused resolutions
+            handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            report.append((await source.resolve("rec", selector)).version)
+        except SourceUnavailable as exc:
+            report.append(str(exc))
+        report.append("aiohttp" in sys.modules)
+    await source.aclose()
+    server.shutdown()
+
+asyncio.run(main())
+print(json.dumps(report))
+"""
+"""Resolves three times; the registry starts listening before the third resolution."""
+
+
+async def test_later_resolutions_probe_until_the_registry_comes_up(tmp_path: Path) -> None:
+    """Refused at construction and again later without aiohttp; once up, it is used."""
+    (tmp_path / "rec.json").write_bytes(rec_manifest(1, "8"))
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LATER_RESOLUTIONS,
+        str(port),
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    refused = f"http://127.0.0.1:{port}/rec.json: connection refused"
+    assert json.loads(out) == [refused, False, refused, False, "8", True]
