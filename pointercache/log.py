@@ -8,8 +8,11 @@ query string never reaches the log.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import orjson
@@ -43,6 +46,21 @@ class Logger:
             self.component = component
         if stream is not None:
             self._stream = stream
+
+    @contextlib.contextmanager
+    def captured(self, level: str = "debug") -> Iterator[io.StringIO]:
+        """Send log lines to a buffer while the block runs, then restore what was set before.
+
+        For tests of what gets logged: the previous stream (even "stderr at the time of each
+        write") and level come back exactly, so later tests still see their lines.
+        """
+        saved = (self._stream, self._level)
+        buffer = io.StringIO()
+        self._stream, self._level = buffer, LEVELS[level]
+        try:
+            yield buffer
+        finally:
+            self._stream, self._level = saved
 
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if LEVELS[level] < self._level:

@@ -37,11 +37,5 @@ async def black_hole() -> AsyncIterator[str]:
 @pytest.fixture
 def captured_log() -> Iterator[io.StringIO]:
     """Everything pointercache logs during the test, at debug level."""
-    import sys
-
-    stream = io.StringIO()
-    log.configure(stream=stream, level="debug")
-    try:
+    with log.captured("debug") as stream:
         yield stream
-    finally:
-        log.configure(stream=sys.stderr, level="info")
