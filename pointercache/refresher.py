@@ -129,6 +129,9 @@ class Refresher:
             self.state.fallback_reason = None
             self.state.blocked = None
             return "unchanged"
+        blocked = self.state.blocked
+        if blocked and (blocked["version"], blocked["revision"]) == (cand.version, cand.revision):
+            return "blocked"  # already refused and reported; wait for the registry to move
         if current is not None and cand.revision < current.revision:
             self.state.record(
                 "stale-answer",
@@ -146,7 +149,12 @@ class Refresher:
         try:
             adopted = await self.publisher.adopt(resolution)
         except SignatureMismatch as exc:
-            self.state.blocked = {"version": cand.version, "reason": str(exc), "diff": exc.diff}
+            self.state.blocked = {
+                "version": cand.version,
+                "revision": cand.revision,
+                "reason": str(exc),
+                "diff": exc.diff,
+            }
             self.state.record("flip-blocked", version=cand.version, reason=str(exc), diff=exc.diff)
             self.telemetry.blocked()
             await self._report("blocked", None, f"version {cand.version} blocked: {exc}")
@@ -180,8 +188,9 @@ class Refresher:
         try:
             pointer = await resolve_and_publish(self.parts)
         except PointercacheError as exc:
+            if self.state.last_error != str(exc):
+                self.state.record("bootstrap-failed", reason=str(exc))
             self.state.last_error = str(exc)
-            self.state.record("bootstrap-failed", reason=str(exc))
             return "unavailable"
         self.state.current = pointer
         if pointer.source == "registry":

@@ -273,3 +273,32 @@ def test_a_confirmation_carries_the_revision_forward(started: Sidecar, world: Wo
     started.get("/refresh", method="POST")
     assert version(started) == "1"
     assert started.find("stale-answer") is not None
+
+
+def test_a_blocked_version_is_reported_once(
+    world: World, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Polls that keep naming the same refused version do not record or report it again."""
+    expect = tmp_path / "expect.json"
+    expect.write_text(json.dumps({"inputs": [{"name": "amount", "type": "double"}]}))
+    sig_geo = {
+        "inputs": [
+            {"name": "amount", "type": "double", "required": True},
+            {"name": "geo_lat", "type": "double", "required": True},
+        ]
+    }
+    world.publish(1, "1", signatures={"2": sig_geo})
+    args = ["--expect-signature", str(expect), "--signature-mode", "subset"]
+    assert run_init(cli_env, *world.init_args(*args)).returncode == 0
+    sidecar = Sidecar(cli_env, [*world.common(), *SLOW_POLL, *args])
+    try:
+        world.publish(2, "2", signatures={"2": sig_geo})
+        wait_until(lambda: sidecar.status()["blocked"])
+        for _ in range(3):
+            code, body = sidecar.get("/refresh", method="POST")
+            assert (code, json.loads(body)["outcome"]) == (200, "blocked")
+        events = [e["event"] for e in sidecar.status()["history"]]
+        assert events.count("flip-blocked") == 1
+        assert version(sidecar) == "1"
+    finally:
+        sidecar.stop(signal.SIGKILL)
