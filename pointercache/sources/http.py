@@ -197,6 +197,7 @@ class HttpManifestSource:
         self._etag: str | None = None
         self._last_modified: str | None = None
         self._cached: Manifest | None = None
+        self._no_cache = False
         self.requests = 0
         """Requests sent so far (for ``/status`` and benchmarks)."""
         self.not_modified = 0
@@ -211,7 +212,15 @@ class HttpManifestSource:
             )
         return self._session
 
+    def invalidate(self) -> None:
+        """Forced refresh: the next GET is unconditional and makes caches on the way revalidate."""
+        self._cached, self._etag, self._last_modified = None, None, None
+        self._no_cache = True
+
     def _conditional_headers(self, model: str) -> dict[str, str]:
+        if self._no_cache:
+            self._no_cache = False
+            return {"Cache-Control": "no-cache", "Pragma": "no-cache"}
         if self._cached is None or self._cached.model != model:
             return {}
         headers = {}

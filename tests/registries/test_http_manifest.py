@@ -105,6 +105,27 @@ async def test_steady_state_poll_is_a_304_without_body(
     assert state.headers_seen[-1]["If-None-Match"] == '"1"'
 
 
+async def test_invalidate_sends_an_unconditional_no_cache_get(
+    manifest_server: tuple[ManifestServer, str],
+) -> None:
+    """After invalidate() (a forced refresh) one GET skips the validators and asks for no-cache."""
+    state, url = manifest_server
+    source = HttpManifestSource(url, SourceOptions(timeout=5))
+    try:
+        await source.resolve("rec", PROD)
+        await source.resolve("rec", PROD)
+        source.invalidate()
+        await source.resolve("rec", PROD)
+        await source.resolve("rec", PROD)
+    finally:
+        await source.aclose()
+    assert state.not_modified == 2
+    forced = state.headers_seen[2]
+    assert "If-None-Match" not in forced
+    assert forced["Cache-Control"] == "no-cache"
+    assert state.headers_seen[3]["If-None-Match"] == '"1"'
+
+
 async def test_change_is_picked_up(manifest_server: tuple[ManifestServer, str]) -> None:
     """A changed manifest (new ETag) is fetched and parsed again."""
     state, url = manifest_server
