@@ -50,23 +50,15 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "pointercache_cli", *args]
 
 
+def _pod(role: str, pod: Path, node: Path, registry: Path, *extra: str) -> list[str]:
+    """The command line of one role for a pod whose volume is ``pod`` on node ``node``."""
+    common = ["--model", MODEL, "--registry", registry.as_uri(), "--root", str(pod)]
+    return _cli(role, *common, "--lkg-dir", str(node), "--log-level", "warning", *extra)
+
+
 def _init(pod: Path, node: Path, registry: Path, extra: Sequence[str] = ()) -> int:
-    cmd = _cli(
-        "init",
-        "--model",
-        MODEL,
-        "--registry",
-        registry.as_uri(),
-        "--root",
-        str(pod),
-        "--lkg-dir",
-        str(node),
-        "--termination-log",
-        str(pod.parent / f"{pod.name}.term"),
-        "--log-level",
-        "warning",
-        *extra,
-    )
+    term = str(pod.parent / f"{pod.name}.term")
+    cmd = _pod("init", pod, node, registry, "--termination-log", term, *extra)
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
     took = time.monotonic() - started
@@ -110,23 +102,8 @@ def _get(url: str) -> dict[str, Any]:
 
 
 def _start_sidecar(pod: Path, node: Path, registry: Path, port: int) -> subprocess.Popen[str]:
-    cmd = _cli(
-        "sidecar",
-        "--model",
-        MODEL,
-        "--registry",
-        registry.as_uri(),
-        "--root",
-        str(pod),
-        "--lkg-dir",
-        str(node),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--poll-interval",
-        "30",
-        "--log-level",
-        "warning",
-    )
+    listen = f"127.0.0.1:{port}"
+    cmd = _pod("sidecar", pod, node, registry, "--listen", listen, "--poll-interval", "30")
     return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)  # noqa: S603
 
 
