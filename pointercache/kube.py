@@ -1,149 +1,36 @@
-"""The Kubernetes adapter: the only module that imports ``kubernetes`` (lazily, on first call).
+"""The Kubernetes adapter: ``KubeClient``, the one way pointercache talks to the API server.
 
 Everything else in pointercache talks to the API through ``KubeClient``, which
 
-- builds its configuration from a ``KubeConfig``: in-cluster (service account), a kubeconfig file,
-  or an explicit API URL (``kubectl proxy``, tests);
+- builds its configuration from a ``KubeConfig`` (``kube_config``): in-cluster (service account),
+  a kubeconfig file, or an explicit API URL (``kubectl proxy``, tests);
 - passes objects in and out as plain JSON dicts, so no generated model leaks out of this module;
 - translates every failure by HTTP status into the ``KubeError`` branch of ``pointercache.errors``
-  (404 ``KubeNotFound``, 409 ``KubeConflict``, 401/403 ``KubeForbidden``, 429/5xx/timeouts/refused
-  ``KubeUnavailable``); 410 Gone is ``Gone``, which only watch code sees and answers by re-listing.
+  (``kube_errors``: 404 ``KubeNotFound``, 409 ``KubeConflict``, 401/403 ``KubeForbidden``,
+  429/5xx/timeouts/refused ``KubeUnavailable``); 410 Gone is ``Gone``, which only watch code sees
+  and answers by re-listing;
+- opens watches whose events ``WatchStream`` (``kube_watch``) reads.
 
-The client is blocking (urllib3); async callers run it in a thread (``asyncio.to_thread``).
+Only this module and ``kube_errors`` import ``kubernetes``, lazily, on first call; every name the
+rest of pointercache uses is importable from here. The client is blocking (urllib3); async
+callers run it in a thread (``asyncio.to_thread``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from pointercache.errors import (
-    ConfigError,
-    KubeConflict,
-    KubeError,
-    KubeForbidden,
-    KubeNotFound,
-    KubeUnavailable,
-)
+from pointercache.errors import ConfigError, KubeUnavailable
+from pointercache.kube_config import KubeConfig
+from pointercache.kube_errors import Gone, library_errors, status_error, translate
+from pointercache.kube_watch import WatchEvent, WatchStream
 
 MERGE_PATCH = "application/merge-patch+json"
-_EXTRA_PREFIX = "kube."
-
-
-class Gone(KubeError):
-    """410: the resourceVersion a watch asked for is too old; re-list and watch again."""
-
-
-@dataclass(frozen=True, slots=True)
-class KubeConfig:
-    """How to reach the API server; built once by the entrypoint."""
-
-    in_cluster: bool = False
-    """Use the pod's service account (the CLI sets it when KUBERNETES_SERVICE_HOST is set)."""
-    kubeconfig: Path | None = None
-    """Kubeconfig file when not in cluster (None: the client's default, ~/.kube/config)."""
-    context: str | None = None
-    """Kubeconfig context (None: the current context)."""
-    host: str | None = None
-    """Explicit API URL without credentials (``kubectl proxy``, tests); wins over the rest."""
-    request_timeout: float = 5.0
-    """Seconds one API call may take (read timeout); watches use their own, longer one."""
-    connect_timeout: float = 2.0
-    """Seconds to establish a connection to the API server."""
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str], **fields: Any) -> KubeConfig:
-        """In-cluster when ``environ`` (passed in by the CLI) has KUBERNETES_SERVICE_HOST."""
-        return cls(in_cluster=bool(environ.get("KUBERNETES_SERVICE_HOST")), **fields)
-
-    def to_extra(self) -> dict[str, str]:
-        """Encode as ``SourceOptions.extra`` entries (``kube.*`` keys) for the ConfigMap source."""
-        extra = {
-            "kube.in_cluster": "true" if self.in_cluster else "false",
-            "kube.request_timeout": str(self.request_timeout),
-            "kube.connect_timeout": str(self.connect_timeout),
-        }
-        for key in ("kubeconfig", "context", "host"):
-            value = getattr(self, key)
-            if value is not None:
-                extra[_EXTRA_PREFIX + key] = str(value)
-        return extra
-
-    @classmethod
-    def from_extra(cls, extra: Mapping[str, str]) -> KubeConfig:
-        """Decode ``kube.*`` entries of ``SourceOptions.extra`` (absent keys keep defaults)."""
-        get = extra.get
-        try:
-            return cls(
-                in_cluster=get("kube.in_cluster", "false").lower() in {"1", "true", "yes"},
-                kubeconfig=Path(get("kube.kubeconfig", "")) if get("kube.kubeconfig") else None,
-                context=get("kube.context") or None,
-                host=get("kube.host") or None,
-                request_timeout=float(get("kube.request_timeout", "5")),
-                connect_timeout=float(get("kube.connect_timeout", "2")),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"kube settings: {exc}") from exc
-
-
-class WatchEvent(NamedTuple):
-    """One event of a watch stream: ADDED, MODIFIED, DELETED or BOOKMARK."""
-
-    type: str
-    object: dict[str, Any]
-    resource_version: str | None
-
-
-_BY_STATUS: dict[int, type[KubeError]] = {
-    404: KubeNotFound,
-    409: KubeConflict,
-    410: Gone,
-    401: KubeForbidden,
-    403: KubeForbidden,
-    0: KubeUnavailable,
-    408: KubeUnavailable,
-    429: KubeUnavailable,
-}
-
-
-def status_error(status: int, message: str) -> KubeError:
-    """Return the ``KubeError`` subclass for an HTTP status (0: no response at all)."""
-    kind = KubeUnavailable if status >= 500 else _BY_STATUS.get(status, KubeError)  # noqa: PLR2004
-    return kind(message, status)
-
-
-def translate(exc: BaseException, what: str) -> KubeError:
-    """Translate a kubernetes/urllib3/socket error into the ``KubeError`` branch, by status."""
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(exc, ApiException):
-        status = int(exc.status or 0)
-        return status_error(status, f"{what}: {status} {_api_message(exc)}")
-    return KubeUnavailable(f"{what}: {type(exc).__name__}")
-
-
-def _api_message(exc: Any) -> str:
-    try:
-        body = orjson.loads(exc.body or b"")
-        return str(body.get("reason") or "") + (
-            f" ({body['message']})" if body.get("message") else ""
-        )
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        return str(exc.reason or "")
-
-
-def _library_errors() -> tuple[type[BaseException], ...]:
-    import urllib3
-    from kubernetes.client.exceptions import ApiException
-
-    return (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 def _build_api_client(config: KubeConfig) -> Any:
@@ -253,7 +140,7 @@ class KubeClient:
             if not 200 <= resp.status <= 299:  # noqa: PLR2004
                 resp.read()
                 raise ApiException.from_response(http_resp=resp, body=None, data=None)
-        except _library_errors() as exc:
+        except library_errors() as exc:
             raise translate(exc, what) from exc
         return resp.response
 
@@ -261,7 +148,7 @@ class KubeClient:
         resp = self._send(what, method, path, **kwargs)
         try:
             body = resp.data
-        except _library_errors() as exc:
+        except library_errors() as exc:
             raise translate(exc, what) from exc
         finally:
             resp.release_conn()
@@ -374,55 +261,6 @@ class KubeClient:
         return WatchStream(resp, what)
 
 
-class WatchStream:
-    """An open watch response: iterate for events; ``stop()`` from any thread ends it."""
-
-    def __init__(self, resp: Any, what: str) -> None:
-        self._resp = resp
-        self._what = what
-        self._stopped = False
-
-    def stop(self) -> None:
-        """Unblock the reading thread by shutting the socket down (safe from another thread)."""
-        self._stopped = True
-        with contextlib.suppress(AttributeError, OSError):  # already closed
-            self._resp.shutdown()
-
-    def __iter__(self) -> Iterator[WatchEvent]:
-        buf = b""
-        try:
-            for chunk in self._resp.stream(8192, decode_content=True):
-                buf += chunk
-                while (end := buf.find(b"\n")) >= 0:
-                    line, buf = buf[:end], buf[end + 1 :]
-                    event = self._event(line)
-                    if event is not None:
-                        yield event
-            event = self._event(buf)
-            if event is not None:
-                yield event
-        except _library_errors() as exc:
-            if not self._stopped:
-                raise translate(exc, self._what) from exc
-        finally:
-            self._resp.close()
-            self._resp.release_conn()
-
-    def _event(self, line: bytes) -> WatchEvent | None:
-        if not line.strip():
-            return None
-        try:
-            raw = orjson.loads(line)
-            kind, obj = raw["type"], raw["object"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise KubeUnavailable(f"{self._what}: malformed watch event") from exc
-        if kind == "ERROR":
-            code = int(obj.get("code") or 0)
-            raise status_error(code, f"{self._what}: {code} {obj.get('reason', '')}")
-        rv = (obj.get("metadata") or {}).get("resourceVersion")
-        return WatchEvent(str(kind), obj, rv)
-
-
 _default: KubeClient | None = None
 _default_lock = threading.Lock()
 
@@ -434,3 +272,16 @@ def api(config: KubeConfig | None = None) -> KubeClient:
         if _default is None or (config is not None and _default.config != config):
             _default = KubeClient(config)
         return _default
+
+
+__all__ = [
+    "MERGE_PATCH",
+    "Gone",
+    "KubeClient",
+    "KubeConfig",
+    "WatchEvent",
+    "WatchStream",
+    "api",
+    "status_error",
+    "translate",
+]

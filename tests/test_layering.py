@@ -20,7 +20,7 @@ PACKAGES = ("pointercache", "initcontainer", "sidecar", "pointercache_cli")
 ONLY_IN = {
     "boto3": {"pointercache/s3.py"},
     "botocore": {"pointercache/s3.py"},
-    "kubernetes": {"pointercache/kube.py"},
+    "kubernetes": {"pointercache/kube.py", "pointercache/kube_errors.py"},
     "opentelemetry.sdk": {"sidecar/telemetry.py"},
     "opentelemetry.exporter": {"sidecar/telemetry.py"},
     "prometheus_client": {"sidecar/telemetry.py"},
