@@ -49,6 +49,27 @@ async def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     )
 
 
+async def promote(
+    env: dict[str, str], world: World, version: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``pointercache promote`` of ``version`` into the world's manifest, pods app=rec in ml."""
+    return await run(
+        env,
+        "promote",
+        "--model",
+        "recommender",
+        "--to",
+        version,
+        "--registry",
+        world.manifest.as_uri(),
+        "-n",
+        "ml",
+        "-l",
+        "app=rec",
+        *extra,
+    )
+
+
 async def test_fleet_shows_pods_and_gates_on_skew(api, cli_env: dict[str, str]) -> None:
     """Two ready pods on different versions: the table shows both; --max-skew 0 exits 1."""
     handler, kubeconfig = api
@@ -74,22 +95,7 @@ async def test_promote_moves_the_alias_once_every_pod_has_the_candidate(
     add_pod(handler, "rec-b", staged="1,2", version="1", digest=D8)
     add_pod(handler, "rec-c", ready=False, staged="1", version="1", digest=D8)
     env = cli_env | {"KUBECONFIG": str(kubeconfig)}
-    proc = await run(
-        env,
-        "promote",
-        "--model",
-        "recommender",
-        "--to",
-        "2",
-        "--registry",
-        world.manifest.as_uri(),
-        "-n",
-        "ml",
-        "-l",
-        "app=rec",
-        "--timeout",
-        "10",
-    )
+    proc = await promote(env, world, "2", "--timeout", "10")
     assert proc.returncode == 0, proc.stderr
     assert "not ready: rec-c" in proc.stdout
     doc = json.loads(world.manifest.read_text())
@@ -104,22 +110,7 @@ async def test_promote_times_out_and_moves_nothing(
     add_pod(handler, "rec-a", staged="1,2", version="1", digest=D8)
     add_pod(handler, "rec-b", staged="1", version="1", digest=D8)
     env = cli_env | {"KUBECONFIG": str(kubeconfig)}
-    proc = await run(
-        env,
-        "promote",
-        "--model",
-        "recommender",
-        "--to",
-        "2",
-        "--registry",
-        world.manifest.as_uri(),
-        "-n",
-        "ml",
-        "-l",
-        "app=rec",
-        "--timeout",
-        "3",
-    )
+    proc = await promote(env, world, "2", "--timeout", "3")
     assert proc.returncode == 1
     assert "missing on: rec-b" in proc.stdout
     doc = json.loads(world.manifest.read_text())
@@ -132,21 +123,7 @@ async def test_promote_refuses_an_unknown_version(
     """Promoting a version the manifest does not list fails without changing it."""
     _, kubeconfig = api
     env = cli_env | {"KUBECONFIG": str(kubeconfig)}
-    proc = await run(
-        env,
-        "promote",
-        "--model",
-        "recommender",
-        "--to",
-        "9",
-        "--registry",
-        world.manifest.as_uri(),
-        "-n",
-        "ml",
-        "-l",
-        "app=rec",
-        "--no-wait",
-    )
+    proc = await promote(env, world, "9", "--no-wait")
     assert proc.returncode == 1
     assert "version '9' is not in" in proc.stderr
     assert json.loads(world.manifest.read_text())["revision"] == 1
