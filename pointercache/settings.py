@@ -176,6 +176,30 @@ def _type_of(f: dataclasses.Field[Any]) -> Any:
     return str
 
 
+def _metavar(name: str, kind: Any) -> str:
+    """What a value looks like, for --help: SECONDS, BYTES, PATH..."""
+    if name.endswith("_bytes"):
+        return "BYTES"
+    special = {
+        "poll_jitter": "FRACTION",
+        "keep_versions": "N",
+        "listen": "HOST:PORT",
+        "selector": "KIND:VALUE",
+        "prefetch_selector": "KIND:VALUE",
+        "pinned_digest": "sha256:HEX",
+        "lkg_configmap": "NAMESPACE/NAME",
+        "pinned_uri": "URI",
+        "pinned_version": "VERSION",
+    }
+    if name in special:
+        return special[name]
+    if kind is float:
+        return "SECONDS"
+    if kind is Path:
+        return "FILE" if name.endswith(("_file", "signature", "_log")) else "DIR"
+    return "TEXT"
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -202,6 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser, role: str) -> None:
         for key in ("choices", "metavar"):
             if key in meta:
                 kwargs[key] = meta[key]
+        if "metavar" not in kwargs and "choices" not in kwargs:
+            kwargs["metavar"] = _metavar(f.name, kwargs["type"])
         if meta.get("repeat"):
             kwargs["action"] = "append"
         if kwargs["type"] is _bool:

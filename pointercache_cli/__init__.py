@@ -34,17 +34,28 @@ def _help() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch to a subcommand; return its exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in {"-h", "--help"}:
+def _top_level(args: list[str]) -> int | None:
+    """Answer a bare call, ``--help`` or ``--version``; None when a command was named."""
+    if not args:
+        sys.stderr.write(_help())
+        return 2
+    if args[0] in {"-h", "--help"}:
         sys.stdout.write(_help())
-        return 0 if args else 2
+        return 0
     if args[0] == "--version":
         from importlib.metadata import version
 
         sys.stdout.write(f"pointercache {version('pointercache')}\n")
         return 0
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand; return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    answered = _top_level(args)
+    if answered is not None:
+        return answered
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
         sys.stderr.write(f"{USAGE}pointercache: unknown command {name!r}\n")
