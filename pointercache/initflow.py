@@ -88,9 +88,7 @@ async def run(parts: Parts) -> Pointer:
     try:
         async with asyncio.timeout(settings.deadline):
             with store.lock(timeout=settings.deadline):
-                removed = await asyncio.to_thread(store.recover)
-                if removed:
-                    log.info("recovered", removed=len(removed))
+                await asyncio.to_thread(store.recover)  # logs what it removed
                 return await resolve_and_publish(parts)
     except TimeoutError:
         raise ResolutionFailed(
