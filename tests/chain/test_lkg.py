@@ -15,6 +15,7 @@ from pointercache.errors import StoreLocked
 from pointercache.lkg import NodeLKG
 from pointercache.pointer import Pointer, utcnow
 from tests.chain.cache_worker import PAYLOAD
+from tests.factories import make_pointer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,17 +25,13 @@ def _digest(n: int) -> str:
 
 
 def _pointer(revision: int, digest: str, model: str = "recommender") -> Pointer:
-    return Pointer(
+    return make_pointer(
         model=model,
         version=str(revision),
         uri=f"file:///models/{revision}",
         digest=digest,
-        size_bytes=10,
         revision=revision,
-        signature=None,
-        source="registry",
         source_detail="file:///m.json",
-        resolved_at=utcnow(),
         registry_seen_at=utcnow(),
     )
 

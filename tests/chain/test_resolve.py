@@ -11,10 +11,11 @@ import pytest
 from pointercache.candidate import Candidate, Selector
 from pointercache.errors import NotFound, SourceUnavailable
 from pointercache.lkg import NodeLKG
-from pointercache.pointer import Pointer, utcnow
+from pointercache.pointer import Pointer
 from pointercache.resolve import Chain, Resolution
 from pointercache.sources import SourceOptions
 from pointercache.sources.memory import MemoryRegistry, MemorySource
+from tests.factories import make_pointer
 
 PROD = Selector.parse("alias:production")
 GUARD = 30.0  # an upper bound so a broken timeout fails the test instead of hanging it
@@ -39,17 +40,14 @@ def _source(name: str, *, version: str | None = None, timeout: float = 0.5) -> M
 
 
 def _pointer(version: str, digest: str, revision: int, model: str = "recommender") -> Pointer:
-    return Pointer(
+    return make_pointer(
         model=model,
         version=version,
         uri=f"memory://art/{version}",
         digest=digest,
         size_bytes=3,
         revision=revision,
-        signature=None,
-        source="registry",
         source_detail="memory://primary",
-        resolved_at=utcnow(),
         registry_seen_at="2026-11-01T00:00:00.000Z",
     )
 

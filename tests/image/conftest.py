@@ -33,6 +33,7 @@ import pytest
 from pointercache.pointer import Pointer, utcnow
 from pointercache.store import Store
 from tests.conftest import REPO, VENV_BIN
+from tests.factories import make_pointer
 
 IMAGE_UID = 10001
 PREFIX = "pointercache-image-"
@@ -203,17 +204,13 @@ def publish(root: Path, version: str, data: bytes, *, model: str = "demo") -> Po
     """Install and publish one single-file version in the store at ``root``, as the sidecar does."""
     store = Store(root)
     store.ensure_layout()
-    pointer = Pointer(
+    pointer = make_pointer(
         model=model,
         version=version,
         uri=f"file:///models/{model}/{version}.json",
         digest="sha256:" + hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
         revision=int(version) if version.isdigit() else 0,
-        signature=None,
-        source="registry",
-        source_detail="tests",
-        resolved_at=utcnow(),
         registry_seen_at=utcnow(),
     )
     with store.lock(timeout=10):

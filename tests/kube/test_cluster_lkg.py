@@ -13,21 +13,19 @@ from pointercache.cluster_lkg import ClusterLKG, parse_target, read_mounted
 from pointercache.errors import ConfigError, KubeConflict
 from pointercache.kube import KubeClient, KubeConfig
 from pointercache.pointer import Pointer
+from tests.factories import make_pointer
 
 DIGEST = "sha256:" + "cd" * 32
 
 
 def pointer(revision: int, model: str = "recommender") -> Pointer:
     """A registry pointer whose version equals its revision."""
-    return Pointer(
+    return make_pointer(
         model=model,
         version=str(revision),
         uri=f"s3://models/{model}/{revision}/",
         digest=DIGEST,
-        size_bytes=10,
         revision=revision,
-        signature=None,
-        source="registry",
         source_detail="configmap://ml/registry",
         resolved_at="2026-01-01T00:00:00.000Z",
         registry_seen_at="2026-01-01T00:00:00.000Z",

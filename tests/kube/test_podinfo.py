@@ -8,6 +8,7 @@ import kmock as kmocklib
 
 from pointercache.podinfo import REASON_FLIP_BLOCKED, PodReporter
 from pointercache.pointer import Pointer
+from tests.factories import make_pointer
 from tests.kube.apiserver import status
 from tests.kube.conftest import kmock_url
 
@@ -15,14 +16,11 @@ DIGEST = "sha256:" + "ef" * 32
 
 
 def pointer(version: str = "9", seen: str | None = "2026-01-01T00:00:00.000Z") -> Pointer:
-    return Pointer(
-        model="recommender",
+    return make_pointer(
         version=version,
         uri="s3://models/recommender/9/",
         digest=DIGEST,
-        size_bytes=10,
         revision=4,
-        signature=None,
         source="lkg-node",
         source_detail="registry timed out",
         resolved_at="2026-01-01T00:00:00.000Z",

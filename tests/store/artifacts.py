@@ -6,8 +6,9 @@ import random
 from pathlib import Path
 
 from pointercache.digest import tree_digest
-from pointercache.pointer import Pointer, SourceKind, utcnow
+from pointercache.pointer import Pointer, SourceKind
 from pointercache.store import Store
+from tests import factories
 
 MODEL = "crashy"
 
@@ -23,18 +24,15 @@ def make_pointer(
     detail: str = "test",
 ) -> Pointer:
     """Build a valid pointer for ``version`` with the given digest and size."""
-    return Pointer(
+    return factories.make_pointer(
         model=model,
         version=version,
         uri=f"file:///artifacts/{model}/{version}",
         digest=digest,
         size_bytes=size,
         revision=revision,
-        signature=None,
         source=source,
         source_detail=detail,
-        resolved_at=utcnow(),
-        registry_seen_at=None,
     )
 
 
