@@ -22,7 +22,7 @@ from pointercache.pipeline import Publisher
 from pointercache.pointer import Pointer, utcnow
 from pointercache.reporting import Reporter
 from pointercache.resolve import Resolution
-from pointercache.sources import WatchableSource
+from pointercache.sources import CachingSource, WatchableSource
 from pointercache.telemetry import Telemetry
 from pointercache.wiring import Parts
 
@@ -96,9 +96,8 @@ class Refresher:
         settings = self.settings
         if force:
             for source in self.parts.sources:
-                invalidate = getattr(source, "invalidate", None)
-                if callable(invalidate):
-                    invalidate()
+                if isinstance(source, CachingSource):
+                    source.invalidate()
         if self.state.current is None:
             return await self._bootstrap()
         resolution, attempts = await self.parts.chain.from_registries(

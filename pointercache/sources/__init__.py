@@ -2,7 +2,8 @@
 
 A source is chosen by the scheme of its URI from ``SOURCES`` (dotted paths, so a source's heavy
 imports happen only when it is used). Every source implements ``Source``; those that can push
-changes (a watched file, a ConfigMap watch) also implement ``WatchableSource``.
+changes (a watched file, a ConfigMap watch) also implement ``WatchableSource``, and those that
+keep a copy of their answer implement ``CachingSource`` so a forced refresh can bypass it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ class WatchableSource(Protocol):
 
     def changes(self) -> AsyncIterator[None]:
         """Yield once each time the answer may have changed; the caller re-resolves."""
+        ...
+
+
+@runtime_checkable
+class CachingSource(Protocol):
+    """A source that keeps a copy of its answer (ETag, watched object) between resolutions."""
+
+    def invalidate(self) -> None:
+        """Make the next resolve ask the origin itself (``POST /refresh``)."""
         ...
 
 
