@@ -22,6 +22,7 @@ from typing import Any
 from pointercache import podinfo
 from pointercache.errors import KubeError
 from pointercache.kube import KubeClient, api
+from pointercache.pointer import parse_time
 
 EXIT_OK, EXIT_SKEW = 0, 1
 
@@ -55,22 +56,12 @@ def _ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def row_from_pod(pod: dict[str, Any], now: datetime) -> FleetRow:
     """Build a row from a pod object (JSON dict) at time ``now``."""
     meta = pod.get("metadata") or {}
     notes = meta.get("annotations") or {}
     digest = notes.get(podinfo.DIGEST) or None
-    seen = _parse_time(notes.get(podinfo.SEEN))
+    seen = parse_time(notes.get(podinfo.SEEN))
     staged = tuple(v for v in (notes.get(podinfo.STAGED) or "").split(",") if v)
     return FleetRow(
         pod=str(meta.get("name", "")),

@@ -35,6 +35,20 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_time(text: str | None) -> datetime | None:
+    """Read a timestamp written by ``utcnow`` (or any ISO 8601 one); None if absent or bad.
+
+    A timestamp without a zone is taken as UTC, so ages can always be computed.
+    """
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def check_name(field: str, value: object) -> str:
     """Validate a model name or version that will become a path component."""
     if not isinstance(value, str) or not NAME_RE.match(value) or value in {".", ".."}:

@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from pointercache.errors import PointercacheError
+from pointercache.pointer import parse_time
 from pointercache.refresher import Refresher
 
 REFRESHER = web.AppKey("refresher", Refresher)
@@ -35,11 +36,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _age(ts: str | None) -> float | None:
-    if not ts:
-        return None
-    try:
-        then = datetime.fromisoformat(ts)
-    except ValueError:
+    then = parse_time(ts)
+    if then is None:
         return None
     return round((datetime.now(UTC) - then).total_seconds(), 3)
 
