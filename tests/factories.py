@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pointercache.pointer import Pointer, utcnow
+from pointercache.model.pointer import Pointer, utcnow
 
 
 def make_pointer(**fields: Any) -> Pointer:

@@ -14,8 +14,8 @@ from pointercache.errors import (
     ForbiddenURI,
     TooLarge,
 )
-from pointercache.fetchers import FetchOptions, open_fetcher
-from pointercache.fetchers.http import HttpFetcher
+from pointercache.stage.fetchers import FetchOptions, open_fetcher
+from pointercache.stage.fetchers.http import HttpFetcher
 from tests.fetch.conftest import allow
 from tests.fetch.origin import ETAG, LAST_MODIFIED, SECRET, Origin, start_origin
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pointercache.errors import ArtifactNotFound, FetchUnavailable, ForbiddenURI, TooLarge
-from pointercache.fetchers import FetchOptions, open_fetcher
-from pointercache.fetchers.s3 import S3Fetcher, relpath_of
+from pointercache.stage.fetchers import FetchOptions, open_fetcher
+from pointercache.stage.fetchers.s3 import S3Fetcher, relpath_of
 from tests.fetch.conftest import allow
 from tests.servers import MotoServer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from pointercache import s3
+from pointercache.adapters import s3
 from pointercache.errors import (
     ArtifactNotFound,
     FetchError,

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from pointercache.candidate import Selector
+from pointercache.adapters.kube.client import KubeClient, KubeConfig
 from pointercache.errors import ConfigError, InvalidManifest, NotFound, SourceUnavailable
-from pointercache.kube import KubeClient, KubeConfig
-from pointercache.sources import SourceOptions, open_source
-from pointercache.sources.configmap import ConfigMapSource, parse_uri
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions, open_source
+from pointercache.resolve.sources.configmap import ConfigMapSource, parse_uri
 from tests.kube.apiserver import ConfigMapApi
 from tests.kube.conftest import eventually
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import kmock as kmocklib
 import pytest
 
+from pointercache.adapters.kube.client import Gone, KubeClient, KubeConfig, status_error
 from pointercache.errors import (
     ConfigError,
     KubeConflict,
@@ -17,7 +18,6 @@ from pointercache.errors import (
     KubeUnavailable,
     Transient,
 )
-from pointercache.kube import Gone, KubeClient, KubeConfig, status_error
 from tests.kube.apiserver import status
 from tests.kube.conftest import kmock_url
 

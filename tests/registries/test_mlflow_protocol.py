@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from pointercache.candidate import Selector
+from pointercache.adapters.mlflow import read_signature
 from pointercache.errors import (
     FetchUnavailable,
     ForbiddenURI,
@@ -26,11 +26,11 @@ from pointercache.errors import (
     SourceError,
     SourceUnavailable,
 )
-from pointercache.fetchers import FetchOptions
-from pointercache.fetchers.mlflow import MlflowArtifactFetcher
-from pointercache.sources import SourceOptions
-from pointercache.sources.mlflow import MlflowSource, artifact_credentials
-from pointercache.sources.mlflow_rest import read_signature
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions
+from pointercache.resolve.sources.mlflow import MlflowSource, artifact_credentials
+from pointercache.stage.fetchers import FetchOptions
+from pointercache.stage.fetchers.mlflow import MlflowArtifactFetcher
 
 PROD = Selector.parse("alias:production")
 TOKEN = "sekret-token-8d1f"

@@ -1,7 +1,7 @@
 {{/*
 pointercache.env.common: environment shared by the init container and the sidecar: the
 Downward API (POD_NAME, POD_NAMESPACE, NODE_NAME) and the POINTERCACHE_* settings both roles read
-(names from pointercache/settings.py: --flag-name <-> POINTERCACHE_FLAG_NAME). Root context.
+(names from pointercache/sync/settings.py: --flag-name <-> POINTERCACHE_FLAG_NAME). Root context.
 */}}
 {{- define "pointercache.env.common" -}}
 {{- $v := .Values.pointercache -}}
