@@ -14,12 +14,11 @@ minute).
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from pathlib import Path
 from typing import Any, Literal
 
 from pointercache.adapters.kube.client import KubeClient
+from pointercache.adapters.retry import Backoff, retrying
 from pointercache.base.log import log
 from pointercache.errors import InvalidPointer, KubeConflict, KubeNotFound
 from pointercache.model.pointer import Pointer, check_name
@@ -94,33 +93,34 @@ class ClusterLKG:
         Blocking. Raises ``KubeConflict`` after ``max_attempts`` lost races, other ``KubeError``
         subclasses as they come.
         """
+        backoff = Backoff(attempts=self._max_attempts, initial=0.01, maximum=0.64)
+        try:
+            for attempt in retrying(backoff, retry_on=lambda e: isinstance(e, KubeConflict)):
+                with attempt:
+                    return self._write_once(pointer)
+        except KubeConflict:
+            raise KubeConflict(
+                f"cluster LKG {self.namespace}/{self.name}: gave up after "
+                f"{self._max_attempts} conflicting writes",
+                409,
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover - retrying re-raises
+
+    def _write_once(self, pointer: Pointer) -> Outcome:
+        """Read, decide, write; ``KubeConflict`` when another writer got there first."""
         key = f"{pointer.model}.json"
-        for attempt in range(self._max_attempts):
-            if attempt:
-                time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))  # noqa: S311
-            try:
-                obj = self._client.get_configmap(self.namespace, self.name)
-            except KubeNotFound:
-                try:
-                    self._create(key, pointer)
-                except KubeConflict:
-                    continue  # created by another writer meanwhile: read it and decide again
-                return "created"
-            stored = _stored(obj, pointer.model)
-            if stored is not None and stored.revision > pointer.revision:
-                return "kept-newer"
-            if stored is not None and _same(stored, pointer):
-                return "unchanged"
-            try:
-                self._replace(obj, key, pointer)
-            except KubeConflict:
-                continue
-            return "written"
-        raise KubeConflict(
-            f"cluster LKG {self.namespace}/{self.name}: gave up after "
-            f"{self._max_attempts} conflicting writes",
-            409,
-        )
+        try:
+            obj = self._client.get_configmap(self.namespace, self.name)
+        except KubeNotFound:
+            self._create(key, pointer)  # KubeConflict: created meanwhile; read it again
+            return "created"
+        stored = _stored(obj, pointer.model)
+        if stored is not None and stored.revision > pointer.revision:
+            return "kept-newer"
+        if stored is not None and _same(stored, pointer):
+            return "unchanged"
+        self._replace(obj, key, pointer)
+        return "written"
 
     async def awrite(self, pointer: Pointer) -> Outcome | None:
         """``write`` in a thread for the refresh loop: failures are logged, never raised."""

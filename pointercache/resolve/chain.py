@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text
 from pointercache.errors import InvalidPointer
 from pointercache.model.candidate import Candidate, Selector
-from pointercache.model.pointer import Pointer, SourceKind, utcnow
+from pointercache.model.pointer import Pointer, SourceKind
 from pointercache.resolve.sources import Source, SourceOptions
 
 if TYPE_CHECKING:

@@ -16,9 +16,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.errors import PointercacheError, SignatureMismatch
-from pointercache.model.pointer import Pointer, utcnow
+from pointercache.model.pointer import Pointer
 from pointercache.resolve.chain import Resolution
 from pointercache.resolve.sources import CachingSource, WatchableSource
 from pointercache.service.reporting import Reporter

@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from pointercache.base.clock import parse_time
 from pointercache.errors import PointercacheError
-from pointercache.model.pointer import parse_time
 from pointercache.service.refresher import Refresher
 
 REFRESHER = web.AppKey("refresher", Refresher)

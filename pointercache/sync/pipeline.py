@@ -13,10 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
 from pointercache.errors import SignatureMismatch
-from pointercache.model.pointer import Pointer, utcnow
+from pointercache.model.pointer import Pointer
 from pointercache.resolve.chain import Resolution
 from pointercache.stage.fetchers import FetchOptions
 from pointercache.stage.prestage import prestage

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pointercache.adapters.http import Credentials
 from pointercache.errors import ConfigError, PointercacheError
 from pointercache.model.candidate import Candidate
 from pointercache.model.pointer import check_digest
@@ -61,7 +62,7 @@ def fetch_options(settings: Settings, sources: SourceOptions) -> FetchOptions:
     """Fetch options: the ``--allow`` list, the size limit, MLflow artifact credentials."""
     from pointercache.stage.allow import AllowList
 
-    mlflow_auth: dict[str, tuple[Path | None, Path | None]] = {}
+    mlflow_auth: dict[str, Credentials] = {}
     if any(uri.lower().startswith("mlflow+") for uri in settings.registry):
         from pointercache.resolve.sources.mlflow import artifact_credentials
 
@@ -88,9 +89,11 @@ def build(settings: Settings, *, kube: KubeConfig | None = None) -> Parts:
     _read_secret(settings.registry_basic_auth_file, "--registry-basic-auth-file")
     source_options = SourceOptions(
         timeout=settings.registry_timeout,
-        token_file=settings.registry_token_file,
-        basic_auth_file=settings.registry_basic_auth_file,
-        extra=kube.to_extra() if kube is not None else {},
+        credentials=Credentials(
+            token_file=settings.registry_token_file,
+            basic_auth_file=settings.registry_basic_auth_file,
+        ),
+        kube=kube,
     )
     sources = tuple(open_source(uri, source_options) for uri in settings.registry)
     lkg = (

@@ -10,9 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pointercache.base.clock import utcnow
 from pointercache.errors import StoreLocked
 from pointercache.model.digest import tree_digest
-from pointercache.model.pointer import Pointer, utcnow
+from pointercache.model.pointer import Pointer
 from pointercache.volume.lkg import NodeLKG
 from tests.chain.cache_worker import PAYLOAD
 from tests.factories import make_pointer

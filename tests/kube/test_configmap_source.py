@@ -171,9 +171,7 @@ async def test_api_down_is_source_unavailable():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    options = SourceOptions(
-        timeout=2.0, extra=KubeConfig(host=f"http://127.0.0.1:{port}").to_extra()
-    )
+    options = SourceOptions(timeout=2.0, kube=KubeConfig(host=f"http://127.0.0.1:{port}"))
     source = open_source("configmap://ml/registry", options)
     try:
         with pytest.raises(SourceUnavailable):

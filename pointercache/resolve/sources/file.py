@@ -52,7 +52,7 @@ class FileManifestSource:
         self.options = options or SourceOptions()
         self.path = path_from_uri(uri)
         self.name = redact_uri(uri)
-        self.resync = float(self.options.extra.get("resync", "30"))
+        self.resync = self.options.file_resync
 
     def _read(self) -> bytes:
         try:
