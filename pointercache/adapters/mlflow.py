@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pointercache.adapters.http import Credentials, client_timeout, read_limited, status_error
+from pointercache.adapters.http import (
+    Credentials,
+    client_session,
+    client_timeout,
+    read_limited,
+    status_error,
+)
 from pointercache.errors import (
     InvalidManifest,
     NotFound,
@@ -88,9 +94,7 @@ class MlflowRest:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            import aiohttp
-
-            self._session = aiohttp.ClientSession(timeout=client_timeout(self.timeout))
+            self._session = client_session(client_timeout(self.timeout))
         return self._session
 
     async def get(
@@ -120,6 +124,30 @@ class MlflowRest:
         """Call a registry endpoint; a JSON object, or a ``SourceError`` mapped by error code."""
         limit = self.max_answer_bytes
         body = await self.get(f"{API}/{endpoint}", params, max_bytes=limit, invalid=invalid)
+        return self._object(endpoint, body)
+
+    async def post(
+        self,
+        endpoint: str,
+        payload: dict[str, Any],
+        *,
+        invalid: type[SourceError] = InvalidManifest,
+    ) -> dict[str, Any]:
+        """POST JSON to a registry endpoint (MLflow REST API 2.0); the answer's JSON object.
+
+        No redirects are followed; errors are mapped by ``error_code`` like ``call``.
+        """
+        headers = self.credentials.headers()
+        url = f"{self.base}{API}/{endpoint}"
+        async with self._client().post(
+            url, json=payload, headers=headers, allow_redirects=False
+        ) as response:
+            body = await read_limited(response, self.max_answer_bytes, self.name, InvalidManifest)
+            if response.status != 200:  # noqa: PLR2004
+                raise api_error(response.status, body, f"{self.name} {endpoint}", invalid=invalid)
+        return self._object(endpoint, body)
+
+    def _object(self, endpoint: str, body: bytes | None) -> dict[str, Any]:
         try:
             parsed = orjson.loads(body or b"")
         except orjson.JSONDecodeError as exc:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pointercache.adapters.http import Credentials
 from pointercache.adapters.retry import Backoff
 from pointercache.errors import ConfigError, ForbiddenURI
+from pointercache.stage.allow import AllowAll, AllowPolicy
 
 FETCHERS: dict[str, str] = {
     "file": "pointercache.stage.fetchers.file:FileFetcher",
@@ -33,23 +34,6 @@ FETCHERS: dict[str, str] = {
 
 Progress = Callable[[int, int | None], None]
 """Called with (bytes done, bytes total or None) as a transfer advances."""
-
-
-class AllowPolicy(Protocol):
-    """Decides whether a URI may be fetched (see ``pointercache.stage.allow``)."""
-
-    def check(self, uri: str) -> None:
-        """Raise ``ForbiddenURI`` unless ``uri`` is allowed."""
-        ...
-
-
-class AllowAll:
-    """The policy for trusted, operator-given URIs (pinned) and tests of upper layers."""
-
-    def check(self, uri: str) -> None:
-        """Allow everything but an empty URI."""
-        if not uri:
-            raise ForbiddenURI("empty artifact URI")
 
 
 @dataclass(frozen=True, slots=True)
