@@ -14,12 +14,13 @@ import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pointercache.errors import PointercacheError, SignatureMismatch
 from pointercache.log import log
 from pointercache.pipeline import Publisher
-from pointercache.pointer import Pointer, utcnow
+from pointercache.pointer import Pointer, parse_time, utcnow
 from pointercache.reporting import Reporter
 from pointercache.resolve import Resolution
 from pointercache.sources import CachingSource, WatchableSource
@@ -35,7 +36,8 @@ class RefreshState:
 
     current: Pointer | None = None
     last_contact: str | None = None
-    last_contact_monotonic: float | None = None
+    confirmed_monotonic: float | None = None
+    """When a registry last named the served version (in this process); see ``staleness``."""
     last_error: str | None = None
     last_refresh: str | None = None
     fallback_reason: str | None = None
@@ -48,6 +50,26 @@ class RefreshState:
         entry = {"ts": utcnow(), "event": event, **fields}
         self.history.appendleft(entry)
         log.info(event, **fields)
+
+    def confirm_served(self) -> None:
+        """A registry has just named the version being served."""
+        self.confirmed_monotonic = time.monotonic()
+
+    def staleness(self) -> float | None:
+        """Seconds since a registry last confirmed the served version; None if never known.
+
+        An answer that is refused (an older revision, a blocked or failed flip) or names another
+        version is contact, not confirmation. Before this process saw a confirmation, the
+        served pointer's ``registry_seen_at`` (written by the init container or an LKG) counts.
+        """
+        if self.current is None:
+            return None
+        if self.confirmed_monotonic is not None:
+            return time.monotonic() - self.confirmed_monotonic
+        seen = parse_time(self.current.registry_seen_at)
+        if seen is None:
+            return None
+        return max(0.0, (datetime.now(UTC) - seen).total_seconds())
 
 
 class Refresher:
@@ -110,7 +132,6 @@ class Refresher:
             self.state.last_error = summary
             return "unavailable"
         self.state.last_contact = utcnow()
-        self.state.last_contact_monotonic = time.monotonic()
         self.state.last_error = None
         outcome = await self._apply(resolution, reason)
         if settings.prefetch_selector:
@@ -125,6 +146,7 @@ class Refresher:
             if confirmed is not current:
                 await self._report("confirmed", confirmed, f"registry confirms {cand.version}")
             self.state.current = confirmed
+            self.state.confirm_served()
             self.state.fallback_reason = None
             self.state.blocked = None
             return "unchanged"
@@ -163,6 +185,7 @@ class Refresher:
             self.state.record("flip-failed", version=cand.version, error=exc)
             return "failed"
         self.state.current = adopted.pointer
+        self.state.confirm_served()
         self.state.fallback_reason = None
         self.state.blocked = None
         event = (
@@ -194,7 +217,7 @@ class Refresher:
         self.state.current = pointer
         if pointer.source == "registry":
             self.state.last_contact = utcnow()
-            self.state.last_contact_monotonic = time.monotonic()
+            self.state.confirm_served()
         else:
             self.state.fallback_reason = pointer.source_detail
             self.telemetry.fallback(pointer.source)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ import orjson
 from aiohttp import web
 
 from pointercache.errors import PointercacheError
-from pointercache.pointer import parse_time
 from pointercache.refresher import Refresher
 
 REFRESHER = web.AppKey("refresher", Refresher)
@@ -35,11 +33,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-def _age(ts: str | None) -> float | None:
-    then = parse_time(ts)
-    if then is None:
-        return None
-    return round((datetime.now(UTC) - then).total_seconds(), 3)
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def status_document(refresher: Refresher) -> dict[str, Any]:
@@ -67,13 +62,12 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
             lkg_node = lkg_pointer.to_dict() if lkg_pointer else None
         except (OSError, PointercacheError) as exc:
             lkg_node = {"error": str(exc)}
-    seen = current.registry_seen_at if current else None
     return {
         "model": parts.settings.model,
         "selector": parts.settings.selector,
         "ready": current is not None,
         "current": current.to_dict() if current else None,
-        "staleness_seconds": _age(state.last_contact or seen),
+        "staleness_seconds": _seconds(state.staleness()),
         "fallback_reason": state.fallback_reason,
         "blocked": state.blocked,
         "prefetched": state.prefetched.to_dict() if state.prefetched else None,

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -42,8 +43,9 @@ async def serve(settings: Settings, kube: KubeConfig) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     from sidecar import telemetry as sdk
 
-    parts = build(settings, kube=kube)
     instruments, render, provider = sdk.setup(settings.model)
+    parts = build(settings, kube=kube)
+    parts = replace(parts, fetch=replace(parts.fetch, downloaded=instruments.downloaded))
     reporter = KubeReporter.from_settings(settings, kube)
     refresher = Refresher(parts, instruments, reporter=reporter)
     store = parts.store

@@ -31,6 +31,9 @@ FETCHERS: dict[str, str] = {
 Progress = Callable[[int, int | None], None]
 """Called with (bytes done, bytes total or None) as a transfer advances."""
 
+Downloaded = Callable[[int, float], None]
+"""Called with (bytes, seconds) when a download from the origin has finished."""
+
 
 class AllowPolicy(Protocol):
     """Decides whether a URI may be fetched (see ``pointercache.allow``)."""
@@ -65,6 +68,8 @@ class FetchOptions:
     """Attempts per part (S3) or resume attempts (HTTP) before giving up."""
     progress: Progress | None = None
     """Progress callback; the stage layer turns it into a log line every 10 s."""
+    downloaded: Downloaded | None = None
+    """Called by the stage layer after each finished download (the sidecar's metrics)."""
     mlflow_auth: dict[str, tuple[Path | None, Path | None]] = field(default_factory=dict)
     """MLflow tracking server netloc (host:port) → (bearer token file, ``user:password`` file):
     the ``mlflow-artifacts`` fetcher sends these credentials to that netloc only (see
