@@ -79,7 +79,7 @@ demo: venv ## run the embedded end-to-end scenario (no cluster, no cloud)
 	$(BIN)/pointercache demo
 
 test: venv tools ## run the whole test suite
-	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -n 2
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -n 2 --dist loadgroup
 
 test-fast: venv ## tests without the slow crash and server tests
 	$(BIN)/pytest -q -m "not slow"
