@@ -84,10 +84,11 @@ test: venv tools ## run the whole test suite
 test-fast: venv ## tests without the slow crash and server tests
 	$(BIN)/pytest -q -m "not slow"
 
-lint: venv ## ruff, mypy --strict and the import contracts
+lint: venv ## ruff, mypy --strict (core and the dashboard generator) and the import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy deploy/grafana/dashboard.py
 	$(BIN)/lint-imports
 
 bench: venv ## run the benchmarks (prints numbers and ratios)
