@@ -79,8 +79,8 @@ def child_main() -> None:
 
     ``fetch_s`` excludes interpreter start-up and imports (aiohttp, boto3), not the fetch.
     """
-    from pointercache.digest import tree_digest
-    from pointercache.fetchers import FetchOptions, open_fetcher
+    from pointercache.model.digest import tree_digest
+    from pointercache.stage.fetchers import FetchOptions, open_fetcher
 
     uri, dest, expected = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     fetcher = open_fetcher(uri, FetchOptions())  # imports the fetcher module
@@ -95,7 +95,7 @@ def child_main() -> None:
 
     start = time.perf_counter()
     digest = asyncio.run(run())
-    if "--tree-digest" in sys.argv:  # what pointercache.stage does after every fetch
+    if "--tree-digest" in sys.argv:  # what pointercache.stage.prestage does after every fetch
         digest = tree_digest(dest)[0].removeprefix("sha256:")
     seconds = time.perf_counter() - start
     if digest != expected:

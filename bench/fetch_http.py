@@ -6,7 +6,7 @@ on 127.0.0.1 with a config in ``bench/out/nginx``. Each tool downloads the file 
 sha256 computed while writing, compared with the expected one) and reports the peak RSS of the
 fetching process (``ru_maxrss``; goal ≤ 128 MiB). For reference the table also shows
 ``curl`` followed by ``sha256sum`` and our fetch followed by the re-read ``tree_digest`` that
-``pointercache.stage`` does today. Goal: curl / ours ≥ 0.8.
+``pointercache.stage.prestage`` does today. Goal: curl / ours ≥ 0.8.
 
 Run: ``.venv/bin/python -m bench.fetch_http [--size-mib 1024] [--runs 3]``
 """

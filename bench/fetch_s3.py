@@ -3,7 +3,8 @@
 A 512 MiB random object is uploaded to a local moto server; each tool downloads it ``--runs``
 times (interleaved, median wall time of the whole process). Our side includes the digest check
 (the sha256 computed while fetching, compared with the expected one); a second row adds the
-re-read ``tree_digest`` that ``pointercache.stage`` does today. The AWS CLI (PyPI ``awscli``) is
+re-read ``tree_digest`` that ``pointercache.stage.prestage`` does today. The AWS CLI
+(PyPI ``awscli``) is
 installed into ``bench/out/awscli`` on first use, never into the project's environment.
 
 Note on moto: its server answers a ranged GET by slicing the whole object in memory, so each

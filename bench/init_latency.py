@@ -23,8 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pointercache.fsutil import atomic_write_bytes
-from pointercache.manifest import local_document
+from pointercache.model.manifest import local_document
+from pointercache.volume.fsutil import atomic_write_bytes
 
 MODEL = "recommender"
 

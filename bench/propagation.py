@@ -40,11 +40,11 @@ import kmock
 from aiohttp import web
 
 from bench import PYTHON, REPO, print_table
-from pointercache.candidate import Selector
-from pointercache.digest import tree_digest
 from pointercache.errors import SourceError
-from pointercache.sources import SourceOptions
-from pointercache.sources.http import HttpManifestSource
+from pointercache.model.candidate import Selector
+from pointercache.model.digest import tree_digest
+from pointercache.resolve.sources import SourceOptions
+from pointercache.resolve.sources.http import HttpManifestSource
 from tests.kube.apiserver import ConfigMapApi
 
 MODEL = "recommender"

@@ -22,9 +22,9 @@ import orjson
 from aiohttp import web
 
 from bench import print_table
-from pointercache.candidate import Selector
-from pointercache.sources import SourceOptions
-from pointercache.sources.http import HttpManifestSource
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions
+from pointercache.resolve.sources.http import HttpManifestSource
 
 
 @dataclass

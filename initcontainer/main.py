@@ -13,12 +13,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pointercache import initflow
+from pointercache.adapters.kube.client import KubeConfig
+from pointercache.base.log import log
 from pointercache.errors import ConfigError, PointercacheError
-from pointercache.kube import KubeConfig
-from pointercache.log import log
-from pointercache.settings import INIT, add_arguments, from_namespace
-from pointercache.wiring import build
+from pointercache.sync import bootstrap as initflow
+from pointercache.sync.settings import INIT, add_arguments, from_namespace
+from pointercache.sync.wiring import build
 
 DESCRIPTION = """\
 Resolve which model version to serve (registries in order, then the node's last-known-good,
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def _fail(code: int, reason: str, termination_log: Path) -> int:
-    from pointercache.redact import redact_text
+    from pointercache.base.redact import redact_text
 
     line = redact_text(" ".join(reason.split()))
     log.error("init-failed", reason=line, exit_code=code)

@@ -19,7 +19,7 @@
     ├── StoreError ......................... the shared volume could not be changed safely
     │   ├── StoreLocked .................... another writer holds the volume
     │   └── InvalidPointer ................. a pointer.json that does not validate
-    ├── KubeError .......................... a Kubernetes API call failed (pointercache.kube)
+    ├── KubeError .......................... a Kubernetes API call failed (adapters.kube)
     │   ├── KubeUnavailable (Transient) .... timeout, refused, 5xx, 429
     │   ├── KubeNotFound ................... 404: no such object
     │   ├── KubeConflict ................... 409: changed or created meanwhile; re-read, retry

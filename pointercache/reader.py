@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pointercache.pointer import Pointer
+from pointercache.model.pointer import Pointer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pointercache.digest import tree_digest
-from pointercache.fsutil import atomic_write_bytes
-from pointercache.manifest import local_document
-from pointercache.pointer import Pointer
+from pointercache.model.digest import tree_digest
+from pointercache.model.manifest import local_document
+from pointercache.model.pointer import Pointer
+from pointercache.volume.fsutil import atomic_write_bytes
 from pointercache_cli.tools import render_status
 
 MODEL = "recommender"

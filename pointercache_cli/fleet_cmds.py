@@ -16,7 +16,7 @@ import orjson
 from pointercache.errors import ConfigError, PointercacheError
 
 if TYPE_CHECKING:
-    from pointercache.kube import KubeClient
+    from pointercache.adapters.kube.client import KubeClient
 
 FLEET_HELP = """\
 Show the pods of a workload with the model version, digest, source, staged versions and
@@ -38,14 +38,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _kube() -> KubeClient:
-    from pointercache.kube import KubeConfig, api
+    from pointercache.adapters.kube.client import KubeConfig, api
 
     return api(KubeConfig.from_environ(os.environ))
 
 
 def fleet(argv: Sequence[str]) -> int:
     """Print the fleet table; exit 1 when skew exceeds ``--max-skew``."""
-    from pointercache import fleet as core
+    from pointercache.fleet import view as core
 
     parser = argparse.ArgumentParser(
         prog="pointercache fleet", description=FLEET_HELP, allow_abbrev=False
@@ -103,7 +103,7 @@ def promote(argv: Sequence[str]) -> int:
     parser.add_argument("--no-wait", action="store_true", help="move the alias without waiting")
     args = parser.parse_args(argv)
     if not args.no_wait:
-        from pointercache.fleet import wait_staged
+        from pointercache.fleet.view import wait_staged
 
         try:
             report = wait_staged(
@@ -122,10 +122,13 @@ def promote(argv: Sequence[str]) -> int:
             return 1
     if not args.registry:
         return 0
-    from pointercache.promote import move_alias
-    from pointercache.sources import SourceOptions
+    from pointercache.adapters.http import Credentials
+    from pointercache.fleet.promote import move_alias
+    from pointercache.resolve.sources import SourceOptions
 
-    options = SourceOptions(timeout=10.0, token_file=args.registry_token_file)
+    options = SourceOptions(
+        timeout=10.0, credentials=Credentials(token_file=args.registry_token_file)
+    )
     try:
         revision = asyncio.run(
             move_alias(args.registry, args.model, args.alias, args.version, options)

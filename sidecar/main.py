@@ -16,14 +16,14 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from pointercache.adapters.kube.client import KubeConfig
+from pointercache.base.log import log
 from pointercache.errors import ConfigError, PointercacheError
-from pointercache.kube import KubeConfig
-from pointercache.log import log
-from pointercache.refresher import Refresher
-from pointercache.reporting import KubeReporter
-from pointercache.server import make_app
-from pointercache.settings import SIDECAR, Settings, add_arguments, from_namespace
-from pointercache.wiring import build
+from pointercache.service.refresher import Refresher
+from pointercache.service.reporting import KubeReporter
+from pointercache.service.server import make_app
+from pointercache.sync.settings import SIDECAR, Settings, add_arguments, from_namespace
+from pointercache.sync.wiring import build
 
 DESCRIPTION = """\
 Watch the registries, prestage and verify each new version, flip the shared volume's `current`

@@ -9,7 +9,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from pointercache.telemetry import Telemetry
+from pointercache.service.telemetry import Telemetry
 
 
 def setup(model: str) -> tuple[Telemetry, Callable[[], tuple[bytes, str]], MeterProvider]:

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from pointercache.settings import SIDECAR, Settings, env_name
+from pointercache.sync.settings import SIDECAR, Settings, env_name
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()

@@ -18,9 +18,12 @@ from tests.conftest import REPO
 
 PACKAGES = ("pointercache", "initcontainer", "sidecar", "pointercache_cli")
 ONLY_IN = {
-    "boto3": {"pointercache/s3.py"},
-    "botocore": {"pointercache/s3.py"},
-    "kubernetes": {"pointercache/kube.py", "pointercache/kube_errors.py"},
+    "boto3": {"pointercache/adapters/s3.py"},
+    "botocore": {"pointercache/adapters/s3.py"},
+    "kubernetes": {
+        "pointercache/adapters/kube/client.py",
+        "pointercache/adapters/kube/errors.py",
+    },
     "opentelemetry.sdk": {"sidecar/telemetry.py"},
     "opentelemetry.exporter": {"sidecar/telemetry.py"},
     "prometheus_client": {"sidecar/telemetry.py"},

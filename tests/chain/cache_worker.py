@@ -13,10 +13,10 @@ from pathlib import Path
 
 import orjson
 
-from pointercache.candidate import Candidate
-from pointercache.fetchers import FetchOptions, FetchResult
-from pointercache.lkg import NodeLKG
-from pointercache.stage import prestage
+from pointercache.model.candidate import Candidate
+from pointercache.stage.fetchers import FetchOptions, FetchResult
+from pointercache.stage.prestage import prestage
+from pointercache.volume.lkg import NodeLKG
 
 PAYLOAD = {"MLmodel": b"flavors: {}\n", "data/weights.bin": b"\x07" * 4096}
 

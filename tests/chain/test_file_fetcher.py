@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pointercache.errors import ArtifactNotFound, ForbiddenURI, TooLarge
-from pointercache.fetchers import FetchOptions, open_fetcher
-from pointercache.fetchers.file import FileFetcher
-from pointercache.fetchers.memory import MemoryFetcher
+from pointercache.stage.fetchers import FetchOptions, open_fetcher
+from pointercache.stage.fetchers.file import FileFetcher
+from pointercache.stage.fetchers.memory import MemoryFetcher
 
 
 class PrefixPolicy:

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from pointercache.candidate import Selector
 from pointercache.errors import ConfigError, InvalidManifest, SourceUnavailable
-from pointercache.sources import SourceOptions, WatchableSource, open_source
-from pointercache.sources.file import FileManifestSource
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions, WatchableSource, open_source
+from pointercache.resolve.sources.file import FileManifestSource
 
 WAIT = 30.0  # generous upper bound for an inotify event to arrive; never a timing assertion
 PROD = Selector.parse("alias:production")

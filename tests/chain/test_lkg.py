@@ -10,10 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pointercache.digest import tree_digest
+from pointercache.base.clock import utcnow
 from pointercache.errors import StoreLocked
-from pointercache.lkg import NodeLKG
-from pointercache.pointer import Pointer, utcnow
+from pointercache.model.digest import tree_digest
+from pointercache.model.pointer import Pointer
+from pointercache.volume.lkg import NodeLKG
 from tests.chain.cache_worker import PAYLOAD
 from tests.factories import make_pointer
 

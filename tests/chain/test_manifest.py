@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pointercache import manifest
-from pointercache.candidate import Selector
 from pointercache.errors import InvalidManifest, NotFound
+from pointercache.model import manifest
+from pointercache.model.candidate import Selector
 
 DIGEST = "sha256:" + "ab" * 32
 GOOD: dict[str, Any] = {

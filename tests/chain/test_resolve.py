@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from pointercache.candidate import Candidate, Selector
 from pointercache.errors import NotFound, SourceUnavailable
-from pointercache.lkg import NodeLKG
-from pointercache.pointer import Pointer
-from pointercache.resolve import Chain, Resolution
-from pointercache.sources import SourceOptions
-from pointercache.sources.memory import MemoryRegistry, MemorySource
+from pointercache.model.candidate import Candidate, Selector
+from pointercache.model.pointer import Pointer
+from pointercache.resolve.chain import Chain, Resolution
+from pointercache.resolve.sources import SourceOptions
+from pointercache.resolve.sources.memory import MemoryRegistry, MemorySource
+from pointercache.volume.lkg import NodeLKG
 from tests.factories import make_pointer
 
 PROD = Selector.parse("alias:production")

@@ -9,13 +9,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pointercache.candidate import Candidate
-from pointercache.digest import tree_digest
 from pointercache.errors import ArtifactNotFound, ForbiddenURI, IntegrityError
-from pointercache.fetchers import FetchOptions, memory
-from pointercache.fetchers.memory import MemoryFetcher
-from pointercache.lkg import NodeLKG
-from pointercache.stage import prestage
+from pointercache.model.candidate import Candidate
+from pointercache.model.digest import tree_digest
+from pointercache.stage.fetchers import FetchOptions, memory
+from pointercache.stage.fetchers.memory import MemoryFetcher
+from pointercache.stage.prestage import prestage
+from pointercache.volume.lkg import NodeLKG
 
 TREE = {"MLmodel": b"flavors: {}\n", "data/model.pkl": b"\x80\x04" * 512}
 

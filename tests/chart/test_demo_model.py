@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from pointercache.manifest import parse
+from pointercache.model.manifest import parse
 from tests.chart.conftest import EXAMPLE, render
 from tests.conftest import VENV_BIN
 

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from pointercache.settings import INIT, SIDECAR, Settings, add_arguments, env_name, from_namespace
+from pointercache.sync.settings import (
+    INIT,
+    SIDECAR,
+    Settings,
+    add_arguments,
+    env_name,
+    from_namespace,
+)
 from tests.chart.conftest import (
     CONSUMER,
     EXAMPLE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pointercache.settings import INIT, SIDECAR, Settings, env_name
+from pointercache.sync.settings import INIT, SIDECAR, Settings, env_name
 from tests.chart.conftest import EXAMPLE, VALUES_FILES, render
 
 NOT_IN_CHART = {

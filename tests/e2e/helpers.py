@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pointercache.fsutil import atomic_write_bytes
-from pointercache.manifest import local_document
+from pointercache.model.manifest import local_document
+from pointercache.volume.fsutil import atomic_write_bytes
 
 MODEL = "recommender"
 

@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from pointercache.digest import tree_digest
-from pointercache.pointer import Pointer
+from pointercache.model.digest import tree_digest
+from pointercache.model.pointer import Pointer
 
 
 def check_once(root: Path, seen: bool) -> tuple[bool, str | None]:

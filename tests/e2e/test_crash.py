@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pointercache.digest import tree_digest
-from pointercache.pointer import Pointer
+from pointercache.model.digest import tree_digest
+from pointercache.model.pointer import Pointer
 from tests.e2e.conftest import World
 from tests.e2e.helpers import Sidecar, make_artifact, run_init, wait_until
 from tests.e2e.reader_check import check_once

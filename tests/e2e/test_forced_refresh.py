@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 
-from pointercache.manifest import local_document
+from pointercache.model.manifest import local_document
 from tests.e2e.conftest import World
 from tests.e2e.helpers import MODEL, Sidecar, wait_until
 from tests.registries.test_http_manifest import ManifestServer, manifest_server  # noqa: F401

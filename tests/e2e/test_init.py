@@ -7,8 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-from pointercache.digest import tree_digest
-from pointercache.pointer import Pointer
+from pointercache.model.digest import tree_digest
+from pointercache.model.pointer import Pointer
 from tests.e2e.conftest import World
 from tests.e2e.helpers import run_init
 

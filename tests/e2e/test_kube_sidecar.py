@@ -17,7 +17,7 @@ from typing import Any
 import kmock
 import pytest
 
-from pointercache.digest import tree_digest
+from pointercache.model.digest import tree_digest
 from tests.e2e.conftest import World
 from tests.e2e.helpers import MODEL, Sidecar, wait_until
 from tests.kube.apiserver import ConfigMapApi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from pointercache.pointer import Pointer
+from pointercache.model.pointer import Pointer
 from tests.e2e.helpers import Sidecar, run_init, wait_until
 from tests.mlflow_server import MlflowServer
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
-from pointercache.candidate import Selector
-from pointercache.sources import SourceOptions
-from pointercache.sources.mlflow import MlflowSource
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions
+from pointercache.resolve.sources.mlflow import MlflowSource
 from tests.e2e.helpers import cli
 from tests.mlflow_server import MlflowServer
 

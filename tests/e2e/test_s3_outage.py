@@ -8,8 +8,8 @@ import signal
 import threading
 from pathlib import Path
 
-from pointercache.fsutil import atomic_write_bytes
-from pointercache.pointer import Pointer
+from pointercache.model.pointer import Pointer
+from pointercache.volume.fsutil import atomic_write_bytes
 from tests.e2e.conftest import World
 from tests.e2e.helpers import MODEL, Sidecar, run_init, wait_until
 from tests.servers import MotoServer

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pointercache.pointer import Pointer
+from pointercache.model.pointer import Pointer
 from tests.e2e.conftest import World
 from tests.e2e.helpers import Sidecar, run_init, wait_until
 

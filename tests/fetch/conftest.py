@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pointercache.allow import AllowList
+from pointercache.stage.allow import AllowList
 from tests.servers import moto_env, moto_server, private_moto
 
 __all__ = ["allow", "moto_env", "moto_server", "private_moto"]

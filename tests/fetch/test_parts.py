@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pointercache.errors import ArtifactNotFound
-from pointercache.fetchers.parts import OrderedHasher, Transfer, run_jobs, split
+from pointercache.stage.fetchers.parts import OrderedHasher, Transfer, run_jobs, split
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pointercache.progress import ProgressReporter
+from pointercache.stage.progress import ProgressReporter
 
 
 class FakeClock:

@@ -30,8 +30,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pointercache.pointer import Pointer, utcnow
-from pointercache.store import Store
+from pointercache.base.clock import utcnow
+from pointercache.model.pointer import Pointer
+from pointercache.volume.store import Store
 from tests.conftest import REPO, VENV_BIN
 from tests.factories import make_pointer
 

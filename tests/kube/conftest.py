@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import kmock
 import pytest
 
-from pointercache.kube import KubeClient, KubeConfig
+from pointercache.adapters.kube.client import KubeClient, KubeConfig
 from tests.kube.apiserver import ConfigMapApi
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pointercache.cluster_lkg import ClusterLKG, parse_target, read_mounted
+from pointercache.adapters.kube.client import KubeClient, KubeConfig
+from pointercache.cluster.lkg import ClusterLKG, parse_target, read_mounted
 from pointercache.errors import ConfigError, KubeConflict
-from pointercache.kube import KubeClient, KubeConfig
-from pointercache.pointer import Pointer
+from pointercache.model.pointer import Pointer
 from tests.factories import make_pointer
 
 DIGEST = "sha256:" + "cd" * 32

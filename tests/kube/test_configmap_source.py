@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from pointercache.candidate import Selector
+from pointercache.adapters.kube.client import KubeClient, KubeConfig
 from pointercache.errors import ConfigError, InvalidManifest, NotFound, SourceUnavailable
-from pointercache.kube import KubeClient, KubeConfig
-from pointercache.sources import SourceOptions, open_source
-from pointercache.sources.configmap import ConfigMapSource, parse_uri
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions, open_source
+from pointercache.resolve.sources.configmap import ConfigMapSource, parse_uri
 from tests.kube.apiserver import ConfigMapApi
 from tests.kube.conftest import eventually
 
@@ -171,9 +171,7 @@ async def test_api_down_is_source_unavailable():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    options = SourceOptions(
-        timeout=2.0, extra=KubeConfig(host=f"http://127.0.0.1:{port}").to_extra()
-    )
+    options = SourceOptions(timeout=2.0, kube=KubeConfig(host=f"http://127.0.0.1:{port}"))
     source = open_source("configmap://ml/registry", options)
     try:
         with pytest.raises(SourceUnavailable):

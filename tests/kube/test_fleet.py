@@ -5,8 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from pointercache import fleet
-from pointercache.fleet import FleetRow, collect, render_table, skew, skew_exit_code, wait_staged
+from pointercache.fleet import view as fleet
+from pointercache.fleet.view import (
+    FleetRow,
+    collect,
+    render_table,
+    skew,
+    skew_exit_code,
+    wait_staged,
+)
 from tests.kube.conftest import eventually, kmock_url
 
 NOW = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)

@@ -8,6 +8,7 @@ from pathlib import Path
 import kmock as kmocklib
 import pytest
 
+from pointercache.adapters.kube.client import Gone, KubeClient, KubeConfig, status_error
 from pointercache.errors import (
     ConfigError,
     KubeConflict,
@@ -17,7 +18,6 @@ from pointercache.errors import (
     KubeUnavailable,
     Transient,
 )
-from pointercache.kube import Gone, KubeClient, KubeConfig, status_error
 from tests.kube.apiserver import status
 from tests.kube.conftest import kmock_url
 
@@ -64,21 +64,6 @@ def test_environ_decides_in_cluster():
     """KUBERNETES_SERVICE_HOST in the passed environment means in-cluster configuration."""
     assert KubeConfig.from_environ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).in_cluster
     assert not KubeConfig.from_environ({}).in_cluster
-
-
-def test_extra_round_trip(tmp_path):
-    """KubeConfig survives the trip through SourceOptions.extra."""
-    config = KubeConfig(
-        kubeconfig=tmp_path / "k",
-        context="dev",
-        host=None,
-        request_timeout=3.0,
-        connect_timeout=1.0,
-    )
-    assert KubeConfig.from_extra(config.to_extra()) == config
-    assert KubeConfig.from_extra({}) == KubeConfig()
-    with pytest.raises(ConfigError):
-        KubeConfig.from_extra({"kube.request_timeout": "soon"})
 
 
 def test_in_cluster_outside_a_cluster_is_a_config_error():

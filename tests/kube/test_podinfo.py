@@ -6,8 +6,8 @@ from datetime import datetime
 
 import kmock as kmocklib
 
-from pointercache.podinfo import REASON_FLIP_BLOCKED, PodReporter
-from pointercache.pointer import Pointer
+from pointercache.cluster.pods import REASON_FLIP_BLOCKED, PodReporter
+from pointercache.model.pointer import Pointer
 from tests.factories import make_pointer
 from tests.kube.apiserver import status
 from tests.kube.conftest import kmock_url

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from pointercache.log import log
+from pointercache.base.log import log
 from tests.mlflow_server import mlflow, mlflow_outage, mlflow_server  # noqa: F401
 from tests.servers import moto_env, moto_server, private_moto  # noqa: F401
 

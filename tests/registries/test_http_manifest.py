@@ -11,10 +11,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from pointercache.candidate import Selector
 from pointercache.errors import InvalidManifest, NotFound, SourceError, SourceUnavailable
-from pointercache.sources import SourceOptions, open_source
-from pointercache.sources.http import HttpManifestSource
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions, open_source
+from pointercache.resolve.sources.http import HttpManifestSource
 
 PROD = Selector.parse("alias:production")
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pointercache.candidate import Selector
 from pointercache.errors import InvalidManifest, NotFound, SourceUnavailable
-from pointercache.sources import SourceOptions, open_source
-from pointercache.sources.mlflow import MlflowSource
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions, open_source
+from pointercache.resolve.sources.mlflow import MlflowSource
 from tests.mlflow_server import MlflowServer
 
 INPUTS = [

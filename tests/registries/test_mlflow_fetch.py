@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pointercache.candidate import Selector
-from pointercache.digest import tree_digest
 from pointercache.errors import ArtifactNotFound, ForbiddenURI
-from pointercache.fetchers import FetchOptions, open_fetcher
-from pointercache.sources import SourceOptions
-from pointercache.sources.mlflow import MlflowSource
+from pointercache.model.candidate import Selector
+from pointercache.model.digest import tree_digest
+from pointercache.resolve.sources import SourceOptions
+from pointercache.resolve.sources.mlflow import MlflowSource
+from pointercache.stage.fetchers import FetchOptions, open_fetcher
 from tests.mlflow_server import MlflowServer, mlmodel_text
 
 FILES = {
@@ -121,7 +121,7 @@ async def test_prestage_enforces_the_digest_tag(
 ) -> None:
     """Through the stage layer, a matching digest tag verifies and a wrong one is refused."""
     from pointercache.errors import IntegrityError
-    from pointercache.stage import prestage
+    from pointercache.stage.prestage import prestage
 
     model = mlflow.new_model()
     version = mlflow.create_version(model, {"w.bin": b"weights"})

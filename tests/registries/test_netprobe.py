@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from pointercache import netprobe
+from pointercache.adapters import netprobe
+from pointercache.adapters.http import Preflight
 from pointercache.errors import SourceUnavailable
-from pointercache.pointer import Pointer
-from pointercache.sources.http import Preflight
+from pointercache.model.pointer import Pointer
 from tests.e2e.helpers import MODEL, make_artifact, run_init, write_manifest
 from tests.mlflow_server import MlflowServer
 from tests.registries.test_http_manifest import manifest as rec_manifest
@@ -235,10 +235,10 @@ async def test_reachable_mlflow_registry_is_used(
 
 LATER_RESOLUTIONS = """\
 import asyncio, functools, http.server, json, sys, threading
-from pointercache.candidate import Selector
+from pointercache.model.candidate import Selector
 from pointercache.errors import SourceUnavailable
-from pointercache.sources import SourceOptions
-from pointercache.sources.http import HttpManifestSource
+from pointercache.resolve.sources import SourceOptions
+from pointercache.resolve.sources.http import HttpManifestSource
 
 port, directory = int(sys.argv[1]), sys.argv[2]
 report = []

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from pointercache.candidate import Selector
 from pointercache.errors import SourceUnavailable
-from pointercache.sources import SourceOptions
-from pointercache.sources.mlflow import MlflowSource
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions
+from pointercache.resolve.sources.mlflow import MlflowSource
 from tests.mlflow_server import MlflowServer
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pointercache.candidate import Selector
 from pointercache.errors import ConfigError, InvalidManifest, NotFound, SourceUnavailable
-from pointercache.sources import SourceOptions, open_source
-from pointercache.sources.s3 import S3ManifestSource
+from pointercache.model.candidate import Selector
+from pointercache.resolve.sources import SourceOptions, open_source
+from pointercache.resolve.sources.s3 import S3ManifestSource
 from tests.servers import MotoServer
 
 PROD = Selector.parse("alias:production")

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pointercache.allow import AllowList, check_redirect, forbidden_address
 from pointercache.errors import ConfigError, FetchUnavailable, ForbiddenURI
-from pointercache.fetchers import AllowAll
+from pointercache.stage.allow import AllowList, check_redirect, forbidden_address
+from pointercache.stage.fetchers import AllowAll
 
 PREFIXES = [
     "s3://models",

@@ -19,14 +19,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pointercache.archive import (
+from pointercache.errors import TooLarge, UnsafeArchive
+from pointercache.stage.archive import (
     ArchiveLimits,
     archive_kind,
     extract,
     is_archive,
     safe_parts,
 )
-from pointercache.errors import TooLarge, UnsafeArchive
 
 Member = tuple[tarfile.TarInfo, bytes | None]
 

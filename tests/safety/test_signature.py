@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pointercache.errors import ConfigError, InvalidManifest, SignatureMismatch
-from pointercache.signature import (
+from pointercache.model.signature import (
     COLUMN_TYPES,
     Signature,
     check,

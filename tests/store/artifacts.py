@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from pointercache.digest import tree_digest
-from pointercache.pointer import Pointer, SourceKind
-from pointercache.store import Store
+from pointercache.model.digest import tree_digest
+from pointercache.model.pointer import Pointer, SourceKind
+from pointercache.volume.store import Store
 from tests import factories
 
 MODEL = "crashy"

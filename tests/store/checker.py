@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from pointercache import reader
-from pointercache.digest import tree_digest
-from pointercache.pointer import Pointer
+from pointercache.model.digest import tree_digest
+from pointercache.model.pointer import Pointer
 
 
 class Checker:

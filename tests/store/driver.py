@@ -26,10 +26,10 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from pointercache.digest import tree_digest
 from pointercache.errors import StoreLocked
-from pointercache.pointer import SOURCE_KINDS, SourceKind
-from pointercache.store import Store
+from pointercache.model.digest import tree_digest
+from pointercache.model.pointer import SOURCE_KINDS, SourceKind
+from pointercache.volume.store import Store
 from tests.store.artifacts import MODEL, make_pointer, write_version_files
 
 EXIT_LOCKED = 75

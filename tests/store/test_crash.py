@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from pointercache.digest import tree_digest
-from pointercache.fsutil import TMP_PREFIX
-from pointercache.pointer import Pointer
-from pointercache.store import Store
+from pointercache.model.digest import tree_digest
+from pointercache.model.pointer import Pointer
+from pointercache.volume.fsutil import TMP_PREFIX
+from pointercache.volume.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 KILL_TARGET = 300

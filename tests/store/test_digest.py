@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pointercache.digest import StreamHasher, file_sha256, tree_digest
 from pointercache.errors import IntegrityError
+from pointercache.model.digest import StreamHasher, file_sha256, tree_digest
 
 PIPELINE = "find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum"
 SAFE_PIPELINE = PIPELINE.replace("sha256sum |", "sha256sum -- |")

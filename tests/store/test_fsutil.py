@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pointercache.fsutil import TMP_PREFIX, atomic_symlink, atomic_write_bytes, copy_tree_or_link
+from pointercache.volume.fsutil import (
+    TMP_PREFIX,
+    atomic_symlink,
+    atomic_write_bytes,
+    copy_tree_or_link,
+)
 
 
 def _fail(fd: int, data: memoryview) -> int:

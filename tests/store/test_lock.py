@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from pointercache.digest import tree_digest
 from pointercache.errors import StoreLocked
-from pointercache.store import Store
+from pointercache.model.digest import tree_digest
+from pointercache.volume.store import Store
 from tests.store.driver import EXIT_LOCKED
 
 REPO = Path(__file__).resolve().parents[2]
 HOLDER = """
 import sys
 from pathlib import Path
-from pointercache.store import Store
+from pointercache.volume.store import Store
 store = Store(Path(sys.argv[1]))
 with store.lock():
     print("locked", flush=True)

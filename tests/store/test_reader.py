@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pointercache import reader
-from pointercache.digest import tree_digest
-from pointercache.store import Store
+from pointercache.model.digest import tree_digest
+from pointercache.volume.store import Store
 from tests.store.artifacts import install_version
 
 HANDSHAKE = 20.0

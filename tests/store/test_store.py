@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from pointercache import reader
-from pointercache.digest import tree_digest
 from pointercache.errors import InvalidPointer, StoreError
-from pointercache.fsutil import TMP_PREFIX
-from pointercache.store import Store
+from pointercache.model.digest import tree_digest
+from pointercache.volume.fsutil import TMP_PREFIX
+from pointercache.volume.store import Store
 from tests.store.artifacts import MODEL, install_version, make_pointer
 
 

@@ -1,6 +1,6 @@
 {{/*
 pointercache.env.common: environment shared by the init container and the sidecar: the
-POINTERCACHE_* settings both roles read (names from the CLI's settings: --flag-name <->
+POINTERCACHE_* settings both roles read (names from pointercache/sync/settings.py: --flag-name <->
 POINTERCACHE_FLAG_NAME). Root context.
 */}}
 {{- define "pointercache.env.common" -}}

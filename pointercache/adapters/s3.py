@@ -1,0 +1,201 @@
+"""The S3 adapter: the only module that imports boto3/botocore (lazily, on first use).
+
+Everything S3-specific the rest of pointercache needs lives here: URI parsing, building a client
+with the standard credential chain (environment, shared config, web identity / IRSA, instance
+metadata), translating botocore errors into the pointercache tree by HTTP status and error code,
+and the conditional GET used by S3 manifest sources. ``AWS_ENDPOINT_URL`` (or
+``AWS_ENDPOINT_URL_S3``) is read by boto3 itself, so S3-compatible stores and test servers work
+without code here. boto3 is blocking: callers run these functions in a thread.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from pointercache.adapters.http import ErrorFamily, StatusKind, classify_status
+from pointercache.base.redact import redact_uri
+from pointercache.errors import ConfigError, ForbiddenURI, PointercacheError, TooLarge
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
+_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ServiceUnavailable",
+        "InternalError",
+        "PriorDownload",
+        "PreconditionFailed",
+        "412",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into (bucket, key); the key may be empty (a whole bucket).
+
+    ``ForbiddenURI`` for anything that is not a plain S3 URI: another scheme, user info, a port,
+    a query or fragment, an invalid bucket name, a key starting with ``/`` or with ``.``/``..``
+    segments.
+    """
+    shown = redact_uri(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise ForbiddenURI(f"unparseable S3 URI {shown}") from exc
+    if parts.scheme.lower() != "s3":
+        raise ForbiddenURI(f"not an S3 URI: {shown}")
+    if parts.query or parts.fragment or "@" in parts.netloc or ":" in parts.netloc:
+        raise ForbiddenURI(f"S3 URI with query, fragment, user info or port: {shown}")
+    bucket, key = parts.netloc, parts.path.removeprefix("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ForbiddenURI(f"invalid S3 bucket name in {shown}")
+    if key.startswith("/") or any(seg in {".", ".."} for seg in key.split("/")):
+        raise ForbiddenURI(f"S3 key with '/', '.' or '..' segments: {shown}")
+    return bucket, key
+
+
+def client(
+    *,
+    endpoint_url: str | None = None,
+    max_pool: int = 16,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 30.0,
+    max_attempts: int = 3,
+) -> Any:
+    """Build an S3 client with the standard credential chain and bounded timeouts.
+
+    ``endpoint_url`` overrides ``AWS_ENDPOINT_URL`` (which boto3 honours by itself).
+    ``max_attempts`` is botocore's total attempts per call (1 = no botocore retries; the S3
+    fetcher retries parts itself). ``ConfigError`` if boto3 cannot build a client (bad region
+    or endpoint settings).
+    """
+    import boto3.session
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    config = Config(
+        max_pool_connections=max_pool,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        user_agent_extra="pointercache",
+    )
+    try:
+        return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    except (BotoCoreError, ValueError) as exc:
+        raise ConfigError(f"cannot build an S3 client: {type(exc).__name__}") from exc
+
+
+def error_code(exc: BaseException) -> tuple[str, int | None]:
+    """(error code, HTTP status) of a botocore ``ClientError``; ("", None) for anything else."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return "", None
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code, status if isinstance(status, int) else None
+
+
+def translate(exc: BaseException, uri: str, family: ErrorFamily) -> PointercacheError:
+    """Map a boto3/botocore exception to ``family`` (``adapters.http.SOURCE`` or ``FETCH``).
+
+    S3 error codes first (NoSuchKey/NoSuchBucket → not found; SlowDown, throttling,
+    PreconditionFailed → unavailable; AccessDenied, bad or expired credentials → failed), then
+    the HTTP status through the shared table (``adapters.http.classify_status``). Timeouts,
+    connection and streaming errors → unavailable; missing credentials and anything else →
+    failed. A ``PointercacheError`` is returned unchanged. The message carries the redacted URI
+    and the error code, never the server's text.
+    """
+    if isinstance(exc, PointercacheError):
+        return exc
+    from botocore import exceptions as bce
+
+    shown = redact_uri(uri)
+    if isinstance(exc, bce.ClientError):
+        return _translate_client_error(exc, shown, family)
+    transient = (
+        bce.ConnectionError,
+        bce.HTTPClientError,
+        bce.ResponseStreamingError,
+        bce.IncompleteReadError,
+        bce.CredentialRetrievalError,
+        OSError,
+        TimeoutError,
+    )
+    if isinstance(exc, transient):
+        return family.unavailable(f"S3 unavailable for {shown}: {type(exc).__name__}")
+    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return family.failed(f"no usable AWS credentials for {shown}: {type(exc).__name__}")
+    return family.failed(f"S3 request for {shown} failed: {type(exc).__name__}")
+
+
+def _translate_client_error(
+    exc: BaseException, shown: str, family: ErrorFamily
+) -> PointercacheError:
+    code, status = error_code(exc)
+    label = f"{code or '?'} (HTTP {status})"
+    if code in _NOT_FOUND_CODES:
+        kind = StatusKind.NOT_FOUND
+    elif code in _DENIED_CODES:
+        kind = StatusKind.DENIED
+    elif code in _TRANSIENT_CODES:
+        kind = StatusKind.UNAVAILABLE
+    else:
+        kind = classify_status(status) if status is not None else StatusKind.REFUSED
+    return family.for_kind(kind)(f"S3 {kind.value} for {shown}: {label}")
+
+
+def get_object_if_changed(
+    client: Any, bucket: str, key: str, etag: str | None, max_bytes: int
+) -> tuple[bytes | None, str | None]:
+    """GET a small object unless its ETag is still ``etag``: (body, etag), or (None, etag) on 304.
+
+    Raises ``TooLarge`` when the object is over ``max_bytes``; any other failure is the raw
+    boto3/botocore exception — pass it to ``translate`` with the caller's error family.
+    """
+    from botocore.exceptions import ClientError
+
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if etag:
+        kwargs["IfNoneMatch"] = etag
+    shown = f"s3://{bucket}/{key}"
+    try:
+        response = client.get_object(**kwargs)
+    except ClientError as exc:
+        code, status = error_code(exc)
+        if status == 304 or code in {"304", "NotModified"}:  # noqa: PLR2004
+            return None, etag
+        raise
+    body = response["Body"]
+    try:
+        if int(response.get("ContentLength") or 0) > max_bytes:
+            raise TooLarge(f"{shown} is over {max_bytes} bytes")
+        data: bytes = body.read(max_bytes + 1)
+    finally:
+        body.close()
+    if len(data) > max_bytes:
+        raise TooLarge(f"{shown} is over {max_bytes} bytes")
+    new_etag = response.get("ETag")
+    return data, str(new_etag) if new_etag else None

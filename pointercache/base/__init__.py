@@ -1,0 +1,4 @@
+"""Utilities every layer may use: JSON-lines logging, redaction, time stamps, retries.
+
+Imports nothing from pointercache but ``pointercache.errors``.
+"""

@@ -1,0 +1,1 @@
+"""Tools that look across pods: the fleet view and two-phase promotion."""

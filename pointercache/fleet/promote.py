@@ -1,0 +1,100 @@
+"""Two-phase promotion: the fleet prestages a candidate, then the alias moves.
+
+``move_alias`` changes the registry (a ``file://`` manifest or an MLflow registry) so that
+``alias`` names ``version``, with a higher revision so every sidecar takes it as a change. The
+waiting half (every ready pod reports the candidate staged) is
+``pointercache.fleet.view.wait_staged``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from pointercache.base.redact import redact_uri
+from pointercache.errors import ConfigError, InvalidManifest, NotFound
+from pointercache.model.manifest import parse
+from pointercache.resolve.sources import SourceOptions
+from pointercache.volume.fsutil import atomic_write_bytes
+
+MAX_MANIFEST = 1 << 20
+
+
+def move_file_alias(path: Path, model: str, alias: str, version: str) -> int:
+    """Point ``alias`` at ``version`` in a manifest file, bump its revision; return it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NotFound(f"manifest {path}: {exc.strerror}") from exc
+    manifest = parse(data, model=model, max_bytes=MAX_MANIFEST)
+    if version not in manifest.versions:
+        raise NotFound(f"{model}: version {version!r} is not in {path}")
+    doc: dict[str, Any] = orjson.loads(data)
+    doc["aliases"] = {**doc.get("aliases", {}), alias: version}
+    doc["revision"] = int(doc["revision"]) + 1
+    atomic_write_bytes(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    return int(doc["revision"])
+
+
+async def move_mlflow_alias(
+    uri: str, model: str, alias: str, version: str, options: SourceOptions
+) -> int:
+    """Set the MLflow alias and the ``pointercache.revision`` tag (epoch ms); return it."""
+    import aiohttp
+
+    from pointercache.adapters.http import client_timeout, transport_error
+    from pointercache.adapters.mlflow import api_error
+    from pointercache.resolve.sources.mlflow import REVISION_TAG
+
+    parts = urlsplit(uri)
+    base = f"{parts.scheme.removeprefix('mlflow+')}://{parts.netloc}{parts.path.rstrip('/')}"
+    api = f"{base}/api/2.0/mlflow"
+    headers = options.credentials.headers()
+    revision = time.time_ns() // 1_000_000
+    calls = [
+        ("GET", "model-versions/get", {"name": model, "version": version}),
+        ("POST", "registered-models/alias", {"name": model, "alias": alias, "version": version}),
+        (
+            "POST",
+            "registered-models/set-tag",
+            {"name": model, "key": REVISION_TAG, "value": str(revision)},
+        ),
+    ]
+    try:
+        async with aiohttp.ClientSession(timeout=client_timeout(options.timeout)) as session:
+            for method, endpoint, payload in calls:
+                kwargs: dict[str, Any] = (
+                    {"params": payload} if method == "GET" else {"json": payload}
+                )
+                async with session.request(
+                    method, f"{api}/{endpoint}", headers=headers, **kwargs
+                ) as resp:
+                    body = await resp.read()
+                    if resp.status != 200:  # noqa: PLR2004
+                        what = f"{redact_uri(uri)} {endpoint}"
+                        raise api_error(resp.status, body, what, invalid=InvalidManifest)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise transport_error(exc, redact_uri(uri)) from exc
+    return revision
+
+
+async def move_alias(
+    uri: str, model: str, alias: str, version: str, options: SourceOptions | None = None
+) -> int:
+    """Move ``alias`` to ``version`` in the registry at ``uri``; return the new revision."""
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "file":
+        from pointercache.resolve.sources.file import path_from_uri
+
+        return move_file_alias(path_from_uri(uri), model, alias, version)
+    if scheme in {"mlflow+http", "mlflow+https"}:
+        return await move_mlflow_alias(uri, model, alias, version, options or SourceOptions())
+    raise ConfigError(
+        f"promote: {redact_uri(uri)}: moving an alias is supported for file:// manifests and "
+        "MLflow registries; for others, move it in the registry and run promote without "
+        "--registry to wait for the fleet only"
+    )

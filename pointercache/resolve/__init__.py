@@ -1,0 +1,1 @@
+"""Which version to serve: the resolution chain and the registry sources it asks."""

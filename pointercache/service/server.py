@@ -1,0 +1,160 @@
+"""The sidecar's HTTP surface: health, readiness, status, metrics and a forced refresh.
+
+- ``GET /healthz``: the process is alive (always 200 while the loop runs).
+- ``GET /readyz``: 200 only once a verified model is published.
+- ``GET /status``: JSON — what is served, from where, how stale, why; LKG, staged versions,
+  last registry contact and error, fallback reason, blocked flip, recent history.
+- ``GET /metrics``: Prometheus text from the registry the sidecar configured.
+- ``POST /refresh``: re-resolve now, bypassing caches. With ``--admin-token-file`` it needs
+  ``Authorization: Bearer <token>``; without one it answers only to loopback clients.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pointercache.errors import PointercacheError
+from pointercache.service.refresher import Refresher
+
+REFRESHER = web.AppKey("refresher", Refresher)
+METRICS: web.AppKey[Callable[[], tuple[bytes, str]]] = web.AppKey("metrics")
+TOKEN_FILE = web.AppKey("token_file", Path)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    body = orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def status_document(refresher: Refresher) -> dict[str, Any]:
+    """Build the ``/status`` JSON from the refresher's state and the volume."""
+    state = refresher.state
+    parts = refresher.parts
+    current = state.current
+    staged: list[dict[str, Any]] = []
+    try:
+        for version_dir, pointer in parts.store.versions(parts.settings.model):
+            staged.append(
+                {
+                    "version": pointer.version,
+                    "digest": pointer.digest,
+                    "dir": version_dir.name,
+                    "current": current is not None and pointer.digest == current.digest,
+                }
+            )
+    except (OSError, PointercacheError) as exc:
+        staged.append({"error": str(exc)})
+    lkg_node = None
+    if parts.lkg is not None:
+        try:
+            lkg_pointer = parts.lkg.read(parts.settings.model)
+            lkg_node = lkg_pointer.to_dict() if lkg_pointer else None
+        except (OSError, PointercacheError) as exc:
+            lkg_node = {"error": str(exc)}
+    return {
+        "model": parts.settings.model,
+        "selector": parts.settings.selector,
+        "ready": current is not None,
+        "current": current.to_dict() if current else None,
+        "staleness_seconds": _seconds(state.staleness()),
+        "fallback_reason": state.fallback_reason,
+        "blocked": state.blocked,
+        "prefetched": state.prefetched.to_dict() if state.prefetched else None,
+        "registry": {
+            "sources": [s.name for s in parts.sources],
+            "last_contact": state.last_contact,
+            "last_error": state.last_error,
+        },
+        "last_refresh": state.last_refresh,
+        "lkg": {"node": lkg_node},
+        "staged": staged,
+        "history": list(state.history),
+    }
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: a verified model is published."""
+    if request.app[REFRESHER].state.current is None:
+        return web.Response(status=503, text="no model published yet\n")
+    return web.Response(text="ready\n")
+
+
+async def status(request: web.Request) -> web.Response:
+    """The status document."""
+    return _json(status_document(request.app[REFRESHER]))
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    """Prometheus exposition."""
+    body, content_type = request.app[METRICS]()
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = content_type
+    return resp
+
+
+def _authorized(request: web.Request) -> bool:
+    token_file = request.app.get(TOKEN_FILE)
+    if token_file is None:
+        peer = request.remote or ""
+        try:
+            return ipaddress.ip_address(peer).is_loopback
+        except ValueError:
+            return False
+    try:
+        expected = token_file.read_text().strip()
+    except OSError:
+        return False
+    given = request.headers.get("Authorization", "")
+    return bool(expected) and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
+
+
+async def refresh(request: web.Request) -> web.Response:
+    """Re-resolve now, bypassing caches; answers with the outcome and the served pointer."""
+    if not _authorized(request):
+        return _json({"error": "forbidden"}, status=403)
+    refresher = request.app[REFRESHER]
+    outcome = await refresher.refresh("forced", force=True)
+    current = refresher.state.current
+    return _json(
+        {
+            "outcome": outcome,
+            "current": current.to_dict() if current else None,
+            "last_error": refresher.state.last_error,
+        }
+    )
+
+
+def make_app(
+    refresher: Refresher,
+    *,
+    metrics: Callable[[], tuple[bytes, str]],
+    admin_token_file: Path | None = None,
+) -> web.Application:
+    """Build the aiohttp application."""
+    app = web.Application()
+    app[REFRESHER] = refresher
+    app[METRICS] = metrics
+    if admin_token_file is not None:
+        app[TOKEN_FILE] = admin_token_file
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics_text)
+    app.router.add_post("/refresh", refresh)
+    return app

@@ -1,0 +1,163 @@
+"""Metrics through the OpenTelemetry *API*; the sidecar configures the SDK and the exporter.
+
+Few metrics, each named for the question it answers:
+
+- ``pointercache_served_info`` (gauge = 1, attributes model/version/digest/source): what is served?
+- ``pointercache_staleness_seconds``: how long since a registry last confirmed it?
+- ``pointercache_refresh_duration_seconds`` (histogram): how long does a refresh take?
+- ``pointercache_refreshes_total`` (by outcome): flipped, rollback, unchanged, stale, blocked,
+  failed, unavailable.
+- ``pointercache_fallbacks_total`` (by source): how often did we serve without a registry?
+- ``pointercache_signature_blocks_total``: how often did the signature gate refuse a flip?
+- ``pointercache_download_bytes_total`` / ``pointercache_download_seconds``: what did fetching cost?
+
+Durations are in seconds with explicit bucket bounds sized for what they measure (the SDK's
+default bounds are meant for milliseconds). Counters start at 0 for every outcome and source, so
+``rate()`` and ``increase()`` see the first event too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+if TYPE_CHECKING:
+    from pointercache.service.refresher import RefreshState
+
+REFRESH_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+"""Seconds: a poll answered from cache takes milliseconds, a flip includes a download (minutes)."""
+DOWNLOAD_BUCKETS = (
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    1800.0,
+    3600.0,
+)
+"""Seconds: from a small model on a near store to tens of GiB across regions."""
+OUTCOMES = ("flipped", "rollback", "unchanged", "stale", "blocked", "failed", "unavailable")
+"""What a refresh can end in (``Refresher.refresh``)."""
+FALLBACK_SOURCES = ("lkg-node", "lkg-cluster", "pinned")
+"""Steps of the chain other than a registry."""
+
+
+class Telemetry:
+    """The instruments of one process."""
+
+    def __init__(self, meter: metrics.Meter | None = None) -> None:
+        self.meter = meter or metrics.get_meter("pointercache")
+        self._state: RefreshState | None = None
+        self._refresh_duration = self.meter.create_histogram(
+            "pointercache_refresh_duration_seconds",
+            unit="s",
+            description="Wall time of one refresh (resolve, and stage and flip when it moved)",
+            explicit_bucket_boundaries_advisory=list(REFRESH_BUCKETS),
+        )
+        self._refreshes = self.meter.create_counter(
+            "pointercache_refreshes_total", description="Refreshes by outcome"
+        )
+        self._fallbacks = self.meter.create_counter(
+            "pointercache_fallbacks_total", description="Publications not answered by a registry"
+        )
+        self._blocks = self.meter.create_counter(
+            "pointercache_signature_blocks_total",
+            description="Flips refused because the model's signature does not fit the code",
+        )
+        self._download_bytes = self.meter.create_counter(
+            "pointercache_download_bytes_total",
+            unit="By",
+            description="Artifact bytes downloaded from their origin (cache hits excluded)",
+        )
+        self._download_seconds = self.meter.create_histogram(
+            "pointercache_download_seconds",
+            unit="s",
+            description="Wall time of artifact downloads from their origin (cache hits excluded)",
+            explicit_bucket_boundaries_advisory=list(DOWNLOAD_BUCKETS),
+        )
+        self.meter.create_observable_gauge(
+            "pointercache_served_info",
+            callbacks=[self._served],
+            description="1 for the version being served, with its provenance as attributes",
+        )
+        self.meter.create_observable_gauge(
+            "pointercache_staleness_seconds",
+            callbacks=[self._staleness],
+            unit="s",
+            description="Seconds since a registry last confirmed the served version",
+        )
+        for outcome in OUTCOMES:
+            self._refreshes.add(0, {"outcome": outcome})
+        for source in FALLBACK_SOURCES:
+            self._fallbacks.add(0, {"source": source})
+        self._blocks.add(0)
+        self._download_bytes.add(0)
+
+    def bind(self, state: RefreshState) -> None:
+        """Report from ``state`` in the observable gauges."""
+        self._state = state
+
+    def refreshed(self, outcome: str, seconds: float) -> None:
+        """Count one refresh and its duration."""
+        self._refreshes.add(1, {"outcome": outcome})
+        self._refresh_duration.record(seconds, {"outcome": outcome})
+
+    def fallback(self, source: str) -> None:
+        """Count a publication from a step other than a registry."""
+        self._fallbacks.add(1, {"source": source})
+
+    def blocked(self) -> None:
+        """Count a flip refused by the signature gate."""
+        self._blocks.add(1)
+
+    def downloaded(self, size: int, seconds: float) -> None:
+        """Count a finished artifact download."""
+        self._download_bytes.add(size)
+        self._download_seconds.record(seconds)
+
+    def _served(self, _options: CallbackOptions) -> Iterable[Observation]:
+        current = self._state.current if self._state else None
+        if current is None:
+            return []
+        attrs: dict[str, Any] = {
+            "model": current.model,
+            "version": current.version,
+            "digest": current.digest.removeprefix("sha256:")[:12],
+            "source": current.source,
+        }
+        return [Observation(1, attrs)]
+
+    def _staleness(self, _options: CallbackOptions) -> Iterable[Observation]:
+        state = self._state
+        age = state.staleness() if state is not None else None
+        if state is None or state.current is None or age is None:
+            return []  # nothing served, or never confirmed by a registry (a pinned start)
+        return [Observation(age, {"model": state.current.model})]

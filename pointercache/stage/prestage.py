@@ -1,0 +1,181 @@
+"""Prestage a candidate: bring its artifact into staging, verified, ready for ``Store.install``.
+
+Order: the node cache by digest (copied or hardlinked, then re-verified) → the origin URI through
+the scheme's fetcher → archive extraction when the URI names an archive → ``tree_digest`` →
+verification against the candidate's promised digest and size → into the node cache. A mismatch
+raises ``IntegrityError`` and the staged bytes are deleted; a damaged cache entry is deleted and
+the artifact fetched again. A candidate without a digest is verified by computing one: the
+``Staged`` result (and so the pointer) records what was actually staged.
+
+For an archive URI the digest covers the *extracted* tree, like any directory artifact.
+Candidates with a digest are staged under the node cache's per-digest lock, so pods on one node
+download a digest once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from pointercache.base.log import log
+from pointercache.base.redact import redact_uri
+from pointercache.errors import IntegrityError, TooLarge
+from pointercache.model.digest import tree_digest
+from pointercache.stage.fetchers import Fetcher, FetchOptions, FetchResult, open_fetcher
+from pointercache.volume.fsutil import copy_tree_or_link, remove_path
+
+if TYPE_CHECKING:
+    from pointercache.model.candidate import Candidate
+    from pointercache.volume.lkg import NodeLKG
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+"""Names that may be archives; ``pointercache.stage.archive.is_archive`` has the final say."""
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A verified artifact in staging."""
+
+    path: Path
+    """The artifact (file or directory), ``<staging>/model``."""
+    digest: str
+    """``sha256:<hex>`` computed on the staged bytes."""
+    size_bytes: int
+    """Total bytes of the staged regular files."""
+    from_cache: bool
+    """True if it came from the node cache rather than the origin."""
+
+
+async def prestage(
+    candidate: Candidate,
+    staging: Path,
+    *,
+    fetch: FetchOptions,
+    cache: NodeLKG | None,
+    fetcher: Fetcher | None = None,
+) -> Staged:
+    """Stage ``candidate`` at ``staging/model`` verified; raise ``FetchError``/``IntegrityError``.
+
+    ``fetcher`` overrides the scheme's fetcher (tests of upper layers pass a memory twin).
+    """
+    await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
+    if cache is None or candidate.digest is None:
+        staged = await _fetch_verified(candidate, staging, fetch, fetcher)
+        if cache is not None:
+            await _cache_put(cache, staged)
+        return staged
+    async with cache.acache_lock(candidate.digest):
+        hit = await _from_cache(candidate, staging, cache)
+        if hit is not None:
+            return hit
+        staged = await _fetch_verified(candidate, staging, fetch, fetcher)
+        await _cache_put(cache, staged)
+        return staged
+
+
+async def _from_cache(candidate: Candidate, staging: Path, cache: NodeLKG) -> Staged | None:
+    assert candidate.digest is not None
+    found = await asyncio.to_thread(cache.cache_lookup, candidate.digest)
+    if found is None:
+        return None
+    dest = staging / "model"
+    try:
+        await asyncio.to_thread(copy_tree_or_link, found, dest)
+        digest, size = await asyncio.to_thread(tree_digest, dest)
+        _verify(candidate, digest, size)
+    except Exception as exc:
+        log.warning("cache-damaged", digest=candidate.digest, error=exc)
+        await asyncio.to_thread(remove_path, dest, ignore_errors=True)
+        await asyncio.to_thread(cache.cache_discard, candidate.digest)
+        return None
+    log.info("cache-hit", model=candidate.model, version=candidate.version, digest=digest)
+    return Staged(path=dest, digest=digest, size_bytes=size, from_cache=True)
+
+
+async def _cache_put(cache: NodeLKG, staged: Staged) -> None:
+    try:
+        await asyncio.to_thread(cache.cache_put, staged.path, staged.digest)
+    except OSError as exc:  # a full node disk must not fail staging
+        log.warning("cache-put-failed", digest=staged.digest, error=exc)
+
+
+async def _fetch_verified(
+    candidate: Candidate, staging: Path, fetch: FetchOptions, fetcher: Fetcher | None
+) -> Staged:
+    dest = staging / "model"
+    archive_name = _archive_name(candidate.uri)
+    download = staging / f"download-{archive_name}" if archive_name else dest
+    reporter = None
+    if fetcher is None and fetch.progress is None:
+        from pointercache.stage.progress import ProgressReporter
+
+        reporter = ProgressReporter(candidate.uri, candidate.size_bytes)
+        fetch = replace(fetch, progress=reporter)
+    own = fetcher is None
+    active = open_fetcher(candidate.uri, fetch) if fetcher is None else fetcher
+    try:
+        started = time.monotonic()
+        result = await active.fetch(candidate.uri, download)
+        if fetch.downloaded is not None:
+            fetch.downloaded(result.size_bytes, time.monotonic() - started)
+        if reporter is not None:
+            reporter.finish()
+        if archive_name:
+            await asyncio.to_thread(_extract, download, dest, fetch.max_bytes)
+        digest, size = await asyncio.to_thread(_digest_of, dest, None if archive_name else result)
+        _verify(candidate, digest, size, fetch.max_bytes)
+    except BaseException as exc:
+        if reporter is not None and not isinstance(exc, IntegrityError):
+            reporter.finish(ok=False)
+        await asyncio.to_thread(remove_path, dest, ignore_errors=True)
+        raise
+    finally:
+        if archive_name:
+            await asyncio.to_thread(remove_path, download, ignore_errors=True)
+        if own:
+            await active.aclose()
+    log.info("staged", model=candidate.model, version=candidate.version, digest=digest, bytes=size)
+    return Staged(path=dest, digest=digest, size_bytes=size, from_cache=False)
+
+
+def _digest_of(dest: Path, result: FetchResult | None) -> tuple[str, int]:
+    """The staged artifact's digest and size.
+
+    A single file that the fetcher hashed while writing it is not read again (that re-read costs
+    about a second per GiB); its size on disk must still match what the fetcher wrote.
+    """
+    if result is not None and result.sha256 and not result.is_dir and dest.is_file():
+        size = dest.stat().st_size
+        if size == result.size_bytes:
+            return f"sha256:{result.sha256}", size
+    return tree_digest(dest)
+
+
+def _verify(candidate: Candidate, digest: str, size: int, max_bytes: int | None = None) -> None:
+    name = redact_uri(candidate.uri)
+    if max_bytes is not None and size > max_bytes:
+        raise TooLarge(f"{name}: {size} bytes is over the {max_bytes} limit")
+    if candidate.digest is not None and digest != candidate.digest:
+        raise IntegrityError(f"{name}: digest {digest} differs from promised {candidate.digest}")
+    if candidate.size_bytes is not None and size != candidate.size_bytes:
+        raise IntegrityError(f"{name}: {size} bytes differs from promised {candidate.size_bytes}")
+
+
+def _archive_name(uri: str) -> str | None:
+    """The URI's file name if it names an archive (the archive package is imported only then)."""
+    base = PurePosixPath(urlsplit(uri).path).name
+    if not base.lower().endswith(ARCHIVE_SUFFIXES):
+        return None
+    from pointercache.stage.archive import is_archive
+
+    return base if is_archive(base) else None
+
+
+def _extract(download: Path, dest: Path, max_bytes: int) -> None:
+    from pointercache.stage.archive import ArchiveLimits, extract
+
+    extract(download, dest, ArchiveLimits(max_total_bytes=max_bytes))

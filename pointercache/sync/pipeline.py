@@ -1,0 +1,178 @@
+"""Prestage → verify → gate → install → flip → persist: one path for init and sidecar.
+
+``Publisher.adopt`` takes a ``Resolution`` and either publishes it (returning the new pointer) or
+raises, leaving what was published untouched. Blocking filesystem work runs in a thread so the
+sidecar's status server keeps answering during a large install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pointercache.base.clock import utcnow
+from pointercache.base.log import log
+from pointercache.base.redact import redact_uri
+from pointercache.errors import SignatureMismatch
+from pointercache.model.pointer import Pointer
+from pointercache.resolve.chain import Resolution
+from pointercache.stage.fetchers import FetchOptions
+from pointercache.stage.prestage import prestage
+from pointercache.volume.lkg import NodeLKG
+from pointercache.volume.store import Store
+
+if TYPE_CHECKING:
+    from pointercache.model.signature import Signature
+    from pointercache.sync.wiring import Parts
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """A version that is installed on the volume (and published unless prefetched)."""
+
+    pointer: Pointer
+    version_dir: Path
+    reused: bool
+    """True when the version was already installed (no download)."""
+
+
+def _pointer(resolution: Resolution, digest: str, size_bytes: int) -> Pointer:
+    """The pointer a verified artifact of ``resolution`` gets (URI redacted)."""
+    cand = resolution.candidate
+    return Pointer(
+        model=cand.model,
+        version=cand.version,
+        uri=redact_uri(cand.uri),
+        digest=digest,
+        size_bytes=size_bytes,
+        revision=cand.revision,
+        signature=cand.signature,
+        source=resolution.source,
+        source_detail=resolution.detail,
+        resolved_at=utcnow(),
+        registry_seen_at=resolution.registry_seen_at,
+    )
+
+
+class Publisher:
+    """Turns resolutions into published versions on one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        fetch: FetchOptions,
+        lkg: NodeLKG | None = None,
+        expected_signature: Signature | None = None,
+        signature_mode: str = "strict",
+        unsigned: Literal["allow", "refuse"] = "allow",
+    ) -> None:
+        self.store = store
+        self.fetch = fetch
+        self.lkg = lkg
+        self.expected_signature = expected_signature
+        self.signature_mode = signature_mode
+        self.unsigned: Literal["allow", "refuse"] = unsigned
+        self.protect: set[str] = set()
+        """Digests garbage collection must keep besides the current one (a prefetched candidate)."""
+
+    @classmethod
+    def for_parts(cls, parts: Parts) -> Publisher:
+        """The publisher of a wired role (init container or sidecar)."""
+        settings = parts.settings
+        return cls(
+            parts.store,
+            fetch=parts.fetch,
+            lkg=parts.lkg,
+            expected_signature=parts.expected_signature,
+            signature_mode=settings.signature_mode,
+            unsigned="refuse" if settings.unsigned_model == "refuse" else "allow",
+        )
+
+    def check_signature(self, resolution: Resolution) -> None:
+        """Raise ``SignatureMismatch`` if the candidate does not fit the serving code."""
+        if self.expected_signature is None:
+            return
+        from pointercache.model.signature import gate
+
+        warning = gate(
+            resolution.candidate.signature,
+            self.expected_signature,
+            self.signature_mode,
+            unsigned=self.unsigned,
+        )
+        if warning:
+            log.warning("signature-unchecked", version=resolution.candidate.version, reason=warning)
+
+    async def install(self, resolution: Resolution) -> Adopted:
+        """Stage, verify and install ``resolution`` without publishing it."""
+        self.check_signature(resolution)
+        cand = resolution.candidate
+        existing = self.store.find(cand.model, cand.digest) if cand.digest else None
+        if existing is not None:
+            old = await asyncio.to_thread(Pointer.read, existing / "pointer.json")
+            pointer = _pointer(resolution, old.digest, old.size_bytes)
+            # Same version: a pointer rewrite. Same bytes under another version: hard links.
+            version_dir = await asyncio.to_thread(self.store.install_from, existing, pointer)
+            return Adopted(pointer, version_dir, reused=True)
+        staging = await asyncio.to_thread(self.store.new_staging_dir)
+        try:
+            staged = await prestage(cand, staging, fetch=self.fetch, cache=self.lkg)
+            pointer = _pointer(resolution, staged.digest, staged.size_bytes)
+            version_dir = await asyncio.to_thread(self.store.install, staged.path, pointer)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+        return Adopted(pointer, version_dir, reused=False)
+
+    async def adopt(self, resolution: Resolution) -> Adopted:
+        """Install ``resolution``, flip ``current`` to it, persist the LKG and collect garbage."""
+        adopted = await self.install(resolution)
+        await asyncio.to_thread(self.store.publish, adopted.version_dir)
+        log.info(
+            "published",
+            model=adopted.pointer.model,
+            version=adopted.pointer.version,
+            digest=adopted.pointer.digest,
+            source=adopted.pointer.source,
+            detail=adopted.pointer.source_detail,
+            reused=adopted.reused,
+        )
+        await asyncio.to_thread(self._after_publish, adopted.pointer)
+        return adopted
+
+    def _after_publish(self, pointer: Pointer) -> None:
+        protect: set[str] = {pointer.digest, *self.protect}
+        if self.lkg is not None:
+            if pointer.source == "registry":
+                self.lkg.write(pointer)
+            protect |= self.lkg.referenced_digests()
+        removed = self.store.gc(protect)
+        if removed:
+            log.info("gc", removed=[p.name for p in removed])
+
+    async def confirm(self, pointer: Pointer, registry: str, revision: int) -> Pointer:
+        """A registry named the served version again: record its provenance and revision.
+
+        The revision moves forward with the registry even when the version does not (A at 5,
+        then A again at 8): otherwise a lagging answer at 6 would look newer than what is served.
+        """
+        now = utcnow()
+        updated = pointer.with_provenance("registry", registry, registry_seen_at=now)
+        updated = replace(updated, revision=max(pointer.revision, revision))
+        version_dir = self.store.current_dir()
+        if version_dir is None:
+            return pointer
+        same_source = pointer.source == "registry" and pointer.source_detail == registry
+        if same_source and updated.revision == pointer.revision:
+            return pointer
+        await asyncio.to_thread(self.store.update_pointer, version_dir, updated)
+        if self.lkg is not None:
+            await asyncio.to_thread(self.lkg.write, updated)
+        log.info("confirmed", version=pointer.version, registry=registry, revision=updated.revision)
+        return updated
+
+
+__all__ = ["Adopted", "Publisher", "SignatureMismatch"]
