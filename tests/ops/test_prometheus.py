@@ -58,7 +58,8 @@ class Prometheus:
             with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as r:
                 body = r.read()
         except urllib.error.HTTPError as exc:  # 400/422: a bad expression, with an error field
-            body = exc.read()
+            with exc:
+                body = exc.read()
         answer: dict[str, Any] = json.loads(body)
         return answer
 
@@ -114,8 +115,12 @@ def start_prometheus(base: Path, target: str) -> Prometheus:
 
     def ready() -> bool:
         assert proc.poll() is None, (base / "prometheus.log").read_text()[-2000:]
-        with urllib.request.urlopen(f"{prometheus.url}/-/ready", timeout=2) as r:
-            return r.status == 200
+        try:
+            with urllib.request.urlopen(f"{prometheus.url}/-/ready", timeout=2) as r:
+                return r.status == 200
+        except urllib.error.HTTPError as exc:  # 503 while the storage opens
+            exc.close()
+            return False
 
     wait_until(ready, timeout=60, interval=0.2)
     return prometheus
