@@ -88,9 +88,9 @@ async def move_alias(
     """Move ``alias`` to ``version`` in the registry at ``uri``; return the new revision."""
     scheme = urlsplit(uri).scheme.lower()
     if scheme == "file":
-        from pointercache.resolve.sources.file import path_from_uri
+        from pointercache.model.uris import file_path
 
-        return move_file_alias(path_from_uri(uri), model, alias, version)
+        return move_file_alias(file_path(uri), model, alias, version)
     if scheme in {"mlflow+http", "mlflow+https"}:
         return await move_mlflow_alias(uri, model, alias, version, options or SourceOptions())
     raise ConfigError(

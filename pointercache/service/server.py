@@ -44,7 +44,7 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
     current = state.current
     staged: list[dict[str, Any]] = []
     try:
-        for version_dir, pointer in parts.store.versions(parts.settings.model):
+        for version_dir, pointer in parts.store.versions(refresher.target.model):
             staged.append(
                 {
                     "version": pointer.version,
@@ -58,18 +58,18 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
     lkg_node = None
     if parts.lkg is not None:
         try:
-            lkg_pointer = parts.lkg.read(parts.settings.model)
+            lkg_pointer = parts.lkg.read(refresher.target.model)
             lkg_node = lkg_pointer.to_dict() if lkg_pointer else None
         except (OSError, PointercacheError) as exc:
             lkg_node = {"error": str(exc)}
     return {
-        "model": parts.settings.model,
-        "selector": parts.settings.selector,
+        "model": refresher.target.model,
+        "selector": str(refresher.target.selector),
         "ready": current is not None,
         "current": current.to_dict() if current else None,
         "staleness_seconds": _seconds(state.staleness()),
         "fallback_reason": state.fallback_reason,
-        "blocked": state.blocked,
+        "blocked": state.blocked.to_dict() if state.blocked else None,
         "prefetched": state.prefetched.to_dict() if state.prefetched else None,
         "registry": {
             "sources": [s.name for s in parts.sources],

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from pointercache.service.state import Outcome
+
 if TYPE_CHECKING:
-    from pointercache.service.refresher import RefreshState
+    from pointercache.service.state import RefreshState
 
 REFRESH_BUCKETS = (
     0.005,
@@ -64,8 +66,8 @@ DOWNLOAD_BUCKETS = (
     3600.0,
 )
 """Seconds: from a small model on a near store to tens of GiB across regions."""
-OUTCOMES = ("flipped", "rollback", "unchanged", "stale", "blocked", "failed", "unavailable")
-"""What a refresh can end in (``Refresher.refresh``)."""
+OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.ERROR)
+"""Outcomes a refresh is counted with (``error``, a crash inside the refresh, is only logged)."""
 FALLBACK_SOURCES = ("lkg-node", "lkg-cluster", "pinned")
 """Steps of the chain other than a registry."""
 
@@ -125,10 +127,10 @@ class Telemetry:
         """Report from ``state`` in the observable gauges."""
         self._state = state
 
-    def refreshed(self, outcome: str, seconds: float) -> None:
+    def refreshed(self, outcome: Outcome, seconds: float) -> None:
         """Count one refresh and its duration."""
-        self._refreshes.add(1, {"outcome": outcome})
-        self._refresh_duration.record(seconds, {"outcome": outcome})
+        self._refreshes.add(1, {"outcome": outcome.value})
+        self._refresh_duration.record(seconds, {"outcome": outcome.value})
 
     def fallback(self, source: str) -> None:
         """Count a publication from a step other than a registry."""

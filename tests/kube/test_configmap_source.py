@@ -12,8 +12,9 @@ import pytest
 from pointercache.adapters.kube.client import KubeClient, KubeConfig
 from pointercache.errors import ConfigError, InvalidManifest, NotFound, SourceUnavailable
 from pointercache.model.candidate import Selector
+from pointercache.model.uris import configmap_ref as parse_uri
 from pointercache.resolve.sources import SourceOptions, open_source
-from pointercache.resolve.sources.configmap import ConfigMapSource, parse_uri
+from pointercache.resolve.sources.configmap import ConfigMapSource
 from tests.kube.apiserver import ConfigMapApi
 from tests.kube.conftest import eventually
 

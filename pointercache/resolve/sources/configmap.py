@@ -15,17 +15,14 @@ timeout, so a stale cache is never served as fresh.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from pointercache.adapters.kube.client import Gone, KubeClient, WatchStream, api
 from pointercache.adapters.retry import Backoff
 from pointercache.base.log import log
 from pointercache.errors import (
-    ConfigError,
     KubeError,
     KubeNotFound,
     NotFound,
@@ -33,28 +30,12 @@ from pointercache.errors import (
 )
 from pointercache.model import manifest
 from pointercache.model.candidate import Candidate, Selector
+from pointercache.model.uris import configmap_ref
 from pointercache.resolve.sources import SourceOptions
 
-_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_NAME_RE = re.compile(r"^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$")
 SINGLE_KEY = "manifest.json"
 WATCH_TIMEOUT_SECONDS = 300
 """Server-side watch timeout; the watch is re-opened (from the last resourceVersion) after it."""
-
-
-def parse_uri(uri: str) -> tuple[str, str]:
-    """``configmap://namespace/name`` → (namespace, name); ``ConfigError`` otherwise."""
-    parts = urlsplit(uri)
-    namespace, name = parts.netloc, parts.path.strip("/")
-    if (
-        parts.scheme != "configmap"
-        or not _NAMESPACE_RE.match(namespace)
-        or not _NAME_RE.match(name)
-        or parts.query
-        or parts.fragment
-    ):
-        raise ConfigError(f"registry {uri!r}: expected configmap://NAMESPACE/NAME")
-    return namespace, name
 
 
 def manifest_bytes(obj: dict[str, Any], model: str) -> bytes:
@@ -84,7 +65,7 @@ class ConfigMapSource:
         *,
         client: KubeClient | None = None,
     ) -> None:
-        self.namespace, self.configmap = parse_uri(uri)
+        self.namespace, self.configmap = configmap_ref(uri)
         self.name = f"configmap://{self.namespace}/{self.configmap}"
         self._options = options
         own = client is None and options.kube is not None
