@@ -87,7 +87,8 @@ class Sidecar:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+            with exc:  # closed here, not by the garbage collector (a ResourceWarning)
+                return exc.code, exc.read()
 
     def status(self) -> dict[str, Any]:
         """The parsed ``/status`` document."""

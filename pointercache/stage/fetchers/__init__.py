@@ -35,6 +35,9 @@ FETCHERS: dict[str, str] = {
 Progress = Callable[[int, int | None], None]
 """Called with (bytes done, bytes total or None) as a transfer advances."""
 
+Downloaded = Callable[[int, float], None]
+"""Called with (bytes, seconds) when a download from the origin has finished."""
+
 
 @dataclass(frozen=True, slots=True)
 class FetchOptions:
@@ -53,6 +56,8 @@ class FetchOptions:
     (HTTP resume), with their jittered waits."""
     progress: Progress | None = None
     """Progress callback; the stage layer turns it into a log line every 10 s."""
+    downloaded: Downloaded | None = None
+    """Called by the stage layer after each finished download (the sidecar's metrics)."""
     mlflow_auth: dict[str, Credentials] = field(default_factory=dict)
     """MLflow tracking server netloc (host:port) → its credentials: the ``mlflow-artifacts``
     fetcher sends them to that netloc only (built by the wiring from the MLflow registries)."""
