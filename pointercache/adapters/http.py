@@ -26,12 +26,16 @@ import enum
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
 
 from pointercache.adapters import netprobe
+from pointercache.adapters.addresses import AddressPolicy, pinned_resolver
+from pointercache.base.redact import redact_uri
 from pointercache.errors import (
     ArtifactNotFound,
     FetchError,
     FetchUnavailable,
+    ForbiddenURI,
     NotFound,
     PointercacheError,
     SourceError,
@@ -170,24 +174,73 @@ def transfer_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
 def client_session(
     timeout: aiohttp.ClientTimeout,
     *,
+    peers: AddressPolicy,
     raise_for_status: bool = False,
     auto_decompress: bool = True,
     read_bufsize: int = 2**16,
 ) -> aiohttp.ClientSession:
     """The one way pointercache opens an HTTP client session.
 
-    Proxies from the environment are ignored (``trust_env=False``): a registry answer must not
-    make us talk to a host the allowlist did not see. Call it inside a running event loop.
+    ``peers`` decides where it may connect: names are resolved once through
+    ``peers.addresses`` and the connection goes to exactly those checked addresses
+    (``pinned_resolver``, no DNS cache of aiohttp's own); every ``connect()`` — literal
+    addresses and redirect hops included — is preceded by ``peers.admit`` (the socket factory),
+    which raises ``ForbiddenURI`` for a forbidden peer. Proxies from the environment are ignored
+    (``trust_env=False``): a registry answer must not make us talk to a host the policy did not
+    see. Call it inside a running event loop.
     """
     import aiohttp
 
+    connector = aiohttp.TCPConnector(
+        resolver=pinned_resolver(peers),
+        use_dns_cache=False,
+        socket_factory=peers.socket_factory,
+    )
     return aiohttp.ClientSession(
+        connector=connector,
         timeout=timeout,
         raise_for_status=raise_for_status,
         auto_decompress=auto_decompress,
         read_bufsize=read_bufsize,
         trust_env=False,
     )
+
+
+def redirect_target(current: str, location: str, peers: AddressPolicy) -> str:
+    """The absolute target of an HTTP redirect from ``current``, checked before it is followed.
+
+    ``ForbiddenURI`` for a missing ``Location``, a scheme other than http(s), user info, an
+    https → http downgrade, or a host ``peers`` refuses without a lookup (a forbidden literal
+    address, ``localhost``); a name is checked when it is resolved to connect (RFC 9110 §15.4:
+    ``Location`` is resolved against the request URI).
+    """
+    if not location:
+        raise ForbiddenURI(f"{redact_uri(current)}: redirect without a Location")
+    target = urljoin(current, location)
+    parts = urlsplit(target)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ForbiddenURI(f"{redact_uri(target)}: redirect to a non-HTTP URI")
+    if urlsplit(current).scheme.lower() == "https" and scheme != "https":
+        raise ForbiddenURI(f"{redact_uri(target)}: redirect from https to http")
+    if "@" in parts.netloc:
+        raise ForbiddenURI(f"{redact_uri(target)}: redirect to a URI with user info")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise ForbiddenURI(f"{redact_uri(target)}: redirect with a malformed port") from None
+    peers.check_host(parts.hostname, port, redact_uri(target))
+    return target
+
+
+def endpoint(url: str) -> tuple[str, int | None]:
+    """``(host, port)`` of an operator-given URL, for ``AddressPolicy.naming`` (port: the
+    scheme's default when absent, None when it cannot be worked out)."""
+    found = netprobe.target(url)
+    if found is not None:
+        return found
+    parts = urlsplit(url)
+    return (parts.hostname or "", None)
 
 
 def network_errors() -> tuple[type[BaseException], ...]:
@@ -221,28 +274,31 @@ class Preflight:
     server, or init after a live registry), nothing is probed.
     """
 
-    def __init__(self, url: str, seconds: float, what: str) -> None:
+    def __init__(self, url: str, seconds: float, what: str, peers: AddressPolicy) -> None:
         self.target = netprobe.target(url)
         self.seconds = seconds
         self.what = what
-        self._failed: SourceUnavailable | None = None
+        self.peers = peers
+        """Where the probe may connect (the source's session uses the same policy)."""
+        self._failed: SourceError | None = None
         if self.target is None or not netprobe.needed():
             return  # an unparsable host or port is reported by the request, as before
         try:
-            netprobe.probe_blocking(*self.target, seconds, what=what)
-        except SourceUnavailable as exc:
+            netprobe.probe_blocking(*self.target, seconds, peers=peers, what=what)
+        except SourceError as exc:
             self._failed = exc
             return
         import aiohttp  # noqa: F401  (the registry is up: load the client off any request's clock)
 
     async def check(self) -> None:
-        """``SourceUnavailable`` if the registry is unreachable; a no-op once aiohttp is loaded."""
+        """``SourceUnavailable`` if the registry is unreachable, ``SourceError`` if its address is
+        forbidden; a no-op once aiohttp is loaded."""
         failed, self._failed = self._failed, None
         if self.target is None or not netprobe.needed():
             return
         if failed is not None:
             raise failed
-        await netprobe.probe(*self.target, self.seconds, what=self.what)
+        await netprobe.probe(*self.target, self.seconds, peers=self.peers, what=self.what)
 
 
 def load_aiohttp(deadline: asyncio.Timeout) -> None:

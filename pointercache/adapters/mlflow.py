@@ -2,6 +2,9 @@
 
 ``MlflowRest`` sends GETs to ``<base>/api/2.0/...`` with the registry's credentials (read from
 their files on each request), never follows redirects (a token must not travel to another host),
+connects only to addresses its ``AddressPolicy`` checked (the tracking server's host is allowed
+as its URI names it, so ``mlflow+http://127.0.0.1:5000`` works and a DNS name rebinding to a
+metadata address does not),
 bounds every answer by ``max_answer_bytes``, and maps errors by MLflow
 ``error_code`` first and HTTP status second, never by message text.
 
@@ -15,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pointercache.adapters.addresses import AddressPolicy
 from pointercache.adapters.http import (
     Credentials,
     client_session,
     client_timeout,
+    endpoint,
     read_limited,
     status_error,
 )
@@ -82,6 +87,7 @@ class MlflowRest:
         timeout: float,
         max_answer_bytes: int,
         credentials: Credentials,
+        peers: AddressPolicy,
     ) -> None:
         self.base = base
         self.name = name
@@ -90,11 +96,13 @@ class MlflowRest:
         self.max_answer_bytes = max_answer_bytes
         """Answers larger than this are refused (``InvalidManifest``)."""
         self.credentials = credentials
+        self.peers = peers.naming([endpoint(base)])
+        """Where the session may connect: the tracking server as named, nothing forbidden."""
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = client_session(client_timeout(self.timeout))
+            self._session = client_session(client_timeout(self.timeout), peers=self.peers)
         return self._session
 
     async def get(

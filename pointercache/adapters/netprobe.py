@@ -6,7 +6,9 @@ that work buys nothing: the chain serves from the node LKG anyway. A probe opens
 closes) a plain TCP connection with the standard library, and raises ``SourceUnavailable`` with
 a short reason when the registry refuses, its name does not resolve, or it does not accept in
 time. It connects directly, like our aiohttp sessions (``trust_env=False``: no proxy), and checks
-TCP only (no TLS handshake, no HTTP).
+TCP only (no TLS handshake, no HTTP). Like the sessions, it resolves the name once through the
+``AddressPolicy`` and connects only to the addresses that policy checked (a registry name that
+resolves to a metadata address is refused with ``SourceError``, not probed).
 
 When it runs: only while ``aiohttp`` is not in ``sys.modules`` (``needed``). The probe exists to
 skip that import; once aiohttp is loaded (the sidecar imports it for its HTTP server, init after
@@ -26,7 +28,8 @@ import sys
 import threading
 from urllib.parse import urlsplit
 
-from pointercache.errors import SourceUnavailable
+from pointercache.adapters.addresses import AddressPolicy
+from pointercache.errors import ForbiddenURI, SourceError, SourceUnavailable
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -49,47 +52,77 @@ def reason(exc: BaseException) -> str:
     return f"cannot connect ({type(exc).__name__})"
 
 
-async def probe(host: str, port: int, seconds: float, *, what: str = "") -> None:
+async def probe(
+    host: str, port: int, seconds: float, *, peers: AddressPolicy, what: str = ""
+) -> None:
     """Open and close a TCP connection to ``host:port`` within ``seconds``.
 
-    Raises ``SourceUnavailable("<what>: <reason>")`` on a refusal, a DNS failure, a timeout or
-    any other connect error. ``what`` is the registry's redacted name (defaults to host:port).
+    The name is resolved once through ``peers.addresses`` (in a worker thread) and only those
+    addresses are tried. Raises ``SourceUnavailable("<what>: <reason>")`` on a refusal, a DNS
+    failure, a timeout or any other connect error, ``SourceError`` if ``peers`` forbids the
+    peer. ``what`` is the registry's redacted name (defaults to host:port).
     """
     shown = what or f"{host}:{port}"
     try:
         async with asyncio.timeout(seconds):
-            _, writer = await asyncio.open_connection(host, port)
-            writer.close()
-            with contextlib.suppress(OSError):  # a reset on close still proves it listens
-                await writer.wait_closed()
+            addresses = await asyncio.to_thread(peers.addresses, host, port)
+            error: OSError | None = None
+            for address in addresses:  # numeric: no second lookup
+                try:
+                    _, writer = await asyncio.open_connection(address, port)
+                except OSError as exc:
+                    error = exc
+                    continue
+                writer.close()
+                with contextlib.suppress(OSError):  # a reset on close still proves it listens
+                    await writer.wait_closed()
+                return
+            assert error is not None  # addresses() never answers an empty list
+            raise error
+    except ForbiddenURI as exc:
+        raise SourceError(f"{shown}: {exc}") from exc
     except (OSError, TimeoutError) as exc:
         raise SourceUnavailable(f"{shown}: {reason(exc)}") from exc
 
 
-def probe_blocking(host: str, port: int, seconds: float, *, what: str = "") -> None:
+def probe_blocking(
+    host: str, port: int, seconds: float, *, peers: AddressPolicy, what: str = ""
+) -> None:
     """``probe`` for synchronous code: the same checks and errors, bounded by ``seconds``.
 
-    The connect runs in a daemon thread joined for at most ``seconds``, so a DNS lookup that
-    hangs (it ignores socket timeouts) cannot hold the caller longer; the thread is left behind.
+    The lookup and connect run in a daemon thread joined for at most ``seconds``, so a DNS
+    lookup that hangs (it ignores socket timeouts) cannot hold the caller longer; the thread is
+    left behind.
     """
     shown = what or f"{host}:{port}"
-    outcome: list[OSError | None] = []
+    outcome: list[OSError | ForbiddenURI | None] = []
 
     def connect() -> None:
         try:
-            socket.create_connection((host, port), timeout=seconds).close()
-        except OSError as exc:  # TimeoutError and socket.gaierror included
+            error: OSError | None = None
+            for address in peers.addresses(host, port):
+                try:
+                    socket.create_connection((address, port), timeout=seconds).close()
+                except OSError as exc:  # TimeoutError included
+                    error = exc
+                    continue
+                outcome.append(None)
+                return
+            assert error is not None
+            outcome.append(error)
+        except (OSError, ForbiddenURI) as exc:  # socket.gaierror included
             outcome.append(exc)
-        else:
-            outcome.append(None)
 
     thread = threading.Thread(target=connect, name="pointercache-netprobe", daemon=True)
     thread.start()
     thread.join(seconds)
     if not outcome:
         raise SourceUnavailable(f"{shown}: timed out")
-    if outcome[0] is not None:
-        raise SourceUnavailable(f"{shown}: {reason(outcome[0])}") from outcome[0]
+    failed = outcome[0]
+    if isinstance(failed, ForbiddenURI):
+        raise SourceError(f"{shown}: {failed}") from failed
+    if failed is not None:
+        raise SourceUnavailable(f"{shown}: {reason(failed)}") from failed
 
 
 def target(url: str) -> tuple[str, int] | None:

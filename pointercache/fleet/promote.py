@@ -56,6 +56,7 @@ async def move_mlflow_alias(
         timeout=options.timeout,
         max_answer_bytes=options.max_manifest_bytes,
         credentials=options.credentials,
+        peers=options.peers,
     )
     revision = time.time_ns() // 1_000_000
     try:

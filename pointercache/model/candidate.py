@@ -13,6 +13,10 @@ from pointercache.errors import ConfigError
 from pointercache.model.pointer import check_digest, check_name
 
 SelectorKind = Literal["alias", "version", "stage"]
+Provenance = Literal["local", "remote"]
+"""Where a candidate came from: ``"local"`` for a ``file://`` manifest on this pod's own
+filesystem and the operator's pinned version; ``"remote"`` for everything else (HTTP, S3, MLflow
+and ConfigMap registries, and the node and cluster LKG, which other pods can write)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,9 @@ class Candidate:
     """The model's input signature, when the source knows it."""
     registry: str = ""
     """Redacted name of the source that answered (for ``source_detail``)."""
+    provenance: Provenance = "remote"
+    """Where the answer came from; a ``file://`` URI from a remote one needs an explicit
+    ``--allow`` prefix (``pointercache.stage.allow``)."""
 
     def __post_init__(self) -> None:
         check_name("model", self.model)

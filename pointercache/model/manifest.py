@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pointercache.errors import InvalidManifest, InvalidPointer, NotFound
-from pointercache.model.candidate import Candidate, Selector
+from pointercache.model.candidate import Candidate, Provenance, Selector
 from pointercache.model.pointer import check_digest, check_name
 
 if TYPE_CHECKING:
@@ -63,8 +63,14 @@ class Manifest:
     versions: Mapping[str, VersionEntry]
     """Version name → entry."""
 
-    def select(self, selector: Selector, *, registry: str) -> Candidate:
-        """Return the candidate ``selector`` names; ``NotFound`` if the manifest has none."""
+    def select(
+        self, selector: Selector, *, registry: str, provenance: Provenance = "remote"
+    ) -> Candidate:
+        """Return the candidate ``selector`` names; ``NotFound`` if the manifest has none.
+
+        ``provenance`` is where the manifest came from (``"local"`` only for a ``file://``
+        manifest; see ``Candidate.provenance``).
+        """
         if selector.kind == "version":
             version = selector.value
         else:
@@ -85,6 +91,7 @@ class Manifest:
             revision=self.revision,
             signature=entry.signature,
             registry=registry,
+            provenance=provenance,
         )
 
 

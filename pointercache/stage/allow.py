@@ -6,94 +6,84 @@ A URI from a registry is untrusted input. ``AllowList.check`` refuses, with ``Fo
   effective port, then whole path segments (``s3://models`` does not allow ``s3://models-evil``,
   ``/data/models`` does not allow ``/data/models2``);
 - user info (``https://good@evil``), fragments, backslashes, whitespace, control or non-ASCII
-  characters, ``.``/``..`` or empty path segments, encoded separators (``%2f``, ``%5c``, ``%00``)
+  characters, ``.``/``..`` or empty path segments, also behind path parameters (``..;x``, the
+  form servlet containers normalise to ``..``), encoded separators (``%2f``, ``%5c``, ``%00``)
   and percent-encoded traversal (``%2e%2e``, ``%252e%252e``), non-canonical hosts and ports;
+- a ``file://`` URI from a **remote** registry (anything but a local ``file://`` manifest and
+  the operator's pinned version, see ``Candidate.provenance``) unless an ``--allow`` prefix names
+  that ``file://`` directory: a registry must not make us publish the pod's own files
+  (``file:///proc/self/environ``);
 - for hosts we connect to (http, https, ``*+http(s)``, any scheme but the storage-only ones):
   loopback, link-local, unspecified, multicast, reserved and cloud metadata addresses, in any
-  spelling (decimal, octal, hex, short IPv4; IPv4-mapped, 6to4, Teredo, NAT64 IPv6), and the
-  hostnames that resolve to them. With ``resolve_dns`` every address the name resolves to is
-  checked. Such a host is only allowed when an ``--allow`` prefix names it literally (the
-  address itself, or ``localhost``); a DNS name that merely resolves there stays refused.
+  spelling (decimal, octal, hex, short IPv4; IPv6 forms that embed an IPv4 address), and the
+  names that always mean this machine (``localhost``). Such a host is only allowed when an
+  ``--allow`` prefix names it literally (the address itself, or ``localhost``).
+
+DNS names are **not** resolved here: ``AllowList.peers`` (an ``AddressPolicy``,
+``pointercache.adapters.addresses``) resolves a name when the HTTP client connects, checks every
+address of that one answer, and the client connects only to those addresses (no rebinding
+between check and connect).
 
 An empty allowlist allows any URI that passes the rest. ``s3://``, ``file://`` and the other
-storage schemes never touch DNS, so checking them is cheap.
+storage schemes never touch DNS.
 """
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
-import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urljoin, urlsplit
 
+from pointercache.adapters.addresses import AddressPolicy, Resolver
 from pointercache.base.redact import redact_uri
-from pointercache.errors import ConfigError, FetchUnavailable, ForbiddenURI
+from pointercache.errors import ConfigError, ForbiddenURI
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
+
+    from pointercache.model.candidate import Provenance
 
 
 class AllowPolicy(Protocol):
     """Decides whether a URI may be fetched (``AllowList``, or ``AllowAll`` for trusted URIs)."""
 
+    @property
+    def peers(self) -> AddressPolicy:
+        """The peers an HTTP client may connect to (its resolver and socket factory use it)."""
+        ...
+
     def check(self, uri: str) -> None:
         """Raise ``ForbiddenURI`` unless ``uri`` is allowed."""
         ...
 
+    def scoped(self, provenance: Provenance) -> AllowPolicy:
+        """This policy for the URIs of a candidate that came from a ``provenance`` source."""
+        ...
 
+
+@dataclass(frozen=True, slots=True)
 class AllowAll:
-    """The policy for trusted, operator-given URIs (pinned) and tests of upper layers."""
+    """The policy for trusted, operator-given URIs in tests of upper layers: any URI, any peer."""
+
+    peers: AddressPolicy = field(default_factory=lambda: AddressPolicy(open=True))
 
     def check(self, uri: str) -> None:
         """Allow everything but an empty URI."""
         if not uri:
             raise ForbiddenURI("empty artifact URI")
 
+    def scoped(self, provenance: Provenance) -> AllowAll:
+        """The same policy: everything is trusted."""
+        del provenance
+        return self
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, "int | None"], "Sequence[str]"]
-"""``(host, port) -> addresses``; ``resolve`` (getaddrinfo) unless one is injected."""
 
 STORAGE_SCHEMES = frozenset({"s3", "gs", "file", "memory", "configmap", "runs", "models"})
 """Schemes whose "host" is a bucket or a name, never a network peer: no address checks."""
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a)
-    for a in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
-        "169.254.170.2",  # AWS ECS task credentials
-        "169.254.0.23",  # Tencent Cloud
-        "100.100.100.200",  # Alibaba Cloud
-        "168.63.129.16",  # Azure wire server
-        "192.0.0.192",  # Oracle Cloud (legacy)
-        "fd00:ec2::254",  # AWS IMDS over IPv6
-    )
-)
-LOCAL_NAMES = frozenset(
-    {
-        "localhost",
-        "ip6-localhost",
-        "ip6-loopback",
-        "metadata",
-        "metadata.google.internal",
-        "metadata.goog",
-        "instance-data",
-        "instance-data.ec2.internal",
-        "metadata.tencentyun.com",
-    }
-)
-"""Hostnames refused without a DNS lookup (they always mean this machine or its metadata)."""
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_CLASSES = (
-    ("is_loopback", "a loopback address"),
-    ("is_link_local", "a link-local address"),
-    ("is_unspecified", "an unspecified address"),
-    ("is_multicast", "a multicast address"),
-)
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 _BAD_DECODED = re.compile(r"[\x00-\x1f\x7f\\]")  # an encoded space is a fine file name
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
@@ -116,37 +106,7 @@ class _Target:
         return bool(self.host) and self.scheme not in STORAGE_SCHEMES
 
 
-def _embedded(ip: IPAddress) -> Iterator[IPAddress]:
-    """The address itself and every IPv4 address an IPv6 form carries."""
-    yield ip
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            yield ip.ipv4_mapped
-        if ip.sixtofour is not None:
-            yield ip.sixtofour
-        if ip.teredo is not None:
-            yield from ip.teredo
-        low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if ip in _NAT64 or (int(ip) >> 32 == 0 and int(ip) > 1):  # NAT64, IPv4-compatible
-            yield low
-
-
-def forbidden_address(addr: str | IPAddress) -> str | None:
-    """Why ``addr`` must not be fetched from (loopback, metadata...), or None if it may."""
-    ip = ipaddress.ip_address(addr) if isinstance(addr, str) else addr
-    for each in _embedded(ip):
-        if each in METADATA_ADDRESSES:
-            return "a cloud metadata address"
-        for attr, text in _CLASSES:
-            if getattr(each, attr):
-                return text
-        # IPv6 "reserved" covers ::/8, i.e. NAT64 and mapped forms, which are checked above.
-        if isinstance(each, ipaddress.IPv4Address) and (each.is_reserved or each in _THIS_NETWORK):
-            return "a reserved address"
-    return None
-
-
-def _literal(host: str, shown: str) -> IPAddress | None:
+def _literal(host: str, shown: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP a host spells, refusing non-canonical numeric spellings (0x7f.1, 2130706433)."""
     if ":" in host:
         try:
@@ -165,8 +125,12 @@ def _path_segments(path: str, shown: str) -> tuple[str, ...]:
     for _ in range(4):  # each round undoes one layer of percent-encoding
         if any(bad in text.lower() for bad in _ENCODED_BAD):
             raise ForbiddenURI(f"{shown}: encoded separator or NUL in path")
-        if any(seg in {".", ".."} for seg in text.split("/")):
+        # a path parameter (";jsessionid=...") does not make "..;x" a name: servers drop it
+        names = [seg.split(";", 1)[0] for seg in text.split("/")]
+        if any(name in {".", ".."} for name in names):
             raise ForbiddenURI(f"{shown}: '.' or '..' path segment")
+        if any(seg.startswith(";") for seg in text.split("/")):
+            raise ForbiddenURI(f"{shown}: path parameter without a segment name")
         if _BAD_DECODED.search(text):
             raise ForbiddenURI(f"{shown}: backslash or control character in path")
         decoded = unquote(text)
@@ -213,27 +177,22 @@ def parse_target(uri: str) -> _Target:
     return _Target(parts.scheme, host, port, _path_segments(parts.path, shown))
 
 
-def _named_local(host: str) -> bool:
-    """True when ``host`` itself spells a loopback/metadata target (so naming it is explicit)."""
-    if host in LOCAL_NAMES or host.endswith(".localhost"):
-        return True
-    ip = _literal(host, host) if host else None
-    return ip is not None and forbidden_address(ip) is not None
-
-
 class AllowList:
-    """Implements ``fetchers.AllowPolicy`` for ``--allow`` prefixes (see the module docstring)."""
+    """Implements ``AllowPolicy`` for ``--allow`` prefixes (see the module docstring).
+
+    ``resolver`` replaces ``getaddrinfo`` for the peers' DNS lookups (tests). ``local`` is the
+    scope of a candidate from a local registry (``scoped("local")``): ``file://`` needs no prefix.
+    """
 
     def __init__(
         self,
         prefixes: Sequence[str],
         *,
-        resolve_dns: bool = True,
         resolver: Resolver | None = None,
+        local: bool = False,
     ) -> None:
-        self.resolve_dns = resolve_dns
-        self.resolver: Resolver = resolver or resolve
         self.prefixes: tuple[str, ...] = tuple(prefixes)
+        self.local = local
         self._targets: list[_Target] = []
         for prefix in self.prefixes:
             try:
@@ -242,6 +201,21 @@ class AllowList:
                 raise ConfigError(f"--allow {redact_uri(prefix)!r}: {exc}") from None
             if "?" in prefix:
                 raise ConfigError(f"--allow {redact_uri(prefix)!r}: a query string in a prefix")
+        named = [(t.host, t.port) for t in self._targets if t.connects]
+        self._peers = AddressPolicy(named, resolver=resolver)
+
+    @property
+    def peers(self) -> AddressPolicy:
+        """The address policy of connections: forbidden classes, except hosts a prefix names."""
+        return self._peers
+
+    def scoped(self, provenance: Provenance) -> AllowList:
+        """This allowlist for a candidate from a ``provenance`` registry (same peers)."""
+        if (provenance == "local") == self.local:
+            return self
+        scoped = copy.copy(self)  # shares the prefixes and the peers (their granted addresses)
+        scoped.local = provenance == "local"
+        return scoped
 
     def _match(self, target: _Target) -> _Target | None:
         for p in self._targets:
@@ -252,44 +226,23 @@ class AllowList:
         return None
 
     def check(self, uri: str) -> None:
-        """Raise ``ForbiddenURI`` unless ``uri`` may be fetched (``FetchUnavailable`` on DNS)."""
+        """Raise ``ForbiddenURI`` unless ``uri`` may be fetched (no DNS lookup: see ``peers``)."""
         target = parse_target(uri)
         match = self._match(target)
+        shown = redact_uri(uri)
         if self._targets and match is None:
-            raise ForbiddenURI(f"{redact_uri(uri)}: not under any --allow prefix")
-        if not target.connects or (match is not None and _named_local(match.host)):
-            return
-        self._check_host(target, redact_uri(uri))
-
-    def _check_host(self, target: _Target, shown: str) -> None:
-        host = target.host
-        if host in LOCAL_NAMES or host.endswith(".localhost"):
-            raise ForbiddenURI(f"{shown}: {host!r} is a local or metadata host")
-        ip = _literal(host, shown)
-        if ip is not None:
-            addresses = [ip]
-        elif self.resolve_dns:
-            try:
-                addresses = [ipaddress.ip_address(a) for a in self.resolver(host, target.port)]
-            except (OSError, UnicodeError) as exc:
-                raise FetchUnavailable(f"{shown}: cannot resolve {host!r}: {exc}") from exc
-        else:
-            return
-        for addr in addresses:
-            reason = forbidden_address(addr)
-            if reason:
-                raise ForbiddenURI(f"{shown}: {host!r} is {reason} ({addr})")
+            raise ForbiddenURI(f"{shown}: not under any --allow prefix")
+        if target.scheme == "file" and match is None and not self.local:
+            raise ForbiddenURI(
+                f"{shown}: a file:// artifact named by a remote registry or an LKG"
+                " (name its directory in --allow to accept it)"
+            )
+        if target.connects:
+            self._peers.check_host(target.host, target.port, shown)
 
     def check_redirect(self, current: str, location: str) -> str:
         """Validate one redirect hop like a first request; return the absolute next URI."""
         return check_redirect(self, current, location)
-
-
-def resolve(host: str, port: int | None) -> list[str]:
-    """Every address ``host`` resolves to (``socket.getaddrinfo``; blocking)."""
-    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    # sockaddr[0] may carry an IPv6 scope ("fe80::1%eth0"); the scope is not part of the address
-    return [str(info[4][0]).split("%", 1)[0] for info in infos]
 
 
 def check_redirect(policy: AllowPolicy, current: str, location: str) -> str:

@@ -107,6 +107,8 @@ async def _fetch_verified(
     candidate: Candidate, staging: Path, fetch: FetchOptions, fetcher: Fetcher | None
 ) -> Staged:
     dest = staging / "model"
+    # the allowlist as it applies to this candidate's origin (file:// needs a local registry)
+    fetch = replace(fetch, allow=fetch.allow.scoped(candidate.provenance))
     archive_name = _archive_name(candidate.uri)
     download = staging / f"download-{archive_name}" if archive_name else dest
     reporter = None

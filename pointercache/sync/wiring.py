@@ -78,6 +78,7 @@ def pinned_candidate(settings: Settings) -> Candidate | None:
             uri=settings.pinned_uri,
             digest=settings.pinned_digest,
             registry="pinned",
+            provenance="local",  # the operator's own setting
         )
     except (PointercacheError, ValueError) as exc:
         raise ConfigError(f"pinned version: {exc}") from exc

@@ -18,8 +18,9 @@ import pytest
 from aiohttp import web
 
 from pointercache.adapters import netprobe
+from pointercache.adapters.addresses import AddressPolicy
 from pointercache.adapters.http import Preflight
-from pointercache.errors import SourceUnavailable
+from pointercache.errors import SourceError, SourceUnavailable
 from pointercache.model.pointer import Pointer
 from tests.e2e.helpers import MODEL, make_artifact, run_init, write_manifest
 from tests.mlflow_server import MlflowServer
@@ -37,6 +38,9 @@ except SystemExit as exc:
 print(json.dumps({'code': code, 'aiohttp': 'aiohttp' in sys.modules}))
 """
 """Runs ``pointercache init`` with the given flags; prints its exit code and if aiohttp loaded."""
+
+LOOPBACK = AddressPolicy(open=True)
+"""The peers policy of these probes: the registry is named as 127.0.0.1 (so allowed)."""
 
 
 async def init_and_report(
@@ -97,7 +101,7 @@ async def test_probe_of_a_listening_port_connects_and_returns() -> None:
     server = await asyncio.start_server(count, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        await netprobe.probe("127.0.0.1", port, 5)
+        await netprobe.probe("127.0.0.1", port, 5, peers=LOOPBACK)
         async with asyncio.timeout(5):
             while not seen:
                 await asyncio.sleep(0.01)
@@ -110,14 +114,14 @@ async def test_probe_of_a_listening_port_connects_and_returns() -> None:
 async def test_probe_of_a_closed_port_is_refused() -> None:
     """Nothing listening is SourceUnavailable that says the connection was refused."""
     with pytest.raises(SourceUnavailable, match=r"^reg: connection refused$"):
-        await netprobe.probe("127.0.0.1", free_port(), 5, what="reg")
+        await netprobe.probe("127.0.0.1", free_port(), 5, peers=LOOPBACK, what="reg")
 
 
 async def test_probe_of_a_server_that_never_accepts_times_out(full_backlog: int) -> None:
     """A server that does not accept within the probe's time is SourceUnavailable: timed out."""
     async with asyncio.timeout(10):  # a safety net far above the probe's own limit
         with pytest.raises(SourceUnavailable, match=r"127\.0\.0\.1:\d+: timed out"):
-            await netprobe.probe("127.0.0.1", full_backlog, 0.2)
+            await netprobe.probe("127.0.0.1", full_backlog, 0.2, peers=LOOPBACK)
 
 
 def test_reasons_are_chosen_by_type_and_errno() -> None:
@@ -146,22 +150,47 @@ async def test_preflight_stands_aside_once_aiohttp_is_loaded() -> None:
     """With aiohttp loaded (as in the sidecar), the preflight of a dead registry probes nothing."""
     assert "aiohttp" in sys.modules  # this module imports aiohttp.web
     assert not netprobe.needed()
-    preflight = Preflight(f"http://127.0.0.1:{free_port()}/m.json", 5, "reg")
+    preflight = Preflight(f"http://127.0.0.1:{free_port()}/m.json", 5, "reg", LOOPBACK)
     await preflight.check()
 
 
 def test_blocking_probe_reports_like_the_async_one(full_backlog: int) -> None:
     """The constructor's blocking probe: refused and never-accepting ports, a listening one."""
     with pytest.raises(SourceUnavailable, match=r"^reg: connection refused$"):
-        netprobe.probe_blocking("127.0.0.1", free_port(), 5, what="reg")
+        netprobe.probe_blocking("127.0.0.1", free_port(), 5, peers=LOOPBACK, what="reg")
     with pytest.raises(SourceUnavailable, match=r"^reg: timed out$"):
-        netprobe.probe_blocking("127.0.0.1", full_backlog, 0.2, what="reg")
+        netprobe.probe_blocking("127.0.0.1", full_backlog, 0.2, peers=LOOPBACK, what="reg")
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        netprobe.probe_blocking("127.0.0.1", listener.getsockname()[1], 5)
+        netprobe.probe_blocking("127.0.0.1", listener.getsockname()[1], 5, peers=LOOPBACK)
         listener.settimeout(5)
         listener.accept()[0].close()  # the probe's connection really arrived
+
+
+async def test_probe_never_connects_to_a_forbidden_peer() -> None:
+    """A probe whose name resolves to loopback is a SourceError, and no connection arrives."""
+    seen: list[bool] = []
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(True)
+        writer.close()
+
+    server = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    rebound = AddressPolicy(resolver=lambda host, port: ["127.0.0.1"])
+    try:
+        with pytest.raises(SourceError, match="loopback"):
+            await netprobe.probe("registry.example", port, 5, peers=rebound, what="reg")
+        with pytest.raises(SourceError, match="loopback"):
+            netprobe.probe_blocking("registry.example", port, 5, peers=rebound, what="reg")
+        with pytest.raises(SourceError, match="loopback"):
+            await netprobe.probe("127.0.0.1", port, 5, peers=AddressPolicy(), what="reg")
+        await asyncio.sleep(0.1)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert seen == []
 
 
 @pytest.mark.parametrize("scheme", ["http", "mlflow+http"])
@@ -205,8 +234,9 @@ async def test_reachable_http_registry_is_used(
     http_registry: str, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     """When the probe gets through, init loads aiohttp and publishes the registry's answer."""
+    artifacts = (tmp_path / "artifacts").as_uri()  # file:// from a remote registry: explicit
     report, stderr = await init_and_report(
-        cli_env, http_registry, tmp_path / "pod", tmp_path / "lkg"
+        cli_env, http_registry, tmp_path / "pod", tmp_path / "lkg", "--allow", artifacts
     )
     assert report == {"code": 0, "aiohttp": True}, stderr
     pointer = Pointer.read(tmp_path / "pod" / "pointer.json")

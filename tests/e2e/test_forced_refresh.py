@@ -32,6 +32,8 @@ async def test_forced_refresh_sends_an_unconditional_no_cache_get(
         str(world.lkg),
         "--poll-interval",
         "3600",
+        "--allow",  # file:// artifacts named by a remote (HTTP) registry must be allowed by name
+        (world.base / "artifacts").as_uri(),
     ]
     sidecar = await asyncio.to_thread(Sidecar, cli_env, args)
     try:

@@ -108,6 +108,8 @@ async def test_sidecar_follows_a_configmap_registry_and_reports_to_the_cluster(
         "server-0",
         "--pod-namespace",
         "ml",
+        "--allow",  # a ConfigMap is a remote registry: its file:// artifacts are named here
+        (world.base / "artifacts").as_uri(),
     ]
     sidecar = await asyncio.to_thread(Sidecar, env, args)
     try:

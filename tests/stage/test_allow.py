@@ -1,18 +1,19 @@
-"""The artifact URI allowlist: component-aware prefixes, forbidden addresses, URI tricks."""
+"""The artifact URI allowlist: component-aware prefixes, forbidden addresses, URI tricks,
+file:// by provenance. The DNS half (names resolved once, when connecting) is in
+tests/adapters/test_addresses.py."""
 
 from __future__ import annotations
 
 import posixpath
-import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pointercache.errors import ConfigError, FetchUnavailable, ForbiddenURI
-from pointercache.stage.allow import AllowList, check_redirect, forbidden_address
+from pointercache.errors import ConfigError, ForbiddenURI
+from pointercache.stage.allow import AllowList, check_redirect
 from pointercache.stage.fetchers import AllowAll
 
 PREFIXES = [
@@ -45,7 +46,7 @@ PREFIXES = [
 )
 def test_allowed_under_prefix(uri: str) -> None:
     """URIs under a prefix, component by component, are allowed."""
-    AllowList(PREFIXES, resolve_dns=False).check(uri)
+    AllowList(PREFIXES).check(uri)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +75,7 @@ def test_allowed_under_prefix(uri: str) -> None:
 def test_refused_outside_prefixes(uri: str) -> None:
     """Look-alike buckets, hosts, ports, schemes and paths are not under any prefix."""
     with pytest.raises(ForbiddenURI, match="not under any --allow prefix"):
-        AllowList(PREFIXES, resolve_dns=False).check(uri)
+        AllowList(PREFIXES).check(uri)
 
 
 @pytest.mark.parametrize(
@@ -109,6 +110,16 @@ def test_refused_outside_prefixes(uri: str) -> None:
         "https://a_com%2e/m.tgz",
         "file:///data/models/../secrets",
         "file:///data/models/%2e%2e/secrets",
+        "file:///data/models/..;/secret.bin",
+        "file:///data/models/..;x=1/secret.bin",
+        "file:///data/models/.;/secret.bin",
+        "file:///data/models/%2e%2e;/secret.bin",
+        "file:///data/models/..%3b/secret.bin",
+        "file:///data/models/..%253b/secret.bin",
+        "file:///data/models/;x/secret.bin",
+        "https://a.com/x/..;jsessionid=1/m.tgz",
+        "https://a.com/x/..;/..;/m.tgz",
+        "https://a.com/;/m.tgz",
         "file://localhost/data/models/m.pkl",
         "file:data/models/m.pkl",
         "s3://models/a//b",
@@ -120,7 +131,7 @@ def test_refused_outside_prefixes(uri: str) -> None:
 def test_uri_tricks_refused(uri: str) -> None:
     """User info, fragments, traversal in any encoding and non-normalised URIs are refused."""
     with pytest.raises(ForbiddenURI) as info:
-        AllowList(PREFIXES, resolve_dns=False).check(uri)
+        AllowList(PREFIXES).check(uri)
     assert "hunter2" not in str(info.value)
 
 
@@ -145,6 +156,15 @@ FORBIDDEN = [
     "http://[::ffff:a9fe:a9fe]/",
     "http://[0:0:0:0:0:ffff:a9fe:a9fe]/",
     "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[64:ff9b:1::a9fe:a9fe]/",
+    "http://[64:ff9b:1:a9fe:a9:fe00::]/",
+    "http://[64:ff9b:1::808:808]/",
+    "http://[::ffff:0:a9fe:a9fe]/",
+    "http://[::ffff:0:7f00:1]/",
+    "http://[::ffff:0:0]/",
+    "http://[2001:db8::5efe:a9fe:a9fe]/",
+    "http://[2001:db8::200:5efe:7f00:1]/",
+    "http://[2001:0:4136:e378:8000:63bf:5601:5601]/",
     "http://[::a9fe:a9fe]/",
     "http://[2002:a9fe:a9fe::1]/",
     "http://127.0.0.1/",
@@ -176,7 +196,7 @@ FORBIDDEN = [
 def test_forbidden_addresses_refused_with_empty_allowlist(uri: str) -> None:
     """Loopback, link-local, metadata and similar targets are refused in every spelling."""
     with pytest.raises(ForbiddenURI):
-        AllowList([], resolve_dns=False).check(uri)
+        AllowList([]).check(uri)
 
 
 @pytest.mark.parametrize(
@@ -189,7 +209,9 @@ def test_forbidden_addresses_refused_with_empty_allowlist(uri: str) -> None:
         "https://8.8.8.8/m.tgz",
         "s3://metadata/model/",
         "s3://localhost/x",
-        "file:///var/models/m.pkl",
+        "https://[64:ff9b::808:808]/m.tgz",
+        "https://[2001:db8::5efe:a00:1]/m.tgz",
+        "https://a.com/models;v=2/m.tgz",
         "runs:/0123abcd/model",
         "models:/fraud/3",
         "mlflow-artifacts:/1/x/artifacts",
@@ -197,7 +219,7 @@ def test_forbidden_addresses_refused_with_empty_allowlist(uri: str) -> None:
 )
 def test_empty_allowlist_allows_ordinary_targets(uri: str) -> None:
     """With no prefixes, private-network hosts and storage schemes are allowed."""
-    AllowList([], resolve_dns=False).check(uri)
+    AllowList([]).check(uri)
 
 
 def test_explicitly_named_loopback_is_allowed() -> None:
@@ -220,78 +242,52 @@ def test_explicitly_named_metadata_address_is_allowed() -> None:
     AllowList(["http://169.254.169.254/latest"]).check("http://169.254.169.254/latest/x")
 
 
-def resolver(table: dict[str, list[str]]) -> Callable[[str, int | None], Sequence[str]]:
-    """A fixed DNS answer table (the allowlist's own injection point)."""
-
-    def resolve(host: str, port: int | None) -> Sequence[str]:
-        if host not in table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return table[host]
-
-    return resolve
-
-
-DNS = {
-    "models.example.com": ["203.0.113.7", "2001:db8::7"],
-    "rebind.example.com": ["203.0.113.8", "127.0.0.1"],
-    "meta.example.com": ["169.254.169.254"],
-    "mapped.example.com": ["::ffff:169.254.169.254"],
-    "minio.svc": ["10.96.0.12"],
-}
-
-
 @pytest.mark.parametrize(
-    ("uri", "ok"),
-    [
-        ("https://models.example.com/m.tgz", True),
-        ("http://minio.svc:9000/models/m.tgz", True),
-        ("https://rebind.example.com/m.tgz", False),
-        ("https://meta.example.com/m.tgz", False),
-        ("https://mapped.example.com/m.tgz", False),
-    ],
+    "uri", ["file:///var/models/m.pkl", "file:///proc/self/environ", "file:///etc/shadow"]
 )
-def test_resolved_addresses_are_checked(uri: str, ok: bool) -> None:
-    """Every address a name resolves to must be allowed, not just the first."""
-    allow = AllowList([], resolver=resolver(DNS))
-    if ok:
+def test_file_uri_from_a_remote_registry_needs_an_explicit_prefix(uri: str) -> None:
+    """With the default empty allowlist a remote registry (or an LKG) cannot name a pod file."""
+    allow = AllowList([])
+    with pytest.raises(ForbiddenURI, match="remote registry"):
         allow.check(uri)
-    else:
-        with pytest.raises(ForbiddenURI, match="address"):
-            allow.check(uri)
+    with pytest.raises(ForbiddenURI, match="remote registry"):
+        allow.scoped("remote").check(uri)
+    allow.scoped("local").check(uri)  # a file:// manifest on the pod's own filesystem may
 
 
-def test_allowlisted_name_resolving_to_metadata_is_still_refused() -> None:
-    """A DNS name in a prefix does not exempt the addresses it resolves to (rebinding)."""
-    allow = AllowList(["https://meta.example.com"], resolver=resolver(DNS))
-    with pytest.raises(ForbiddenURI, match="metadata"):
-        allow.check("https://meta.example.com/m.tgz")
+def test_named_file_prefix_admits_remote_file_uris_under_it_only() -> None:
+    """An --allow file:// prefix is the explicit opt-in, for its directory and nothing else."""
+    allow = AllowList(["file:///var/models", "https://a.com"])
+    allow.check("file:///var/models/m.pkl")
+    allow.scoped("remote").check("file:///var/models/sub/m.pkl")
+    for uri in ("file:///var/models2/m.pkl", "file:///proc/self/environ"):
+        with pytest.raises(ForbiddenURI, match="not under any --allow prefix"):
+            allow.scoped("local").check(uri)
 
 
-def test_unresolvable_host_is_transient() -> None:
-    """A name that does not resolve is a transient fetch failure, not a forbidden URI."""
-    with pytest.raises(FetchUnavailable):
-        AllowList([], resolver=resolver(DNS)).check("https://nowhere.example.com/m.tgz")
+def test_scoping_keeps_the_prefixes_and_the_peers() -> None:
+    """A scoped allowlist is the same policy (prefixes, address rules) for another origin."""
+    allow = AllowList(["https://a.com", "http://127.0.0.1:8080"])
+    local = allow.scoped("local")
+    assert local.peers is allow.peers
+    assert local.scoped("local") is local
+    with pytest.raises(ForbiddenURI):
+        local.check("https://b.com/x")
+    local.check("http://127.0.0.1:8080/x")
 
 
-def test_real_resolver_refuses_a_name_for_loopback() -> None:
-    """With the real resolver, a name this machine maps to loopback is refused."""
-    host = socket.gethostname().lower()
-    addresses = {i[4][0] for i in socket.getaddrinfo(host, None)}
-    if not any(forbidden_address(str(a).split("%")[0]) for a in addresses):
-        pytest.skip(f"{host} does not resolve to a loopback address here")
-    with pytest.raises(ForbiddenURI, match="loopback"):
-        AllowList([]).check(f"http://{host}:8080/m.tgz")
-
-
-def test_storage_schemes_never_resolve() -> None:
-    """s3:// and file:// URIs are checked without any DNS lookup."""
+def test_check_never_resolves_names() -> None:
+    """check() does no DNS lookup at all: names are resolved once, when connecting (peers)."""
 
     def no_dns(host: str, port: int | None) -> Sequence[str]:
-        raise AssertionError("DNS must not be used")
+        raise AssertionError("DNS must not be used by check()")
 
-    allow = AllowList(["s3://models", "file:///data"], resolver=no_dns)
+    allow = AllowList(
+        ["s3://models", "file:///data", "https://models.example.com"], resolver=no_dns
+    )
     allow.check("s3://models/x")
     allow.check("file:///data/x")
+    allow.check("https://models.example.com/m.tgz")
 
 
 @pytest.mark.parametrize(
@@ -304,7 +300,7 @@ def test_storage_schemes_never_resolve() -> None:
 )
 def test_redirect_hop_allowed(location: str, expected: str) -> None:
     """A redirect inside the allowlist returns the absolute next URI."""
-    allow = AllowList(["https://a.com"], resolve_dns=False)
+    allow = AllowList(["https://a.com"])
     assert allow.check_redirect("https://a.com/dir/m.tgz", location) == expected
 
 
@@ -320,7 +316,7 @@ def test_redirect_hop_allowed(location: str, expected: str) -> None:
 )
 def test_redirect_hop_refused(location: str) -> None:
     """Redirects are checked like first requests, and https→http downgrades are refused."""
-    allow = AllowList(["https://a.com"], resolve_dns=False)
+    allow = AllowList(["https://a.com"])
     with pytest.raises(ForbiddenURI):
         allow.check_redirect("https://a.com/dir/m.tgz", location)
 
@@ -340,33 +336,6 @@ def test_bad_prefixes_are_config_errors(prefix: str) -> None:
     """A malformed --allow prefix is a configuration error naming the flag."""
     with pytest.raises(ConfigError, match="--allow"):
         AllowList([prefix])
-
-
-@pytest.mark.parametrize(
-    ("addr", "reason"),
-    [
-        ("169.254.169.254", "metadata"),
-        ("fd00:ec2::254", "metadata"),
-        ("100.100.100.200", "metadata"),
-        ("127.0.0.1", "loopback"),
-        ("::ffff:127.0.0.1", "loopback"),
-        ("fe80::1", "link-local"),
-        ("0.0.0.0", "unspecified"),
-        ("239.1.1.1", "multicast"),
-        ("10.0.0.1", None),
-        ("100.64.0.1", None),
-        ("2001:db8::1", None),
-        ("64:ff9b::808:808", None),
-    ],
-)
-def test_forbidden_address_table(addr: str, reason: str | None) -> None:
-    """forbidden_address names the class of a forbidden address and passes ordinary ones."""
-    got = forbidden_address(addr)
-    if reason is None:
-        assert got is None
-    else:
-        assert got is not None
-        assert reason in got
 
 
 @given(
@@ -395,5 +364,5 @@ def test_accepted_file_uris_stay_under_the_prefix(segments: list[str]) -> None:
 def test_userinfo_refused_by_name(uri: str) -> None:
     """Any user info is refused as such (and never echoed), whatever else the URI says."""
     with pytest.raises(ForbiddenURI, match="user info") as info:
-        AllowList([], resolve_dns=False).check(uri)
+        AllowList([]).check(uri)
     assert "hunter2" not in str(info.value)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from pointercache.adapters.addresses import AddressPolicy
 from pointercache.adapters.http import Credentials
 from pointercache.adapters.kube.config import KubeConfig
 from pointercache.errors import ConfigError
@@ -49,6 +50,10 @@ class SourceOptions:
     which honours ``AWS_ENDPOINT_URL``)."""
     file_resync: float = 30.0
     """Seconds between re-reads of a watched ``file://`` manifest when no event arrives."""
+    peers: AddressPolicy = field(default_factory=AddressPolicy)
+    """Where HTTP registries (and their redirects) may connect: no loopback, link-local or
+    metadata address, whatever DNS answers, except a host the registry URI itself names
+    literally (each source adds its own with ``AddressPolicy.naming``)."""
 
 
 class Source(Protocol):

@@ -58,7 +58,7 @@ class FileManifestSource:
         """Read, validate and select; ``SourceUnavailable``, ``InvalidManifest`` or ``NotFound``."""
         data = await self.read()
         parsed = manifest.parse(data, model=model, max_bytes=self.options.max_manifest_bytes)
-        return parsed.select(selector, registry=self.name)
+        return parsed.select(selector, registry=self.name, provenance="local")
 
     async def _snapshot(self) -> bytes | None:
         try:

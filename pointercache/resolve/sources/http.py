@@ -7,6 +7,12 @@ stops at ``SourceOptions.max_manifest_bytes``. Connect and total time are both b
 ``SourceOptions.timeout``. 404/410 → ``NotFound``; 408/429/5xx, timeouts and connection errors →
 ``SourceUnavailable``; 401/403 and other refusals → ``SourceError``.
 
+Redirects (at most ``MAX_REDIRECTS``) are followed by hand, each target checked before it is
+requested (``adapters.http.redirect_target``: no downgrade to http, no user info, no forbidden
+literal address); every connection — to the registry and to each hop — goes only to addresses
+``SourceOptions.peers`` checked (the registry's own host is allowed when its URI names it
+literally, e.g. ``http://127.0.0.1:8080/m.json``). A refused peer is a ``SourceError``.
+
 aiohttp is not imported with this module: while it is not loaded, the source probes the registry
 over TCP first (``Preflight``), so an unreachable registry fails over to the LKG without paying
 the import (~0.4 s).
@@ -24,15 +30,17 @@ from pointercache.adapters.http import (
     Preflight,
     client_session,
     client_timeout,
+    endpoint,
     is_transport_error,
     load_aiohttp,
     read_limited,
+    redirect_target,
     status_error,
     transport_error,
 )
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
-from pointercache.errors import InvalidManifest
+from pointercache.errors import ForbiddenURI, InvalidManifest, SourceError
 from pointercache.model import manifest
 from pointercache.model.candidate import Candidate, Selector
 from pointercache.resolve.sources import SourceOptions
@@ -43,6 +51,7 @@ if TYPE_CHECKING:
     from pointercache.model.manifest import Manifest
 
 MAX_REDIRECTS = 3
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class HttpManifestSource:
@@ -53,7 +62,9 @@ class HttpManifestSource:
         self.uri = uri
         self.name = redact_uri(uri)
         self._session: aiohttp.ClientSession | None = None
-        self._preflight = Preflight(uri, self.options.timeout, self.name)
+        self.peers = self.options.peers.naming([endpoint(uri)])
+        """Where this source may connect: its own host as named, other peers as checked."""
+        self._preflight = Preflight(uri, self.options.timeout, self.name, self.peers)
         self._etag: str | None = None
         self._last_modified: str | None = None
         self._cached: Manifest | None = None
@@ -65,7 +76,7 @@ class HttpManifestSource:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = client_session(client_timeout(self.options.timeout))
+            self._session = client_session(client_timeout(self.options.timeout), peers=self.peers)
         return self._session
 
     def invalidate(self) -> None:
@@ -89,22 +100,28 @@ class HttpManifestSource:
     async def _get(self, model: str) -> Manifest:
         headers = self._conditional_headers(model)
         self.requests += 1
-        async with self._client().get(
-            self.uri, headers=headers, max_redirects=MAX_REDIRECTS
-        ) as response:
-            if response.status == 304 and self._cached is not None and headers:  # noqa: PLR2004
-                self.not_modified += 1
-                return self._cached
-            if response.status != 200:  # noqa: PLR2004
-                raise status_error(response.status, self.name)
-            limit = self.options.max_manifest_bytes
-            data = await read_limited(response, limit, self.name, InvalidManifest)
-            etag = response.headers.get("ETag")
-            last_modified = response.headers.get("Last-Modified")
-        parsed = manifest.parse(data, model=model, max_bytes=limit)
-        self._cached, self._etag, self._last_modified = parsed, etag, last_modified
-        log.debug("manifest-fetched", registry=self.name, bytes=len(data), etag=etag or "")
-        return parsed
+        url = self.uri
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self._client().get(url, headers=headers, allow_redirects=False) as response:
+                if response.status in REDIRECTS:
+                    location = response.headers.get("Location", "")
+                    url = redirect_target(url, location, self.peers)
+                    log.debug("manifest-redirect", registry=self.name, to=redact_uri(url))
+                    continue
+                if response.status == 304 and self._cached is not None and headers:  # noqa: PLR2004
+                    self.not_modified += 1
+                    return self._cached
+                if response.status != 200:  # noqa: PLR2004
+                    raise status_error(response.status, self.name)
+                limit = self.options.max_manifest_bytes
+                data = await read_limited(response, limit, self.name, InvalidManifest)
+                etag = response.headers.get("ETag")
+                last_modified = response.headers.get("Last-Modified")
+            parsed = manifest.parse(data, model=model, max_bytes=limit)
+            self._cached, self._etag, self._last_modified = parsed, etag, last_modified
+            log.debug("manifest-fetched", registry=self.name, bytes=len(data), etag=etag or "")
+            return parsed
+        raise SourceError(f"{self.name}: more than {MAX_REDIRECTS} redirects")
 
     async def resolve(self, model: str, selector: Selector) -> Candidate:
         """Conditional GET, validate (or reuse on 304) and select the candidate.
@@ -116,6 +133,8 @@ class HttpManifestSource:
                 await self._preflight.check()
                 load_aiohttp(deadline)
                 parsed = await self._get(model)
+        except ForbiddenURI as exc:  # a redirect or an address the peers policy refuses
+            raise SourceError(f"{self.name}: {exc}") from exc
         except Exception as exc:
             if not is_transport_error(exc):
                 raise

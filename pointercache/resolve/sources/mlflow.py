@@ -15,7 +15,9 @@ without paying the import (~0.4 s). A resolution is:
   parallel GETs;
 - ``runs:/``, ``models:/`` and ``mlflow-artifacts:/`` locations are resolved through the tracking
   server into a fetchable URI (``mlflow-artifacts+http(s)://host:port/<path>`` for the artifact
-  proxy, see ``pointercache.stage.fetchers.mlflow``); ``s3://``, ``http(s)://`` pass through.
+  proxy, see ``pointercache.stage.fetchers.mlflow``); ``s3://``, ``http(s)://`` pass through,
+  and so does ``file://``, which the allowlist refuses (an MLflow registry is remote) unless an
+  ``--allow`` prefix names that directory; a bare server path is refused here.
 
 Model-version tags, all optional: ``pointercache.digest`` (``sha256:<hex>``) and
 ``pointercache.size_bytes`` (enforced when present), ``pointercache.preprocessing`` (added to
@@ -60,9 +62,11 @@ from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
     ConfigError,
+    ForbiddenURI,
     InvalidManifest,
     InvalidPointer,
     NotFound,
+    SourceError,
     SourceUnavailable,
 )
 from pointercache.model.candidate import Candidate, Selector
@@ -103,8 +107,9 @@ class MlflowSource:
             timeout=self.options.timeout,
             max_answer_bytes=self.options.max_manifest_bytes,
             credentials=self.options.credentials,
+            peers=self.options.peers,
         )
-        self._preflight = Preflight(self.base, self.options.timeout, self.name)
+        self._preflight = Preflight(self.base, self.options.timeout, self.name, self.rest.peers)
         self._details: OrderedDict[tuple[str, str, str], tuple[str, dict[str, Any] | None]] = (
             OrderedDict()
         )
@@ -120,6 +125,8 @@ class MlflowSource:
                 await self._preflight.check()
                 load_aiohttp(deadline)
                 return await self._resolve(model, selector)
+        except ForbiddenURI as exc:  # an address the peers policy refuses
+            raise SourceError(f"{self.name}: {exc}") from exc
         except Exception as exc:
             if not is_transport_error(exc):
                 raise
@@ -232,12 +239,12 @@ class MlflowSource:
             return await self._fetchable(f"{root}/{rel}" if rel else root, hops + 1)
         if scheme == "models":
             return await self._fetchable(await self._model_location(parts.netloc + path), hops + 1)
-        if scheme in ("", "file"):
+        if scheme == "":
             raise InvalidManifest(
                 f"{self.name}: artifact location {redact_uri(location)} is local to the server"
                 " (run it with --serve-artifacts)"
             )
-        return location
+        return location  # file:// included: the allowlist refuses it from a remote registry
 
     async def _model_location(self, ref: str) -> str:
         """Artifact location of ``models:/<name>/<version>``, ``<name>@<alias>`` or ``m-<id>``."""

@@ -2,7 +2,9 @@
 
 Redirects are followed by hand, at most ``max_redirects`` hops, and every hop is checked by
 ``options.allow`` before a request is sent to it (a registry cannot bounce us to a metadata
-address). A broken or stalled body is resumed with ``Range: bytes=N-`` guarded by ``If-Range``
+address). Every connection goes only to addresses ``options.allow.peers`` checked when it
+resolved the name (``adapters.http.client_session``): DNS cannot rebind between check and
+connect. A broken or stalled body is resumed with ``Range: bytes=N-`` guarded by ``If-Range``
 (the strong ETag, else Last-Modified); a server that ignores the range (200) or has no validator
 makes the download restart from zero. Each failed attempt that made no progress uses one of
 ``options.backoff.attempts`` attempts. Bodies are taken as served (``Accept-Encoding:
@@ -114,7 +116,7 @@ class HttpFetcher:
         """Download ``uri`` to the file ``dest``; FetchError (never an aiohttp error) on failure."""
         if urlsplit(uri).scheme.lower() not in {"http", "https"}:
             raise ForbiddenURI(f"not an HTTP URI: {redact_uri(uri)}")
-        await asyncio.to_thread(self._options.allow.check, uri)  # may resolve DNS
+        self._options.allow.check(uri)  # names are checked when resolved: see _client
         try:
             sink = await asyncio.to_thread(_Sink, dest)
         except OSError as exc:
@@ -140,7 +142,12 @@ class HttpFetcher:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             timeout = transfer_timeout(self._options.connect_timeout, self._options.read_timeout)
-            self._session = client_session(timeout, auto_decompress=False, read_bufsize=4 * CHUNK)
+            self._session = client_session(
+                timeout,
+                peers=self._options.allow.peers,  # the checked DNS answer is the one connected to
+                auto_decompress=False,
+                read_bufsize=4 * CHUNK,
+            )
         return self._session
 
     async def _transfer(self, uri: str, sink: _Sink) -> _State:
@@ -210,12 +217,12 @@ class HttpFetcher:
         raise FetchError(f"more than {self._max_redirects} redirects from {redact_uri(uri)}")
 
     async def _next_hop(self, url: str, location: str) -> str:
-        """The absolute target of a redirect, checked like a first request (off the loop: DNS)."""
+        """The absolute target of a redirect, checked like a first request."""
         if not location:
             raise FetchError(f"redirect without Location from {redact_uri(url)}")
         if urlsplit(urljoin(url, location)).scheme.lower() not in {"http", "https"}:
             raise ForbiddenURI(f"redirect to a non-HTTP URI from {redact_uri(url)}")
-        target = await asyncio.to_thread(check_redirect, self._options.allow, url, location)
+        target = check_redirect(self._options.allow, url, location)
         log.info("http-redirect", uri=redact_uri(url), to=redact_uri(target))
         return target
 

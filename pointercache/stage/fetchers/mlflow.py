@@ -5,9 +5,11 @@ The MLflow source turns ``mlflow-artifacts:/<path>`` locations into this scheme.
 ``GET /api/2.0/mlflow-artifacts/artifacts/<file>``, a few at a time, into ``dest``. An empty
 listing means the path is a single file (or missing: ``ArtifactNotFound``).
 
-Untrusted input: the URI passes the allowlist first; every listed name must be a plain relative
-path (no ``..``, ``.``, empty or absolute segments, no backslashes or NULs) that stays inside
-``dest``; files are created exclusively; the entry count, depth and total bytes are bounded.
+Untrusted input: the URI passes the allowlist first, and connections go only to addresses
+``options.allow.peers`` checked (no DNS rebinding between check and connect); every listed
+name must be a plain relative path (no ``..``, ``.``, empty or absolute segments, no
+backslashes or NULs) that stays inside ``dest``; files are created exclusively; the entry
+count, depth and total bytes are bounded.
 Credentials (``FetchOptions.mlflow_auth``, netloc → token/basic-auth files) go only to the
 netloc they are configured for, and never into a log line. Redirects are not followed. aiohttp is
 imported when the first request is sent, not with this module.
@@ -77,7 +79,7 @@ class MlflowArtifactFetcher:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             timeout = transfer_timeout(self.options.connect_timeout, self.options.read_timeout)
-            self._session = client_session(timeout)
+            self._session = client_session(timeout, peers=self.options.allow.peers)
         return self._session
 
     async def fetch(self, uri: str, dest: Path) -> FetchResult:
