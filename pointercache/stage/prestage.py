@@ -1,8 +1,9 @@
 """Prestage a candidate: bring its artifact into staging, verified, ready for ``Store.install``.
 
-Order: the node cache by digest (copied or hardlinked, then re-verified) → the origin URI through
-the scheme's fetcher → archive extraction when the URI names an archive → ``tree_digest`` →
-verification against the candidate's promised digest and size → into the node cache. A mismatch
+Order: the node cache by digest (copied, never linked, then the copy verified) → the origin URI
+through the scheme's fetcher → archive extraction when the URI names an archive →
+``tree_digest`` → verification against the candidate's promised digest and size → a copy into
+the node cache (the served tree never shares an inode with the node directory). A mismatch
 raises ``IntegrityError`` and the staged bytes are deleted; a damaged cache entry is deleted and
 the artifact fetched again. A candidate without a digest is verified by computing one: the
 ``Staged`` result (and so the pointer) records what was actually staged.
@@ -26,7 +27,7 @@ from pointercache.base.redact import redact_uri
 from pointercache.errors import IntegrityError, TooLarge
 from pointercache.model.digest import tree_digest
 from pointercache.stage.fetchers import Fetcher, FetchOptions, FetchResult, open_fetcher
-from pointercache.volume.fsutil import copy_tree_or_link, remove_path
+from pointercache.volume.fsutil import copy_tree, remove_path
 
 if TYPE_CHECKING:
     from pointercache.model.candidate import Candidate
@@ -69,7 +70,7 @@ async def prestage(
             await _cache_put(cache, staged)
         return staged
     async with cache.alock(candidate.digest):
-        hit = await _from_cache(candidate, staging, cache)
+        hit = await _from_cache(candidate, staging, cache, fetch.max_bytes)
         if hit is not None:
             return hit
         staged = await _fetch_verified(candidate, staging, fetch, fetcher)
@@ -77,15 +78,26 @@ async def prestage(
         return staged
 
 
-async def _from_cache(candidate: Candidate, staging: Path, cache: NodeCache) -> Staged | None:
+async def _from_cache(
+    candidate: Candidate, staging: Path, cache: NodeCache, max_bytes: int
+) -> Staged | None:
+    """The candidate's artifact from the node cache, copied and then verified; None on a miss.
+
+    The node directory is untrusted (every pod on the node can write it), so the entry is
+    *copied* into staging (``copy_tree``: no hard link, no symlink followed, bounded by the
+    promised size) and the **copy** is verified against the digest: what is served is exactly
+    what was checked, and a later write to the cache cannot reach it. A damaged entry is
+    discarded and the artifact fetched from the origin.
+    """
     assert candidate.digest is not None
     found = await asyncio.to_thread(cache.lookup, candidate.digest)
     if found is None:
         return None
     dest = staging / "model"
+    limit = candidate.size_bytes if candidate.size_bytes is not None else max_bytes
     try:
-        await asyncio.to_thread(copy_tree_or_link, found, dest)
-        digest, size = await asyncio.to_thread(tree_digest, dest)
+        await asyncio.to_thread(copy_tree, found, dest, max_bytes=limit)
+        digest, size = await asyncio.to_thread(tree_digest, dest)  # verify the private copy
         _verify(candidate, digest, size)
     except Exception as exc:
         log.warning("cache-damaged", digest=candidate.digest, error=exc)

@@ -8,6 +8,10 @@
     cas/.tmp/                     entries being written; renamed into place when complete
 
 A cache entry appears by one rename of a complete directory, so no reader sees a partial entry.
+The node directory is shared with every pod on the node, so an entry is **untrusted**: readers
+copy it (never link it) and verify the copy against the digest before using it
+(``pointercache.stage.prestage``); ``put`` copies too, so the served tree never shares an inode
+with the cache.
 ``alock(digest)`` is a cross-process ``flock``: pods on a node that need the same digest download
 it once while the others wait, then copy from the cache. Eviction keeps the cache within
 ``max_bytes`` by least-recent use, never removes an entry the node LKG pointers reference
@@ -31,7 +35,7 @@ from pointercache.base.log import log
 from pointercache.errors import StoreLocked
 from pointercache.model.pointer import check_digest
 from pointercache.volume import layout
-from pointercache.volume.fsutil import copy_tree_or_link, fsync_dir
+from pointercache.volume.fsutil import copy_tree, fsync_dir
 from pointercache.volume.locks import NodeLocks
 
 if TYPE_CHECKING:
@@ -74,10 +78,13 @@ class NodeCache:
         return artifact if os.path.lexists(artifact) else None
 
     def put(self, artifact: Path, digest: str) -> Path:
-        """Add a verified ``artifact`` under ``digest`` (copy or hardlink); return the entry's copy.
+        """Add a verified ``artifact`` under ``digest``; return the entry's copy.
 
-        The entry is assembled in ``cas/.tmp`` and renamed into place; if another process put the
-        same digest first, its entry is kept. Then evicts others when the cache is bounded.
+        The entry is a copy (``fsutil.copy_tree``: a copy-on-write clone where the filesystem
+        has them, never a hard link), so nothing that writes the node directory later can reach
+        the served artifact through it. It is assembled in ``cas/.tmp`` and renamed into place;
+        if another process put the same digest first, its entry is kept. Then evicts others when
+        the cache is bounded.
         """
         entry = self._entry(digest)
         if (found := self.lookup(digest)) is not None:
@@ -87,7 +94,7 @@ class NodeCache:
         work = self.tmp / secrets.token_hex(8)
         work.mkdir()
         try:
-            copy_tree_or_link(artifact, work / layout.MODEL)
+            copy_tree(artifact, work / layout.MODEL)
             (work / layout.CAS_SIZE).write_text(str(_size(work / layout.MODEL)))
             _touch(work / layout.CAS_USED)
             fsync_dir(work)
@@ -202,15 +209,17 @@ class NodeCache:
 
 
 def _touch(path: Path) -> None:
-    """Set ``path``'s mtime to now, creating it only if its directory exists."""
+    """Set ``path``'s mtime to now, creating it only if its directory exists; never through a
+    symlink someone planted in the node directory."""
     now = time.time_ns()
     try:
-        os.utime(path, ns=(now, now))
+        os.utime(path, ns=(now, now), follow_symlinks=False)
     except FileNotFoundError:
         if not path.parent.is_dir():
             raise
-        path.touch()
-        os.utime(path, ns=(now, now))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        os.close(os.open(path, flags, 0o644))
+        os.utime(path, ns=(now, now), follow_symlinks=False)
 
 
 def _size(path: Path) -> int:

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from pointercache.volume.fsutil import (
+    MAX_COPY_DEPTH,
     TMP_PREFIX,
     atomic_symlink,
     atomic_write_bytes,
+    copy_tree,
     copy_tree_or_link,
 )
 
@@ -85,3 +87,72 @@ def test_copy_tree_refuses_symlinks(tmp_path: Path) -> None:
     (src / "escape").symlink_to("/etc/passwd")
     with pytest.raises(OSError, match="not a regular file"):
         copy_tree_or_link(src, tmp_path / "dst")
+
+
+def _tree(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "MLmodel").write_bytes(b"flavors: {}\n")
+    (root / "sub" / "w.bin").write_bytes(os.urandom(1 << 20))
+    return root
+
+
+def test_copy_tree_never_shares_an_inode(tmp_path: Path) -> None:
+    """copy_tree makes copies on the same filesystem too: a later write to src never reaches dst."""
+    src = _tree(tmp_path / "src")
+    copy_tree(src, tmp_path / "dst")
+    for rel in ("MLmodel", "sub/w.bin"):
+        copied = tmp_path / "dst" / rel
+        assert copied.read_bytes() == (src / rel).read_bytes()
+        assert copied.stat().st_ino != (src / rel).stat().st_ino
+    with (src / "sub" / "w.bin").open("r+b") as out:
+        out.write(b"rewritten in place")
+    assert (tmp_path / "dst" / "sub" / "w.bin").read_bytes()[:18] != b"rewritten in place"
+
+
+def test_copy_tree_of_a_single_file(tmp_path: Path) -> None:
+    """A single-file artifact is copied the same way."""
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"onnx" * 1000)
+    copy_tree(src, tmp_path / "copy.onnx")
+    assert (tmp_path / "copy.onnx").read_bytes() == b"onnx" * 1000
+    assert (tmp_path / "copy.onnx").stat().st_ino != src.stat().st_ino
+
+
+@pytest.mark.parametrize("where", ["top", "inner-file", "inner-dir"])
+def test_copy_tree_never_follows_a_symlink(tmp_path: Path, where: str) -> None:
+    """A symlink anywhere in an untrusted source is refused, never read through."""
+    target = _tree(tmp_path / "elsewhere")
+    src = tmp_path / "src"
+    if where == "top":
+        src.symlink_to(target, target_is_directory=True)
+    else:
+        _tree(src)
+        if where == "inner-file":
+            (src / "zero").symlink_to("/dev/zero")
+        else:
+            (src / "sub" / "d").symlink_to(target, target_is_directory=True)
+    with pytest.raises(OSError) as info:
+        copy_tree(src, tmp_path / "dst")
+    assert info.value.errno == errno.EINVAL
+
+
+def test_copy_tree_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    """A FIFO planted in the source is refused at once (O_NONBLOCK; nobody writes to it)."""
+    src = _tree(tmp_path / "src")
+    os.mkfifo(src / "sub" / "pipe")
+    with pytest.raises(OSError) as info:
+        copy_tree(src, tmp_path / "dst")
+    assert info.value.errno == errno.EINVAL
+
+
+def test_copy_tree_is_bounded(tmp_path: Path) -> None:
+    """More bytes than allowed, or a tree deeper than MAX_COPY_DEPTH, is EFBIG."""
+    src = _tree(tmp_path / "src")
+    with pytest.raises(OSError) as info:
+        copy_tree(src, tmp_path / "dst", max_bytes=(1 << 20) - 1)
+    assert info.value.errno == errno.EFBIG
+    deep = tmp_path / "deep"
+    (deep / Path(*["d"] * (MAX_COPY_DEPTH + 2))).mkdir(parents=True)
+    with pytest.raises(OSError) as info:
+        copy_tree(deep, tmp_path / "dst2")
+    assert info.value.errno == errno.EFBIG
