@@ -29,6 +29,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,10 +94,17 @@ class Store:
         return self.root / STAGING
 
     def ensure_layout(self) -> None:
-        """Create ``root/``, ``root/versions/`` and ``root/.staging/`` if missing."""
+        """Create ``root/``, ``root/versions/`` and ``root/.staging/`` if missing.
+
+        ``.staging`` and ``versions`` must be real directories, never symlinks: recovery empties
+        ``.staging`` and garbage collection deletes under ``versions``, and neither may reach
+        another directory. A ``.staging`` that is not a directory is replaced (it only ever holds
+        leftovers); a ``versions`` that is not one is a ``StoreError``.
+        """
         with _translate("ensure-layout"):
-            for path in (self.root, self.versions_dir, self.staging_dir):
-                path.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            _real_dir(self.versions_dir, replace=False)
+            _real_dir(self.staging_dir, replace=True)
 
     @contextlib.contextmanager
     def lock(self, *, timeout: float = 0.0) -> Iterator[None]:
@@ -139,7 +147,7 @@ class Store:
         with _translate("recover"):
             removed += sorted(self.staging_dir.iterdir())
             dirs = [self.root, *self._model_dirs()]
-            dirs += [v for d in dirs[1:] for v in d.iterdir() if v.is_dir()]
+            dirs += [v for d in dirs[1:] for v in d.iterdir() if _is_real_dir(v)]
             removed += [p for d in dirs for p in d.iterdir() if p.name.startswith(TMP_PREFIX)]
             for path in removed:
                 remove_path(path)
@@ -293,7 +301,7 @@ class Store:
         out: list[tuple[int, Path, Pointer]] = []
         for model_dir in self._model_dirs(model):
             for vdir in model_dir.iterdir():
-                if vdir.name.startswith(TMP_PREFIX) or not vdir.is_dir():
+                if vdir.name.startswith(TMP_PREFIX) or not _is_real_dir(vdir):
                     continue
                 try:
                     out.append((vdir.stat().st_mtime_ns, vdir, self._read_pointer(vdir)))
@@ -334,10 +342,10 @@ class Store:
     def _model_dirs(self, model: str | None = None) -> list[Path]:
         if model is not None:
             path = self.versions_dir / model
-            return [path] if path.is_dir() else []
-        if not self.versions_dir.is_dir():
+            return [path] if _is_real_dir(path) else []
+        if not _is_real_dir(self.versions_dir):
             return []
-        return sorted(p for p in self.versions_dir.iterdir() if p.is_dir())
+        return sorted(p for p in self.versions_dir.iterdir() if _is_real_dir(p))
 
     def _read_pointer(self, version_dir: Path) -> Pointer:
         try:
@@ -369,3 +377,24 @@ class Store:
         siblings = [p.stat().st_mtime_ns for p in version_dir.parent.iterdir() if p != version_dir]
         now = max([time.time_ns(), *(s + 1000 for s in siblings)])
         os.utime(version_dir, ns=(now, now))
+
+
+def _is_real_dir(path: Path) -> bool:
+    """True for a directory that is not a symlink to one."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def _real_dir(path: Path, *, replace: bool) -> None:
+    """Make sure ``path`` is a real directory (see ``Store.ensure_layout``)."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        path.mkdir()
+        return
+    if stat.S_ISDIR(info.st_mode):
+        return
+    if not replace:
+        raise StoreError(f"{path}: not a directory (a symlink or a file)")
+    log.warning("store-staging-replaced", path=str(path))
+    path.unlink()  # the link or file itself; never what a link points at
+    path.mkdir()

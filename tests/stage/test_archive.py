@@ -179,6 +179,38 @@ def test_tar_sparse_member_refused(box: Path) -> None:
     )
 
 
+def pax_sparse(version: str, realsize: int) -> Member:
+    """A PAX-described sparse member (GNU sparse format 0.0, 0.1 or 1.0), as GNU tar writes it:
+    a regular member whose headers say it is ``realsize`` bytes of mostly holes."""
+    data = b"x" * 512
+    if version == "1.0":  # the map leads the data: 1 region (offset 0, 512 bytes), padded
+        data = b"1\n0\n512\n".ljust(512, b"\0") + data
+        headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}
+        headers |= {"GNU.sparse.name": "big.bin", "GNU.sparse.realsize": str(realsize)}
+    elif version == "0.1":
+        headers = {"GNU.sparse.size": str(realsize), "GNU.sparse.numblocks": "1"}
+        headers["GNU.sparse.map"] = "0,512"
+    else:  # 0.0: offset/numbytes pairs as repeated keywords (one pair here)
+        headers = {"GNU.sparse.size": str(realsize), "GNU.sparse.numblocks": "1"}
+        headers |= {"GNU.sparse.offset": "0", "GNU.sparse.numbytes": "512"}
+    info = tarfile.TarInfo("GNUSparseFile.0/big.bin" if version == "1.0" else "big.bin")
+    info.size = len(data)
+    info.pax_headers = headers
+    return info, data
+
+
+@pytest.mark.parametrize("version", ["0.0", "0.1", "1.0"])
+def test_tar_pax_sparse_member_refused(box: Path, version: str) -> None:
+    """A one-record tar whose PAX headers describe a 50 MiB sparse file is refused, not expanded
+    (the documented refusal of sparse members, for the form tarfile reads as a regular file)."""
+    archive = make_tar(box / "sparse.tar", [pax_sparse(version, 50 << 20)])
+    assert archive.stat().st_size <= 10 << 10
+    with tarfile.open(archive) as tar:  # what extraction would have produced
+        (member,) = tar.getmembers()
+        assert member.isreg() and member.issparse() and member.size == 50 << 20
+    assert "sparse" in refuse(box, archive)
+
+
 @pytest.mark.parametrize(
     ("first", "second"),
     [("a.txt", "a.txt"), ("a.txt", "./a.txt"), ("d/a.txt", "d//a.txt"), ("a", "a/b.txt")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,6 +176,45 @@ def test_recover_removes_leftovers_and_repairs_the_static_links(store: Store) ->
     assert (store.root / "model").readlink() == Path("current/model")
     assert store.current() == pointer
     assert store.recover() == []
+
+
+def test_recover_replaces_a_staging_symlink_without_emptying_its_target(
+    store: Store, tmp_path: Path
+) -> None:
+    """A .staging that is a symlink is replaced by a real directory; what it pointed at stays."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.bin").write_bytes(b"not ours")
+    shutil.rmtree(store.staging_dir)
+    store.staging_dir.symlink_to(precious, target_is_directory=True)
+    store.recover()
+    assert (precious / "keep.bin").read_bytes() == b"not ours"
+    assert store.staging_dir.is_dir() and not store.staging_dir.is_symlink()
+    assert list(store.staging_dir.iterdir()) == []
+
+
+def test_recover_and_gc_do_not_follow_symlinked_version_dirs(store: Store, tmp_path: Path) -> None:
+    """Symlinks planted under versions/ are neither emptied by recover nor deleted through."""
+    version_dir, _pointer = install_version(store, "1")
+    store.publish(version_dir)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / f"{TMP_PREFIX}looks-like-a-leftover").write_bytes(b"not ours")
+    (store.versions_dir / MODEL / "9-planted").symlink_to(outside, target_is_directory=True)
+    (store.versions_dir / "other-model").symlink_to(outside, target_is_directory=True)
+    store.recover()
+    store.gc()
+    assert (outside / f"{TMP_PREFIX}looks-like-a-leftover").read_bytes() == b"not ours"
+    assert [p for p, _ in store.versions()] == [version_dir]
+
+
+def test_a_versions_symlink_is_refused(store: Store, tmp_path: Path) -> None:
+    """versions/ must be a real directory: a symlink there is a StoreError, never followed."""
+    shutil.rmtree(store.versions_dir)
+    (tmp_path / "elsewhere").mkdir()
+    store.versions_dir.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(StoreError, match="not a directory"):
+        store.recover()
 
 
 def test_a_damaged_pointer_is_a_one_line_error_naming_the_field(store: Store) -> None:

@@ -71,6 +71,12 @@ def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: Tree, budge
     if member.type not in {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE}:
         kind = "link" if member.issym() or member.islnk() else "special member"
         raise UnsafeArchive(f"entry {name[:200]!r}: {kind} (type {member.type!r}) refused")
+    if member.sparse is not None or any(
+        key.startswith("GNU.sparse.") for key in member.pax_headers
+    ):
+        # a pax-described sparse file (GNU formats 0.0, 0.1, 1.0) is a regular member whose
+        # holes tarfile fills with zeros: kilobytes of archive would become gigabytes of file
+        raise UnsafeArchive(f"entry {name[:200]!r}: sparse member refused")
     parts = safe_parts(name)
     if member.isdir():
         if parts:
