@@ -312,8 +312,55 @@ def test_rbac_when_enabled_is_least_privilege() -> None:
         ), rule
     pod = rendered.pod
     assert pod["serviceAccountName"] == "demo-pointercache"
-    assert pod["automountServiceAccountToken"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert sa["automountServiceAccountToken"] is False
     assert not rendered.of_kind("ClusterRole")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        None,
+        {"pointercache": {"rbac": {"create": False, "serviceAccountName": "byo"}}},
+        {"pointercache": {"sidecar": {"native": False}}},
+    ],
+)
+def test_only_pointercache_containers_hold_the_api_token(
+    extra: dict[str, Any] | None, tmp_path: Path
+) -> None:
+    """With API access the pod automounts no token; a projected one reaches only pointercache."""
+    rendered = render(EXAMPLE, "full.yaml", extra=extra, tmp_path=tmp_path)
+    pod = rendered.pod
+    assert pod["automountServiceAccountToken"] is False
+    volume = {v["name"]: v for v in pod["volumes"]}["pointercache-api-token"]
+    sources = volume["projected"]["sources"]
+    token = sources[0]["serviceAccountToken"]
+    assert token["path"] == "token"
+    assert 600 <= token["expirationSeconds"] <= 3607  # a bound token kubelet rotates
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    every = [*pod.get("initContainers", []), *pod["containers"]]
+    holders = {
+        c["name"]
+        for c in every
+        if "pointercache-api-token" in mounts(c)
+        and mounts(c)["pointercache-api-token"]["mountPath"]
+        == "/var/run/secrets/kubernetes.io/serviceaccount"
+        and mounts(c)["pointercache-api-token"]["readOnly"] is True
+    }
+    assert holders == set(PC_CONTAINERS)
+    assert len(every) > len(PC_CONTAINERS)  # the model container is checked below
+    for container in every:
+        if container["name"] not in PC_CONTAINERS:
+            paths = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert not any(p.startswith("/var/run/secrets/kubernetes.io") for p in paths)
+
+
+def test_without_api_access_no_token_is_projected() -> None:
+    """Without rbac.create or a ServiceAccount, no container gets an API token."""
+    pod = render(EXAMPLE).pod
+    assert "pointercache-api-token" not in {v["name"] for v in pod["volumes"]}
+    assert pod["automountServiceAccountToken"] is False
 
 
 def test_rbac_grants_configmap_create_only_when_the_chart_does_not_create_it(

@@ -170,6 +170,11 @@ role ("init" or "sidecar").
   mountPath: {{ include "pointercache.secretsDir" $root }}
   readOnly: true
 {{- end }}
+{{- if include "pointercache.usesApi" $v }}
+- name: pointercache-api-token
+  mountPath: {{ include "pointercache.apiTokenDir" $root }}
+  readOnly: true
+{{- end }}
 {{- if and $v.sidecar.adminTokenSecret.name (eq .role "sidecar") }}
 - name: pointercache-admin
   mountPath: {{ include "pointercache.adminDir" $root }}

@@ -10,7 +10,7 @@ Public templates (see docs/chart.md):
   pointercache.volumes              shared emptyDir, /tmp, node cache, LKG, secrets -> under volumes:
   pointercache.podSecurityContext   recommended pod securityContext
   pointercache.serviceAccountName   the ServiceAccount the pod should use
-  pointercache.automountServiceAccountToken  true only when the pod needs the API
+  pointercache.automountServiceAccountToken  always false: only pointercache gets a token
   pointercache.manifests            ServiceAccount, Role, RoleBinding, LKG ConfigMap (when enabled)
   pointercache.scrapeAnnotations    prometheus.io/* pod annotations for the sidecar's /metrics
 */}}
@@ -92,13 +92,26 @@ default
 {{- end -}}
 
 {{/*
-pointercache.automountServiceAccountToken: "true" only when something in the pod uses the API
-(RBAC enabled or a ServiceAccount named), else "false" (root context).
+pointercache.automountServiceAccountToken: always "false" (root context). The pod never
+automounts its ServiceAccount token, which would put it into every container, the model
+container included; when pointercache uses the API (pointercache.usesApi) its own containers get
+a projected token instead (pointercache.apiTokenVolume).
 */}}
-{{- define "pointercache.automountServiceAccountToken" -}}
-{{- $v := .Values.pointercache -}}
-{{- if or $v.rbac.create $v.rbac.serviceAccountName -}}true{{- else -}}false{{- end -}}
+{{- define "pointercache.automountServiceAccountToken" -}}false{{- end -}}
+
+{{/*
+pointercache.usesApi: "true" when the pointercache containers talk to the Kubernetes API (RBAC
+created, or a ServiceAccount named), else empty (takes the values map).
+*/}}
+{{- define "pointercache.usesApi" -}}
+{{- if or .rbac.create .rbac.serviceAccountName -}}true{{- end -}}
 {{- end -}}
+
+{{/*
+pointercache.apiTokenDir: where the projected API token is mounted in the pointercache
+containers: the path Kubernetes client libraries read in-cluster (token, ca.crt, namespace).
+*/}}
+{{- define "pointercache.apiTokenDir" -}}/var/run/secrets/kubernetes.io/serviceaccount{{- end -}}
 
 {{/*
 pointercache.podSecurityContext: the recommended pod securityContext (a map, root context).

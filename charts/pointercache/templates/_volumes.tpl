@@ -2,7 +2,10 @@
 pointercache.volumes: list items for the pod's `volumes:`: the shared emptyDir, a /tmp emptyDir
 (the containers run with a read-only root filesystem), the optional node cache (hostPath or an
 existing PVC), the optional cluster LKG ConfigMap (optional: true, so a missing ConfigMap never
-blocks a pod), projected Secret/ConfigMap files, and extraVolumes. Root context. Usage:
+blocks a pod), projected Secret/ConfigMap files, the projected API token of the pointercache
+containers (when they use the API: the pod automounts none, so the model container never holds
+it; the same token, CA bundle and namespace kubelet would mount, as a bound token kubelet
+rotates), and extraVolumes. Root context. Usage:
   volumes:
     {{- include "pointercache.volumes" . | nindent 8 }}
 */}}
@@ -59,6 +62,26 @@ blocks a pod), projected Secret/ConfigMap files, and extraVolumes. Root context.
             - key: {{ $v.signature.key }}
               path: signature.json
       {{- end }}
+{{- end }}
+{{- if include "pointercache.usesApi" $v }}
+- name: pointercache-api-token
+  projected:
+    defaultMode: 0444
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                apiVersion: v1
+                fieldPath: metadata.namespace
 {{- end }}
 {{- with $v.sidecar.adminTokenSecret.name }}
 - name: pointercache-admin
