@@ -67,6 +67,7 @@ async def test_resolves_from_a_plain_file(tmp_path: Path) -> None:
     path.write_bytes(_manifest("9", 2))
     cand = await source.resolve("recommender", PROD)
     assert (cand.version, cand.revision, cand.registry) == ("9", 2, path.as_uri())
+    assert cand.provenance == "local"  # the pod's own filesystem: its file:// URIs are trusted
 
 
 async def test_missing_file_is_unavailable(tmp_path: Path) -> None:

@@ -241,3 +241,88 @@ async def test_connection_refused_is_unavailable() -> None:
             await source.resolve("rec", PROD)
     finally:
         await source.aclose()
+
+
+@pytest.fixture
+async def redirecting() -> AsyncIterator[tuple[str, list[str], dict[str, str]]]:
+    """A loopback registry whose /m.json redirects wherever ``targets['m']`` says: (base URL,
+    paths requested, targets)."""
+    seen: list[str] = []
+    targets: dict[str, str] = {}
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        if request.path == "/real.json":
+            return web.Response(body=manifest(1), content_type="application/json")
+        if request.path == "/loop.json":
+            raise web.HTTPFound("/loop.json")
+        raise web.HTTPFound(targets["m"])
+
+    app = web.Application()
+    app.router.add_get("/{name}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen, targets
+    finally:
+        await runner.cleanup()
+
+
+async def test_redirect_on_the_registry_host_is_followed(
+    redirecting: tuple[str, list[str], dict[str, str]],
+) -> None:
+    """A redirect back to the registry's own (operator-named) host is followed and checked."""
+    base, seen, targets = redirecting
+    targets["m"] = "/real.json"
+    source = HttpManifestSource(f"{base}/m.json", SourceOptions(timeout=5))
+    try:
+        candidate = await source.resolve("rec", PROD)
+    finally:
+        await source.aclose()
+    assert candidate.version == "8"
+    assert candidate.provenance == "remote"  # an HTTP registry is remote: file:// needs --allow
+    assert seen == ["/m.json", "/real.json"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[::ffff:169.254.169.254]/latest/",
+        "http://[64:ff9b:1::a9fe:a9fe]/latest/",
+        "http://127.0.0.1:{other}/real.json",
+        "http://localhost:{port}/real.json",
+        "file:///etc/shadow",
+        "http://user:pw@example.com/m.json",
+    ],
+)
+async def test_redirect_to_a_forbidden_target_is_refused(
+    redirecting: tuple[str, list[str], dict[str, str]], target: str
+) -> None:
+    """A manifest redirect to metadata, another loopback port, localhost, file:// or user info
+    is a SourceError before any request goes there."""
+    base, seen, targets = redirecting
+    port = int(base.rsplit(":", 1)[1])
+    targets["m"] = target.format(port=port, other=port + 1)
+    source = HttpManifestSource(f"{base}/m.json", SourceOptions(timeout=5))
+    try:
+        with pytest.raises(SourceError, match=r"redirect|local|loopback|metadata|NAT64"):
+            await source.resolve("rec", PROD)
+    finally:
+        await source.aclose()
+    assert seen == ["/m.json"]
+
+
+async def test_redirect_loop_is_bounded(
+    redirecting: tuple[str, list[str], dict[str, str]],
+) -> None:
+    """More than MAX_REDIRECTS hops is a SourceError, not an endless loop."""
+    base, seen, _targets = redirecting
+    source = HttpManifestSource(f"{base}/loop.json", SourceOptions(timeout=5))
+    try:
+        with pytest.raises(SourceError, match="redirects"):
+            await source.resolve("rec", PROD)
+    finally:
+        await source.aclose()
+    assert len(seen) == 4

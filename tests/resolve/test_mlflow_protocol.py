@@ -31,8 +31,10 @@ from pointercache.errors import (
 from pointercache.model.candidate import Selector
 from pointercache.resolve.sources import SourceOptions
 from pointercache.resolve.sources.mlflow import MlflowSource, artifact_credentials
+from pointercache.stage.allow import AllowList
 from pointercache.stage.fetchers import FetchOptions
 from pointercache.stage.fetchers.mlflow import MlflowArtifactFetcher
+from pointercache.stage.prestage import prestage
 
 PROD = Selector.parse("alias:production")
 TOKEN = "sekret-token-8d1f"
@@ -235,6 +237,36 @@ async def test_server_local_artifact_location_is_refused(
             await source.resolve("rec", PROD)
     finally:
         await source.aclose()
+
+
+async def test_file_download_uri_from_mlflow_needs_an_explicit_allow(
+    serve: Callable[[web.Application], Any], tmp_path: Path
+) -> None:
+    """A file:// download URI is passed on as a remote candidate: the default allowlist refuses
+    to stage it (no pod file is published), an --allow prefix naming the directory admits it."""
+    secret = tmp_path / "pod-files" / "environ"
+    secret.parent.mkdir()
+    secret.write_bytes(b"AWS_SECRET_ACCESS_KEY=hunter2\n")
+    fake = FakeRegistry()
+    fake.answers["/api/2.0/mlflow/model-versions/get-download-uri"] = (
+        200,
+        {"artifact_uri": secret.as_uri()},
+    )
+    netloc = await registry(serve, fake)
+    source = MlflowSource(f"mlflow+http://{netloc}", SourceOptions(timeout=5))
+    try:
+        candidate = await source.resolve("rec", PROD)
+    finally:
+        await source.aclose()
+    assert (candidate.uri, candidate.provenance) == (secret.as_uri(), "remote")
+    with pytest.raises(ForbiddenURI, match="remote registry"):
+        await prestage(
+            candidate, tmp_path / "s1", fetch=FetchOptions(allow=AllowList([])), cache=None
+        )
+    assert not (tmp_path / "s1" / "model").exists()
+    explicit = FetchOptions(allow=AllowList([secret.parent.as_uri()]))
+    staged = await prestage(candidate, tmp_path / "s2", fetch=explicit, cache=None)
+    assert staged.path.read_bytes() == secret.read_bytes()
 
 
 def proxy_app(listings: dict[str, list[dict[str, Any]]], seen: list[str | None]) -> web.Application:
