@@ -60,3 +60,21 @@ def test_sidecar_help_lists_every_sidecar_flag() -> None:
 def test_readme_shows_the_two_commands() -> None:
     """The README's quick start names ``make demo`` and ``make test``."""
     assert "make demo" in README and "make test" in README
+
+
+def test_every_test_named_in_the_safety_table_exists() -> None:
+    """docs/safety.md's attack table names only tests that exist (file::function)."""
+    text = (REPO / "docs" / "safety.md").read_text()
+    table = text[text.index("## Attack classes") :]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "::" in line]
+    assert len(rows) >= 20
+    for row in rows:
+        proof = row.rstrip(" |").rsplit(" | ", 1)[-1]
+        path = None
+        for ref in re.findall(r"`((?:tests/[\w/]+\.py)?::\w+)`", proof):
+            file, _, name = ref.partition("::")
+            path = REPO / file if file else path
+            assert path is not None and path.is_file(), f"{ref}: no such test file"
+            assert re.search(rf"^(async )?def {name}\(", path.read_text(), re.MULTILINE), (
+                f"{ref}: no test"
+            )

@@ -107,8 +107,8 @@ class Settings:
     )
     allow: tuple[str, ...] = _opt(
         [],
-        "artifact URI prefix that may be fetched, repeatable "
-        "(default: allow all but metadata/link-local addresses)",
+        "artifact URI prefix that may be fetched, repeatable (default: all but loopback, "
+        "link-local and metadata addresses, and file:// only from a file:// registry)",
         repeat=True,
         metavar="PREFIX",
     )
