@@ -5,8 +5,9 @@ allowed address when it is checked and to ``127.0.0.1`` or ``169.254.169.254`` a
 when the client resolves it again to connect (DNS rebinding). So names are resolved **once**,
 by ``AddressPolicy.addresses``, and every address of that answer is checked; the HTTP client
 (``pointercache.adapters.http.client_session``) gets a resolver that answers with exactly those
-addresses (``pinned_resolver``), and a socket factory that checks each address again just
-before ``connect()`` (``AddressPolicy.admit``), so no code path can reach a forbidden peer.
+addresses (``adapters.http.pinned_resolver``), and a socket factory that checks each address
+again just before ``connect()`` (``AddressPolicy.admit``), so no code path can reach a forbidden
+peer. This module is standard library only.
 
 Forbidden peers (``forbidden_address``): loopback, link-local, unspecified, multicast, reserved
 and ``0.0.0.0/8`` addresses and the cloud metadata endpoints, in every IPv6 form that carries an
@@ -26,16 +27,12 @@ An endpoint the operator **named literally** (``--allow http://127.0.0.1:8080``,
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pointercache.errors import ForbiddenURI
-
-if TYPE_CHECKING:
-    import aiohttp.abc
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, "int | None"], "Sequence[str]"]
@@ -139,6 +136,12 @@ def names_local(host: str) -> bool:
     return ip is not None and forbidden_address(ip) is not None
 
 
+def _canonical(host: str) -> str:
+    """``host`` lower-case, an IP address in its compressed form (``0:0::1`` → ``::1``)."""
+    ip = ip_literal(host)
+    return str(ip) if ip is not None else host.lower()
+
+
 def resolve(host: str, port: int | None) -> list[str]:
     """Every address ``host`` resolves to (``socket.getaddrinfo``; blocking)."""
     infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
@@ -165,7 +168,7 @@ class AddressPolicy:
         self.resolver: Resolver = resolver or resolve
         self.open = open
         self.named: frozenset[Endpoint] = frozenset(
-            (host.lower(), port) for host, port in named if names_local(host)
+            (_canonical(host), port) for host, port in named if names_local(host)
         )
         self._granted: set[tuple[str, int]] = set()
         """Addresses a named local host resolved to (``localhost`` → ``127.0.0.1``)."""
@@ -176,7 +179,7 @@ class AddressPolicy:
 
     def exempt(self, host: str, port: int | None) -> bool:
         """True if the operator named ``host:port`` literally (or the policy is open)."""
-        return self.open or (host.lower(), port) in self.named
+        return self.open or (_canonical(host), port) in self.named
 
     def check_host(self, host: str, port: int | None, shown: str) -> None:
         """Refuse a local name or a forbidden literal address without a lookup (``ForbiddenURI``).
@@ -233,41 +236,3 @@ class AddressPolicy:
         family, type_, proto, _name, sockaddr = addr_info
         self.admit(str(sockaddr[0]), int(sockaddr[1]))
         return socket.socket(family=family, type=type_, proto=proto)
-
-
-def pinned_resolver(policy: AddressPolicy) -> aiohttp.abc.AbstractResolver:
-    """An aiohttp resolver that answers only with what ``policy.addresses`` checked.
-
-    The lookup runs in a worker thread (``getaddrinfo`` blocks). Imports aiohttp.
-    """
-    from aiohttp.abc import AbstractResolver, ResolveResult
-
-    class PinnedResolver(AbstractResolver):
-        """Resolves through ``AddressPolicy.addresses``: the checked answer is the used one."""
-
-        async def resolve(
-            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_UNSPEC
-        ) -> list[ResolveResult]:
-            found = await asyncio.to_thread(policy.addresses, host, port)
-            results: list[ResolveResult] = []
-            for addr in found:
-                fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-                if family in (socket.AF_UNSPEC, fam):
-                    results.append(
-                        ResolveResult(
-                            hostname=host,
-                            host=addr,
-                            port=port,
-                            family=fam,
-                            proto=0,
-                            flags=socket.AI_NUMERICHOST,
-                        )
-                    )
-            if not results:
-                raise socket.gaierror(socket.EAI_ADDRFAMILY, f"{host!r}: no usable address")
-            return results
-
-        async def close(self) -> None:
-            """Nothing to release."""
-
-    return PinnedResolver()

@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import enum
+import socket
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from pointercache.adapters import netprobe
-from pointercache.adapters.addresses import AddressPolicy, pinned_resolver
+from pointercache.adapters.addresses import AddressPolicy
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
     ArtifactNotFound,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import aiohttp
+    import aiohttp.abc
 
 CHUNK = 64 << 10
 """Bytes per read when a small body (a manifest, an API answer) is streamed."""
@@ -204,6 +206,44 @@ def client_session(
         read_bufsize=read_bufsize,
         trust_env=False,
     )
+
+
+def pinned_resolver(policy: AddressPolicy) -> aiohttp.abc.AbstractResolver:
+    """An aiohttp resolver that answers only with what ``policy.addresses`` checked.
+
+    The lookup runs in a worker thread (``getaddrinfo`` blocks). Imports aiohttp.
+    """
+    from aiohttp.abc import AbstractResolver, ResolveResult
+
+    class PinnedResolver(AbstractResolver):
+        """Resolves through ``AddressPolicy.addresses``: the checked answer is the used one."""
+
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_UNSPEC
+        ) -> list[ResolveResult]:
+            found = await asyncio.to_thread(policy.addresses, host, port)
+            results: list[ResolveResult] = []
+            for addr in found:
+                fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+                if family in (socket.AF_UNSPEC, fam):
+                    results.append(
+                        ResolveResult(
+                            hostname=host,
+                            host=addr,
+                            port=port,
+                            family=fam,
+                            proto=0,
+                            flags=socket.AI_NUMERICHOST,
+                        )
+                    )
+            if not results:
+                raise socket.gaierror(socket.EAI_ADDRFAMILY, f"{host!r}: no usable address")
+            return results
+
+        async def close(self) -> None:
+            """Nothing to release."""
+
+    return PinnedResolver()
 
 
 def redirect_target(current: str, location: str, peers: AddressPolicy) -> str:

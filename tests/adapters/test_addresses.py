@@ -126,6 +126,15 @@ def test_named_localhost_is_allowed_on_its_port_only() -> None:
         allow.peers.admit("127.0.0.1", 5001)
 
 
+def test_named_ipv6_loopback_matches_in_any_spelling() -> None:
+    """--allow http://[0:0::1]:8080 names ::1 port 8080, however the address is written."""
+    allow = AllowList(["http://[0:0::1]:8080"])
+    allow.peers.admit("::1", 8080)
+    assert allow.peers.addresses("0::1", 8080) == ["0::1"]
+    with pytest.raises(ForbiddenURI):
+        allow.peers.admit("::1", 8081)
+
+
 def test_unresolvable_name_is_a_dns_error() -> None:
     """A name that does not resolve raises socket.gaierror (the client reports a DNS failure)."""
     with pytest.raises(socket.gaierror):
