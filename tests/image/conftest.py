@@ -165,8 +165,10 @@ def _build(base: Path) -> Path:
 def image_env(testrun_uid: str) -> Iterator[ImageEnv]:
     """The image's virtualenv, read-only, built once per test run and shared by the workers.
 
-    The first worker builds it under an exclusive lock; every worker then holds the lock shared
-    while it uses it, and the last one to leave deletes it.
+    A worker takes the lock shared; if the virtualenv is not ready it trades the lock for an
+    exclusive one, builds it (unless another worker did meanwhile) and goes back to shared. Every
+    worker holds the lock shared while it uses it (its whole session), so a worker that arrives
+    later never waits for an exclusive lock it cannot get; the last one to leave deletes it.
     """
     parent = _shared_parent()
     name = f"{PREFIX}{testrun_uid}"
@@ -174,14 +176,17 @@ def image_env(testrun_uid: str) -> Iterator[ImageEnv]:
     base, lock_path = parent / name, parent / f"{name}.lock"
     fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if not (base / "ready").exists():
-            _remove(base)
-            base.mkdir(mode=0o755)
-            base.chmod(0o755)
-            _build(base)
-            (base / "ready").touch()
         fcntl.flock(fd, fcntl.LOCK_SH)
+        if not (base / "ready").exists():
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # no one holds it shared before it is ready
+            if not (base / "ready").exists():
+                _remove(base)
+                base.mkdir(mode=0o755)
+                base.chmod(0o755)
+                _build(base)
+                (base / "ready").touch()
+            fcntl.flock(fd, fcntl.LOCK_SH)
         yield ImageEnv(venv=base / "venv", base=base)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
