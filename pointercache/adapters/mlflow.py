@@ -36,19 +36,24 @@ _TRANSIENT = frozenset(
 _DENIED = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
 
 
+def error_code(body: bytes) -> str:
+    """The ``error_code`` of an MLflow error answer ("" if the body has none)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(parsed, dict) and isinstance(parsed.get("error_code"), str):
+        return str(parsed["error_code"])
+    return ""
+
+
 def api_error(status: int, body: bytes, what: str, *, invalid: type[SourceError]) -> SourceError:
     """Map an MLflow error answer by ``error_code`` (then HTTP status); message text is ignored.
 
     ``invalid`` is the error for ``INVALID_PARAMETER_VALUE``: ``NotFound`` where the parameter
     is the user's selector (no such alias, stage or version), ``InvalidManifest`` elsewhere.
     """
-    code = ""
-    try:
-        parsed = orjson.loads(body)
-        if isinstance(parsed, dict) and isinstance(parsed.get("error_code"), str):
-            code = parsed["error_code"]
-    except orjson.JSONDecodeError:
-        pass
+    code = error_code(body)
     if code in _NOT_FOUND:
         return NotFound(f"{what}: {code}")
     if code == "INVALID_PARAMETER_VALUE":
@@ -114,11 +119,61 @@ class MlflowRest:
             raise InvalidManifest(f"{self.name} {endpoint}: answer is not a JSON object")
         return parsed
 
+    async def post(
+        self, endpoint: str, payload: dict[str, Any], *, exists_ok: bool = False
+    ) -> dict[str, Any] | None:
+        """POST JSON to a registry endpoint (MLflow REST API 2.0); the answer as a JSON object.
+
+        Same credentials, limits and error mapping as ``call`` (``INVALID_PARAMETER_VALUE`` is
+        ``InvalidManifest``: the parameters are ours). With ``exists_ok``, an answer whose
+        ``error_code`` is ``RESOURCE_ALREADY_EXISTS`` returns None instead of raising.
+        """
+        headers = auth_headers(self.options.token_file, self.options.basic_auth_file)
+        limit = self.options.max_manifest_bytes
+        async with self._client().post(
+            f"{self.base}{API}/{endpoint}", json=payload, headers=headers, allow_redirects=False
+        ) as response:
+            body = await read_limited(response, limit, self.name, InvalidManifest)
+            status = response.status
+        if status != 200:  # noqa: PLR2004
+            if exists_ok and error_code(body) == "RESOURCE_ALREADY_EXISTS":
+                return None
+            raise api_error(status, body, f"{self.name} {endpoint}", invalid=InvalidManifest)
+        try:
+            parsed = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidManifest(f"{self.name} {endpoint}: answer is not JSON") from exc
+        if not isinstance(parsed, dict):
+            raise InvalidManifest(f"{self.name} {endpoint}: answer is not a JSON object")
+        return parsed
+
     async def aclose(self) -> None:
         """Close the HTTP session."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def registry_base(uri: str) -> str:
+    """``mlflow+http(s)://host[:port][/prefix]`` → ``http(s)://host[:port][/prefix]``.
+
+    ``ConfigError`` for another scheme, no host, user info, a query or a fragment (credentials
+    belong in the token files, never in the URI).
+    """
+    from urllib.parse import urlsplit
+
+    from pointercache.base.redact import redact_uri
+    from pointercache.errors import ConfigError
+
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme not in ("mlflow+http", "mlflow+https") or not parts.hostname:
+        raise ConfigError(f"registry {redact_uri(uri)}: expected mlflow+http(s)://host[:port]")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"registry {redact_uri(uri)}: no user info, query or fragment (use the token file)"
+        )
+    return f"{scheme.removeprefix('mlflow+')}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 def obj(value: object, what: str) -> dict[str, Any]:
