@@ -74,16 +74,20 @@ class MemoryRegistry:
     def __init__(self) -> None:
         self.manifests: dict[str, bytes] = {}
         self.error: PointercacheError | None = None
+        self.failures_left: int | None = None
         self.lose_answers = 0
         self.applied: list[tuple[str, str]] = []
 
-    def fail(self, error: PointercacheError | None = None) -> None:
-        """Make every registration raise ``error`` (default: ``SourceUnavailable``)."""
+    def fail(self, error: PointercacheError | None = None, *, times: int | None = None) -> None:
+        """Make registrations raise ``error`` (default: ``SourceUnavailable``), ``times`` times
+        (None: until ``heal``)."""
         self.error = error or SourceUnavailable("memory registry is down")
+        self.failures_left = times
 
     def heal(self) -> None:
         """Accept registrations again."""
         self.error = None
+        self.failures_left = None
 
 
 class MemoryRegistrar:
@@ -111,7 +115,12 @@ class MemoryRegistrar:
         """Apply to the in-memory manifest, or fail / lose the answer as told."""
         reg = self.registry
         if reg.error is not None:
-            raise reg.error
+            error = reg.error
+            if reg.failures_left is not None:
+                reg.failures_left -= 1
+                if reg.failures_left <= 0:
+                    reg.heal()
+            raise error
         current = reg.manifests.get(registration.model)
         data, receipt = apply(current, registration, max_bytes=self.options.max_manifest_bytes)
         if data is not None:

@@ -1,0 +1,81 @@
+"""Fixtures of the write-path tests: real MLflow, moto and kmock, and the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+
+from pointercache.publish.registrars import MemoryRegistrar, MemoryRegistry
+from tests.e2e.helpers import cli
+from tests.kube.apiserver import ConfigMapApi
+from tests.mlflow_server import mlflow, mlflow_outage, mlflow_server  # noqa: F401
+from tests.servers import moto_env, moto_server, private_moto  # noqa: F401
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pointercache ARGS`` to completion and capture its output."""
+    return subprocess.run(
+        cli(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def publish_args(
+    registry: str, outbox: Path, model: str, version: str, *extra: str, uri: str | None = None
+) -> list[str]:
+    """``publish`` flags for one version (JSON output)."""
+    return [
+        "publish",
+        "--model", model,
+        "--version", version,
+        "--uri", uri or f"s3://models/{model}/{version}/",
+        "--registry", registry,
+        "--outbox", str(outbox),
+        "--output", "json",
+        *extra,
+    ]  # fmt: skip
+
+
+def publish(
+    env: dict[str, str], registry: str, outbox: Path, model: str, version: str, *extra: str
+) -> dict[str, Any]:
+    """Run ``pointercache publish`` (exit 0 expected) and return its JSON answer."""
+    proc = run_cli(env, *publish_args(registry, outbox, model, version, *extra))
+    assert proc.returncode == 0, proc.stderr
+    answer: dict[str, Any] = json.loads(proc.stdout)
+    return answer
+
+
+def listed(env: dict[str, str], outbox: Path) -> list[dict[str, Any]]:
+    """``pointercache outbox list --output json``."""
+    proc = run_cli(env, "outbox", "list", "--outbox", str(outbox), "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    entries: list[dict[str, Any]] = json.loads(proc.stdout)
+    return entries
+
+
+@pytest.fixture
+def memory_registry(request: pytest.FixtureRequest) -> Iterator[tuple[str, MemoryRegistry]]:
+    """A fresh ``memory://`` registry of this test: (URI, its state)."""
+    uri = f"memory://{request.node.name}"
+    registry = MemoryRegistrar.named(uri)
+    yield uri, registry
+    MemoryRegistrar._registries.pop(uri, None)
+
+
+@pytest.fixture
+async def cmapi() -> AsyncIterator[ConfigMapApi]:
+    """ConfigMaps with resourceVersions and 409 on a stale replace, served by kmock."""
+    async with kmock.KubernetesScaffold() as handler, kmock.Server(handler) as server:
+        api = ConfigMapApi(handler, str(server.url).rstrip("/"))
+        yield api
+        api.disconnect_watches()
