@@ -20,7 +20,6 @@ import re
 import threading
 from collections.abc import Iterator
 
-
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 """An interim answer (``Expect: 100-continue``): relayed even when the answer is to be lost."""
 

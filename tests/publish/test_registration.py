@@ -131,5 +131,5 @@ def test_old_manifests_still_read_and_bad_keys_are_refused() -> None:
     assert (entry.idempotency_key, dict(entry.tags)) == (None, {})
     for bad in ({"idempotency_key": "pc1-xyz"}, {"tags": {"a": 1}}, {"tags": []}):
         doc = {**old, "versions": {"1": {"uri": "u", **bad}}}
-        with pytest.raises(InvalidManifest, match="versions.1"):
+        with pytest.raises(InvalidManifest, match=r"versions\.1"):
             parse(orjson.dumps(doc), model="m", max_bytes=LIMIT)
