@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench import print_table
-from pointercache.publish.drain import Backoff, Drainer, publish
+from pointercache.publish.drain import Drainer, backoff, publish
 from pointercache.publish.outbox import Outbox, State
 from pointercache.publish.registration import Registration
 from pointercache.resolve.sources import SourceOptions
@@ -76,7 +76,7 @@ async def drain_rate(registry: str, outbox: Path, model: str, queued: int) -> tu
         drainer = Drainer(box, SourceOptions(timeout=10.0))
         start = time.perf_counter()
         try:
-            report = await drainer.drain(Backoff(initial=0.1, maximum=1.0), give_up_after=3600)
+            report = await drainer.drain(backoff(0.1, 1.0), give_up_after=3600)
         finally:
             await drainer.aclose()
         return time.perf_counter() - start, len(report.registered)

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pointercache.adapters.kube.client import KubeConfig
+from pointercache.adapters.kube.config import KubeConfig
 from pointercache.base.log import log
 from pointercache.errors import ConfigError, PointercacheError
-from pointercache.sync import bootstrap as initflow
+from pointercache.sync import bootstrap
 from pointercache.sync.settings import INIT, add_arguments, from_namespace
 from pointercache.sync.wiring import build
 
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         return _fail(2, f"configuration: {exc}", termination_log)
     try:
-        pointer = asyncio.run(initflow.run(parts))
+        pointer = asyncio.run(bootstrap.run_once(parts, deadline=settings.deadline))
     except ConfigError as exc:
         return _fail(2, f"configuration: {exc}", termination_log)
     except PointercacheError as exc:

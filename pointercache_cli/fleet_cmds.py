@@ -122,10 +122,13 @@ def promote(argv: Sequence[str]) -> int:
             return 1
     if not args.registry:
         return 0
+    from pointercache.adapters.http import Credentials
     from pointercache.fleet.promote import move_alias
     from pointercache.resolve.sources import SourceOptions
 
-    options = SourceOptions(timeout=10.0, token_file=args.registry_token_file)
+    options = SourceOptions(
+        timeout=10.0, credentials=Credentials(token_file=args.registry_token_file)
+    )
     try:
         revision = asyncio.run(
             move_alias(args.registry, args.model, args.alias, args.version, options)

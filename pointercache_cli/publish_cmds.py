@@ -146,6 +146,7 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 
 def _options(args: argparse.Namespace) -> Any:
+    from pointercache.adapters.http import Credentials
     from pointercache.adapters.kube.config import KubeConfig
     from pointercache.resolve.sources import SourceOptions
 
@@ -154,9 +155,8 @@ def _options(args: argparse.Namespace) -> Any:
         raise ConfigError("--registry-timeout must be positive")
     return SourceOptions(
         timeout=timeout,
-        token_file=args.registry_token_file,
-        basic_auth_file=args.registry_basic_auth_file,
-        extra=KubeConfig.from_environ(os.environ).to_extra(),
+        credentials=Credentials(args.registry_token_file, args.registry_basic_auth_file),
+        kube=KubeConfig.from_environ(os.environ),
     )
 
 
@@ -202,11 +202,10 @@ def publish(argv: Sequence[str]) -> int:
 async def _publish(
     args: argparse.Namespace, options: Any, registrar: Any, registration: Any
 ) -> Any:
-    from pointercache.publish.drain import Drainer, install_retry_log
+    from pointercache.publish.drain import Drainer
     from pointercache.publish.drain import publish as publish_entry
     from pointercache.publish.outbox import Outbox
 
-    install_retry_log()
     with Outbox(args.outbox) as outbox:
         drainer = Drainer(outbox, options, opener=lambda _uri, _opts: registrar)
         try:
@@ -233,17 +232,15 @@ def outbox(argv: Sequence[str]) -> int:
         log.configure(level=args.log_level or "info", component="outbox")
         _require(args, "outbox")
         options = _options(args)
-        from pointercache.publish.drain import Backoff
+        from pointercache.publish.drain import backoff
 
-        backoff = Backoff(
-            initial=args.backoff_initial if args.backoff_initial is not None else 0.5,
-            maximum=args.backoff_max if args.backoff_max is not None else 30.0,
-        )
-        if backoff.initial <= 0 or backoff.maximum < backoff.initial:
+        initial = args.backoff_initial if args.backoff_initial is not None else 0.5
+        maximum = args.backoff_max if args.backoff_max is not None else 30.0
+        if initial <= 0 or maximum < initial:
             raise ConfigError("--backoff-initial must be positive and at most --backoff-max")
         from pointercache_cli.publish_input import run_outbox
 
-        return run_outbox(args, options, backoff)
+        return run_outbox(args, options, backoff(initial, maximum))
     except PointercacheError as exc:
         return _fail(f"outbox {args.action}", exc)
 

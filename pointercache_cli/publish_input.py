@@ -11,10 +11,11 @@ from typing import Any
 
 import orjson
 
+from pointercache.adapters.retry import Backoff
 from pointercache.base.redact import redact_uri
 from pointercache.errors import ConfigError, IntegrityError, InvalidManifest
 from pointercache.model.signature import MAX_FILE_BYTES, Signature
-from pointercache.publish.drain import Backoff, Drainer, install_retry_log
+from pointercache.publish.drain import Drainer
 from pointercache.publish.outbox import Entry, Outbox, State
 from pointercache.publish.registration import Registration
 from pointercache.resolve.sources import SourceOptions
@@ -140,19 +141,19 @@ def _list(args: argparse.Namespace, outbox: Outbox) -> int:
     return 0
 
 
-async def _drain(args: argparse.Namespace, drainer: Drainer, backoff: Backoff) -> int:
+async def _drain(args: argparse.Namespace, drainer: Drainer, policy: Backoff) -> int:
     if args.action == "run":
         from pointercache_cli.publish_cmds import install_sigterm
 
         poll = args.poll_interval if args.poll_interval is not None else 2.0
-        task = asyncio.create_task(drainer.run(backoff, poll=poll))
+        task = asyncio.create_task(drainer.run(policy, poll=poll))
         install_sigterm(task)
         with contextlib.suppress(asyncio.CancelledError):
             await task
         return 0
     timeout = (args.timeout if args.timeout is not None else 300.0) if args.until_empty else None
     if args.until_empty:
-        report = await drainer.drain(backoff, give_up_after=timeout)
+        report = await drainer.drain(policy, give_up_after=timeout)
     else:
         report = await drainer.locked_pass()
     doc = {
@@ -173,17 +174,16 @@ async def _drain(args: argparse.Namespace, drainer: Drainer, backoff: Backoff) -
     return 1 if report.pending or report.rejected else 0
 
 
-def run_outbox(args: argparse.Namespace, options: SourceOptions, backoff: Backoff) -> int:
+def run_outbox(args: argparse.Namespace, options: SourceOptions, policy: Backoff) -> int:
     """Run ``outbox list | drain | run`` on ``args.outbox``; the exit code."""
     with Outbox(args.outbox) as outbox:
         if args.action == "list":
             return _list(args, outbox)
-        install_retry_log()
 
         async def main() -> int:
             drainer = Drainer(outbox, options)
             try:
-                return await _drain(args, drainer, backoff)
+                return await _drain(args, drainer, policy)
             finally:
                 await drainer.aclose()
 

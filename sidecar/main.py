@@ -1,7 +1,7 @@
-"""Entry point of the sidecar: parse settings, wire the refresher and the status server, run.
+"""Entry point of the sidecar: parse settings, build the option groups, run the service.
 
-One ``asyncio.run``; the aiohttp runner with ``handle_signals=False`` beside the refresh loop;
-SIGTERM and SIGINT stop both gracefully (the process may be PID 1).
+One ``asyncio.run`` of ``pointercache.service.app.run`` (the status server beside the refresh
+loop; SIGTERM and SIGINT stop both gracefully, the process may be PID 1).
 """
 
 from __future__ import annotations
@@ -9,18 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from aiohttp import web
-
-from pointercache.adapters.kube.client import KubeConfig
+from pointercache.adapters.kube.config import KubeConfig
 from pointercache.base.log import log
 from pointercache.errors import ConfigError, PointercacheError
-from pointercache.service.refresher import Refresher
-from pointercache.service.reporting import KubeReporter
-from pointercache.service.server import make_app
+from pointercache.model.uris import configmap_target
+from pointercache.service import app
+from pointercache.service.app import ServerOptions
+from pointercache.service.refresher import RefreshOptions
+from pointercache.service.reporting import KubeReporter, ReportOptions
 from pointercache.sync.settings import SIDECAR, Settings, add_arguments, from_namespace
 from pointercache.sync.wiring import build
 
@@ -38,39 +37,39 @@ def build_parser(prog: str = "pointercache sidecar") -> argparse.ArgumentParser:
     return parser
 
 
+def report_options(settings: Settings) -> ReportOptions:
+    """Where to report, from the flags (validated: --report-to-pod needs the pod's identity)."""
+    pod = None
+    if settings.report_to_pod and settings.pod_name and settings.pod_namespace:
+        pod = (settings.pod_namespace, settings.pod_name)
+    cluster = configmap_target(settings.lkg_configmap) if settings.lkg_configmap else None
+    return ReportOptions(pod=pod, cluster_lkg=cluster)
+
+
 async def serve(settings: Settings, kube: KubeConfig) -> int:
-    """Run until SIGTERM/SIGINT; return the exit code."""
+    """Wire the sidecar from its settings and run it until SIGTERM/SIGINT."""
     from sidecar import telemetry as sdk
 
     parts = build(settings, kube=kube)
     instruments, render, provider = sdk.setup(settings.model)
-    reporter = KubeReporter.from_settings(settings, kube)
-    refresher = Refresher(parts, instruments, reporter=reporter)
-    store = parts.store
-    await asyncio.to_thread(store.ensure_layout)
-    with store.lock(timeout=settings.poll_interval):
-        await asyncio.to_thread(store.recover)
-        refresher.load_current()
-        app = make_app(refresher, metrics=render, admin_token_file=settings.admin_token_file)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        host, port = settings.listen_host_port
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else port
-        log.info("listening", host=host, port=bound)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await refresher.run(stop)
-        finally:
-            log.info("stopping")
-            await runner.cleanup()
-            await parts.aclose()
-            provider.shutdown()
-    return 0
+    refresh = RefreshOptions(
+        poll_interval=settings.poll_interval,
+        poll_jitter=settings.poll_jitter,
+        prefetch=settings.prefetch_selector,
+    )
+    server = ServerOptions(listen=settings.listen, admin_token_file=settings.admin_token_file)
+    try:
+        return await app.run(
+            parts,
+            refresh,
+            server,
+            telemetry=instruments,
+            metrics=render,
+            reporter=KubeReporter.build(report_options(settings), kube),
+            lock_timeout=settings.poll_interval,
+        )
+    finally:
+        provider.shutdown()
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pointercache.model.pointer import Pointer, utcnow
+from pointercache.base.clock import utcnow
+from pointercache.model.pointer import Pointer
 
 
 def make_pointer(**fields: Any) -> Pointer:

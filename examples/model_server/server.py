@@ -28,9 +28,9 @@ import orjson
 
 from model_server.model import LinearModel, ModelError, load
 from pointercache import reader
+from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.errors import PointercacheError
-from pointercache.model.pointer import utcnow
 
 MAX_BODY_BYTES = 64 << 10
 RETRY_SECONDS = 1.0

@@ -2,7 +2,7 @@
 
 ``MlflowRest`` sends GETs to ``<base>/api/2.0/...`` with the registry's credentials (read from
 their files on each request), never follows redirects (a token must not travel to another host),
-bounds every answer by ``SourceOptions.max_manifest_bytes``, and maps errors by MLflow
+bounds every answer by ``max_answer_bytes``, and maps errors by MLflow
 ``error_code`` first and HTTP status second, never by message text.
 
 Also here: ``read_signature``, a tiny reader for the ``signature:`` block of an ``MLmodel`` file
@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pointercache.errors import InvalidManifest, NotFound, SourceError, SourceUnavailable
-from pointercache.resolve.sources import SourceOptions
-from pointercache.resolve.sources.http import (
-    auth_headers,
-    client_timeout,
-    read_limited,
-    status_error,
+from pointercache.adapters.http import Credentials, client_timeout, read_limited, status_error
+from pointercache.errors import (
+    InvalidManifest,
+    NotFound,
+    PointercacheError,
+    SourceError,
+    SourceUnavailable,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +47,9 @@ def error_code(body: bytes) -> str:
     return ""
 
 
-def api_error(status: int, body: bytes, what: str, *, invalid: type[SourceError]) -> SourceError:
+def api_error(
+    status: int, body: bytes, what: str, *, invalid: type[SourceError]
+) -> PointercacheError:
     """Map an MLflow error answer by ``error_code`` (then HTTP status); message text is ignored.
 
     ``invalid`` is the error for ``INVALID_PARAMETER_VALUE``: ``NotFound`` where the parameter
@@ -71,17 +73,29 @@ class MlflowRest:
     aiohttp is imported when the first request is sent, not with this module.
     """
 
-    def __init__(self, base: str, name: str, options: SourceOptions) -> None:
+    def __init__(
+        self,
+        base: str,
+        name: str,
+        *,
+        timeout: float,
+        max_answer_bytes: int,
+        credentials: Credentials,
+    ) -> None:
         self.base = base
         self.name = name
-        self.options = options
+        self.timeout = timeout
+        """Seconds one request may take (connect and whole answer)."""
+        self.max_answer_bytes = max_answer_bytes
+        """Answers larger than this are refused (``InvalidManifest``)."""
+        self.credentials = credentials
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             import aiohttp
 
-            self._session = aiohttp.ClientSession(timeout=client_timeout(self.options.timeout))
+            self._session = aiohttp.ClientSession(timeout=client_timeout(self.timeout))
         return self._session
 
     async def get(
@@ -94,7 +108,7 @@ class MlflowRest:
         missing_ok: bool = False,
     ) -> bytes | None:
         """GET ``base + path`` with credentials, no redirects; None on 404 if ``missing_ok``."""
-        headers = auth_headers(self.options.token_file, self.options.basic_auth_file)
+        headers = self.credentials.headers()
         async with self._client().get(
             self.base + path, params=params, headers=headers, allow_redirects=False
         ) as response:
@@ -109,7 +123,7 @@ class MlflowRest:
         self, endpoint: str, params: dict[str, str], *, invalid: type[SourceError] = NotFound
     ) -> dict[str, Any]:
         """Call a registry endpoint; a JSON object, or a ``SourceError`` mapped by error code."""
-        limit = self.options.max_manifest_bytes
+        limit = self.max_answer_bytes
         body = await self.get(f"{API}/{endpoint}", params, max_bytes=limit, invalid=invalid)
         try:
             parsed = orjson.loads(body or b"")
@@ -128,8 +142,8 @@ class MlflowRest:
         ``InvalidManifest``: the parameters are ours). With ``exists_ok``, an answer whose
         ``error_code`` is ``RESOURCE_ALREADY_EXISTS`` returns None instead of raising.
         """
-        headers = auth_headers(self.options.token_file, self.options.basic_auth_file)
-        limit = self.options.max_manifest_bytes
+        headers = self.credentials.headers()
+        limit = self.max_answer_bytes
         async with self._client().post(
             f"{self.base}{API}/{endpoint}", json=payload, headers=headers, allow_redirects=False
         ) as response:

@@ -13,7 +13,7 @@ skip that import; once aiohttp is loaded (the sidecar imports it for its HTTP se
 a reachable registry) it would save nothing and only cost a connection, so steady-state polls
 never probe. ``probe`` is the asynchronous form, for a source's resolutions; ``probe_blocking``
 is for a source's constructor, where the old module-level import used to happen (see
-``pointercache.resolve.sources.http.Preflight`` for why the first probe happens there).
+``pointercache.adapters.http.Preflight`` for why the first probe happens there).
 """
 
 from __future__ import annotations

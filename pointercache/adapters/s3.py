@@ -14,15 +14,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from pointercache.adapters.http import ErrorFamily, StatusKind, classify_status
 from pointercache.base.redact import redact_uri
-from pointercache.errors import (
-    ConfigError,
-    FetchError,
-    ForbiddenURI,
-    PointercacheError,
-    SourceError,
-    TooLarge,
-)
+from pointercache.errors import ConfigError, ForbiddenURI, PointercacheError, TooLarge
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
@@ -114,14 +108,6 @@ def client(
         raise ConfigError(f"cannot build an S3 client: {type(exc).__name__}") from exc
 
 
-def _family(not_found: type[PointercacheError]) -> type[PointercacheError]:
-    """The non-transient error of the same family as ``not_found`` (SourceError or FetchError)."""
-    for base in (SourceError, FetchError):
-        if issubclass(not_found, base):
-            return base
-    return PointercacheError
-
-
 def error_code(exc: BaseException) -> tuple[str, int | None]:
     """(error code, HTTP status) of a botocore ``ClientError``; ("", None) for anything else."""
     response = getattr(exc, "response", None)
@@ -132,29 +118,23 @@ def error_code(exc: BaseException) -> tuple[str, int | None]:
     return code, status if isinstance(status, int) else None
 
 
-def translate(
-    exc: BaseException,
-    uri: str,
-    *,
-    not_found: type[PointercacheError],
-    unavailable: type[PointercacheError],
-) -> PointercacheError:
-    """Map a boto3/botocore exception to the pointercache tree by status and error code.
+def translate(exc: BaseException, uri: str, family: ErrorFamily) -> PointercacheError:
+    """Map a boto3/botocore exception to ``family`` (``adapters.http.SOURCE`` or ``FETCH``).
 
-    404/NoSuchKey/NoSuchBucket → ``not_found``; 5xx, throttling, timeouts, connection and
-    streaming errors → ``unavailable``; 403/AccessDenied, missing credentials and anything else
-    → the non-transient base of the family (``FetchError`` or ``SourceError``). A
-    ``PointercacheError`` is returned unchanged. The message carries the redacted URI and the
-    error code, never the server's text.
+    S3 error codes first (NoSuchKey/NoSuchBucket → not found; SlowDown, throttling,
+    PreconditionFailed → unavailable; AccessDenied, bad or expired credentials → failed), then
+    the HTTP status through the shared table (``adapters.http.classify_status``). Timeouts,
+    connection and streaming errors → unavailable; missing credentials and anything else →
+    failed. A ``PointercacheError`` is returned unchanged. The message carries the redacted URI
+    and the error code, never the server's text.
     """
     if isinstance(exc, PointercacheError):
         return exc
     from botocore import exceptions as bce
 
     shown = redact_uri(uri)
-    family = _family(not_found)
     if isinstance(exc, bce.ClientError):
-        return _translate_client_error(exc, shown, family, not_found, unavailable)
+        return _translate_client_error(exc, shown, family)
     transient = (
         bce.ConnectionError,
         bce.HTTPClientError,
@@ -165,28 +145,26 @@ def translate(
         TimeoutError,
     )
     if isinstance(exc, transient):
-        return unavailable(f"S3 unavailable for {shown}: {type(exc).__name__}")
+        return family.unavailable(f"S3 unavailable for {shown}: {type(exc).__name__}")
     if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
-        return family(f"no usable AWS credentials for {shown}: {type(exc).__name__}")
-    return family(f"S3 request for {shown} failed: {type(exc).__name__}")
+        return family.failed(f"no usable AWS credentials for {shown}: {type(exc).__name__}")
+    return family.failed(f"S3 request for {shown} failed: {type(exc).__name__}")
 
 
 def _translate_client_error(
-    exc: BaseException,
-    shown: str,
-    family: type[PointercacheError],
-    not_found: type[PointercacheError],
-    unavailable: type[PointercacheError],
+    exc: BaseException, shown: str, family: ErrorFamily
 ) -> PointercacheError:
     code, status = error_code(exc)
     label = f"{code or '?'} (HTTP {status})"
-    if code in _NOT_FOUND_CODES or status == 404:  # noqa: PLR2004
-        return not_found(f"{shown} not found: {label}")
-    if code in _DENIED_CODES or status in {401, 403}:
-        return family(f"access to {shown} denied: {label}")
-    if code in _TRANSIENT_CODES or (status is not None and status >= 500):  # noqa: PLR2004
-        return unavailable(f"S3 unavailable for {shown}: {label}")
-    return family(f"S3 refused {shown}: {label}")
+    if code in _NOT_FOUND_CODES:
+        kind = StatusKind.NOT_FOUND
+    elif code in _DENIED_CODES:
+        kind = StatusKind.DENIED
+    elif code in _TRANSIENT_CODES:
+        kind = StatusKind.UNAVAILABLE
+    else:
+        kind = classify_status(status) if status is not None else StatusKind.REFUSED
+    return family.for_kind(kind)(f"S3 {kind.value} for {shown}: {label}")
 
 
 def get_object_if_changed(

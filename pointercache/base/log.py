@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from pointercache.base.clock import utcnow
 from pointercache.base.redact import redact_text
-from pointercache.model.pointer import utcnow
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 

@@ -6,7 +6,8 @@ read, compare, then replace with the read ``metadata.resourceVersion``; a 409 me
 got there first, so the writer reads again and decides again. A stored pointer with a higher
 revision is left alone (the revision never goes down); the ConfigMap is created on 404.
 
-Init containers read it from an ``optional: true`` ConfigMap volume (``read_mounted``), so no API
+Init containers read it from an ``optional: true`` ConfigMap volume
+(``pointercache.volume.lkg.read_mounted``), so no API
 call sits on the startup path; the kubelet refreshes the volume within its sync period (about a
 minute).
 """
@@ -14,48 +15,17 @@ minute).
 from __future__ import annotations
 
 import asyncio
-import random
-import time
-from pathlib import Path
 from typing import Any, Literal
 
 from pointercache.adapters.kube.client import KubeClient
+from pointercache.adapters.retry import Backoff, retrying
 from pointercache.base.log import log
 from pointercache.errors import InvalidPointer, KubeConflict, KubeNotFound
-from pointercache.model.pointer import Pointer, check_name
+from pointercache.model.pointer import Pointer
+from pointercache.model.revision import may_replace
 
 Outcome = Literal["created", "written", "unchanged", "kept-newer"]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "pointercache"}
-
-
-def parse_target(text: str) -> tuple[str, str]:
-    """``namespace/name`` (the ``--lkg-configmap`` value) → (namespace, name)."""
-    from pointercache.errors import ConfigError
-    from pointercache.resolve.sources.configmap import parse_uri
-
-    namespace, sep, name = text.partition("/")
-    if not sep:
-        raise ConfigError(f"--lkg-configmap {text!r}: expected NAMESPACE/NAME")
-    try:
-        return parse_uri(f"configmap://{namespace}/{name}")
-    except ConfigError:
-        raise ConfigError(f"--lkg-configmap {text!r}: expected NAMESPACE/NAME") from None
-
-
-def read_mounted(directory: Path, model: str) -> Pointer | None:
-    """Read ``<directory>/<model>.json`` from a mounted ConfigMap; None if absent or invalid."""
-    path = directory / f"{check_name('model', model)}.json"
-    try:
-        pointer = Pointer.read(path)
-    except FileNotFoundError:
-        return None
-    except (InvalidPointer, OSError) as exc:
-        log.warning("lkg-cluster-unreadable", path=str(path), error=exc)
-        return None
-    if pointer.model != model:
-        log.warning("lkg-cluster-unreadable", path=str(path), error=f"model is {pointer.model}")
-        return None
-    return pointer
 
 
 def _stored(obj: dict[str, Any], model: str) -> Pointer | None:
@@ -94,33 +64,34 @@ class ClusterLKG:
         Blocking. Raises ``KubeConflict`` after ``max_attempts`` lost races, other ``KubeError``
         subclasses as they come.
         """
+        backoff = Backoff(attempts=self._max_attempts, initial=0.01, maximum=0.64)
+        try:
+            for attempt in retrying(backoff, retry_on=lambda e: isinstance(e, KubeConflict)):
+                with attempt:
+                    return self._write_once(pointer)
+        except KubeConflict:
+            raise KubeConflict(
+                f"cluster LKG {self.namespace}/{self.name}: gave up after "
+                f"{self._max_attempts} conflicting writes",
+                409,
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover - retrying re-raises
+
+    def _write_once(self, pointer: Pointer) -> Outcome:
+        """Read, decide, write; ``KubeConflict`` when another writer got there first."""
         key = f"{pointer.model}.json"
-        for attempt in range(self._max_attempts):
-            if attempt:
-                time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))  # noqa: S311
-            try:
-                obj = self._client.get_configmap(self.namespace, self.name)
-            except KubeNotFound:
-                try:
-                    self._create(key, pointer)
-                except KubeConflict:
-                    continue  # created by another writer meanwhile: read it and decide again
-                return "created"
-            stored = _stored(obj, pointer.model)
-            if stored is not None and stored.revision > pointer.revision:
-                return "kept-newer"
-            if stored is not None and _same(stored, pointer):
-                return "unchanged"
-            try:
-                self._replace(obj, key, pointer)
-            except KubeConflict:
-                continue
-            return "written"
-        raise KubeConflict(
-            f"cluster LKG {self.namespace}/{self.name}: gave up after "
-            f"{self._max_attempts} conflicting writes",
-            409,
-        )
+        try:
+            obj = self._client.get_configmap(self.namespace, self.name)
+        except KubeNotFound:
+            self._create(key, pointer)  # KubeConflict: created meanwhile; read it again
+            return "created"
+        stored = _stored(obj, pointer.model)
+        if stored is not None and not may_replace(stored, pointer, same_digest_refresh=False):
+            return "kept-newer"
+        if stored is not None and _same(stored, pointer):
+            return "unchanged"
+        self._replace(obj, key, pointer)
+        return "written"
 
     async def awrite(self, pointer: Pointer) -> Outcome | None:
         """``write`` in a thread for the refresh loop: failures are logged, never raised."""

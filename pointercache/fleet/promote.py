@@ -46,14 +46,14 @@ async def move_mlflow_alias(
     """Set the MLflow alias and the ``pointercache.revision`` tag (epoch ms); return it."""
     import aiohttp
 
+    from pointercache.adapters.http import client_timeout, transport_error
     from pointercache.adapters.mlflow import api_error
-    from pointercache.resolve.sources.http import auth_headers, client_timeout, transport_error
     from pointercache.resolve.sources.mlflow import REVISION_TAG
 
     parts = urlsplit(uri)
     base = f"{parts.scheme.removeprefix('mlflow+')}://{parts.netloc}{parts.path.rstrip('/')}"
     api = f"{base}/api/2.0/mlflow"
-    headers = auth_headers(options.token_file, options.basic_auth_file)
+    headers = options.credentials.headers()
     revision = time.time_ns() // 1_000_000
     calls = [
         ("GET", "model-versions/get", {"name": model, "version": version}),
@@ -88,9 +88,9 @@ async def move_alias(
     """Move ``alias`` to ``version`` in the registry at ``uri``; return the new revision."""
     scheme = urlsplit(uri).scheme.lower()
     if scheme == "file":
-        from pointercache.resolve.sources.file import path_from_uri
+        from pointercache.model.uris import file_path
 
-        return move_file_alias(path_from_uri(uri), model, alias, version)
+        return move_file_alias(file_path(uri), model, alias, version)
     if scheme in {"mlflow+http", "mlflow+https"}:
         return await move_mlflow_alias(uri, model, alias, version, options or SourceOptions())
     raise ConfigError(

@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pointercache.adapters.kube.client import KubeClient, api
+from pointercache.base.clock import parse_time
 from pointercache.cluster import pods as podinfo
 from pointercache.errors import KubeError
-from pointercache.model.pointer import parse_time
 
 EXIT_OK, EXIT_SKEW = 0, 1
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import orjson
 
+from pointercache.base.clock import utcnow
 from pointercache.base.redact import redact_uri
 from pointercache.errors import InvalidPointer
 
@@ -28,25 +28,6 @@ SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 """Model names and versions become path components: no separators, no dot-dot, bounded."""
-
-
-def utcnow() -> str:
-    """Return the current UTC time as an RFC 3339 string with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """Read a timestamp written by ``utcnow`` (or any ISO 8601 one); None if absent or bad.
-
-    A timestamp without a zone is taken as UTC, so ages can always be computed.
-    """
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def check_name(field: str, value: object) -> str:

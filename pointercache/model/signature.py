@@ -37,6 +37,9 @@ WIDENINGS = frozenset({("integer", "long"), ("integer", "double"), ("float", "do
 MAX_INPUTS = 10_000
 MAX_FILE_BYTES = 1 << 20
 Mode = Literal["strict", "subset"]
+"""How the gate compares: the same columns (``strict``) or what the model requires (``subset``)."""
+Unsigned = Literal["allow", "refuse"]
+"""What the gate does with a model that has no comparable signature."""
 
 
 def compatible(produced: str, expected: str) -> bool:
@@ -224,12 +227,28 @@ def check(model_sig: Signature | None, expected: Signature, mode: str = "strict"
     return SignatureDiff(mode_, missing, extra, changes, pre)
 
 
+@dataclass(frozen=True, slots=True)
+class SignatureGate:
+    """The gate as configured: what serving produces, how to compare, what to do unsigned."""
+
+    expected: Signature
+    """The columns the serving code produces (``--expect-signature``)."""
+    mode: Mode = "strict"
+    """``strict`` or ``subset`` (``--signature-mode``)."""
+    unsigned: Unsigned = "allow"
+    """``allow`` (with a logged reason) or ``refuse`` (``--unsigned-model``)."""
+
+    def check(self, model_sig: Signature | dict[str, Any] | None) -> str | None:
+        """``gate`` with these settings: ``SignatureMismatch``, a warning, or None."""
+        return gate(model_sig, self.expected, self.mode, unsigned=self.unsigned)
+
+
 def gate(
     model_sig: Signature | dict[str, Any] | None,
     expected: Signature | None,
-    mode: str = "strict",
+    mode: Mode = "strict",
     *,
-    unsigned: Literal["allow", "refuse"] = "allow",
+    unsigned: Unsigned = "allow",
 ) -> str | None:
     """Raise ``SignatureMismatch`` if the model must not be served; else return a warning or None.
 

@@ -8,7 +8,8 @@ Other groups go on. A ``RegistrationConflict`` rejects that entry for good and t
 every other failure leaves the entry queued with its error recorded (``last_error``).
 
 Only one process drains an outbox at a time (``Outbox.drain_lock``). ``drain`` and ``run`` retry
-passes that leave entries pending with ``stamina``'s jittered exponential backoff (``Backoff``).
+passes that leave entries pending with exponential backoff and full jitter (the project's one
+retry helper, ``pointercache.adapters.retry``: ``Backoff``, ``aretrying``).
 ``publish`` is what ``pointercache publish`` does: queue durably, then one bounded try.
 """
 
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import stamina
-
+from pointercache.adapters.retry import Backoff, aretrying
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text
 from pointercache.errors import RegistrationConflict, Transient
@@ -34,16 +35,14 @@ LOCK_WAIT = 1.0
 """Seconds a drain pass waits for another drainer's lock before counting as pending."""
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Waits between passes that left entries pending (seconds; stamina's parameters)."""
+FOREVER = 1 << 62
+"""``Backoff.attempts`` of a drainer: passes go on until nothing is pending (or a deadline)."""
 
-    initial: float = 0.5
-    """Wait after the first failed pass; it doubles after each further one."""
-    maximum: float = 30.0
-    """Longest wait between two passes."""
-    jitter: float = 1.0
-    """Up to this many random seconds added to each wait (spreads retries of many jobs)."""
+
+def backoff(initial: float = 0.5, maximum: float = 30.0) -> Backoff:
+    """The drainer's policy between passes that left entries pending (seconds): the first wait
+    is at most ``initial``, the bound doubles per pass up to ``maximum``, full jitter."""
+    return Backoff(attempts=FOREVER, initial=initial, maximum=maximum)
 
 
 @dataclass(slots=True)
@@ -63,7 +62,7 @@ class Pass:
 
 
 class _Pending(Transient):
-    """A pass left entries queued; stamina retries on it."""
+    """A pass left entries queued; the retry loop waits and passes again."""
 
     def __init__(self, report: Pass) -> None:
         super().__init__(f"{report.pending} entries pending")
@@ -79,19 +78,8 @@ def _one_line(exc: BaseException) -> str:
     return redact_text(" ".join(f"{type(exc).__name__}: {exc}".split()))
 
 
-def log_retries(details: Any) -> None:
-    """A stamina on-retry hook writing our JSON log line instead of a stdlib warning."""
-    log.debug(
-        "retry-scheduled",
-        attempt=details.retry_num,
-        wait_seconds=round(details.wait_for, 3),
-        error=_one_line(details.caused_by),
-    )
-
-
-def install_retry_log() -> None:
-    """Send stamina's retry notices to the JSON log (call once, from an entrypoint)."""
-    stamina.instrumentation.set_on_retry_hooks([log_retries])
+def _log_wait(exc: BaseException, seconds: float) -> None:
+    log.debug("retry-scheduled", wait_seconds=round(seconds, 3), reason=_one_line(exc))
 
 
 class Drainer:
@@ -181,20 +169,23 @@ class Drainer:
         )
         return report
 
-    async def drain(self, backoff: Backoff, *, give_up_after: float | None) -> Pass:
+    async def drain(self, policy: Backoff, *, give_up_after: float | None) -> Pass:
         """Pass after pass, with backoff, until nothing is pending; what the passes did.
 
         With ``give_up_after`` (seconds) it stops retrying then and returns with pending > 0.
         """
         total = Pass()
+        started = time.monotonic()
+
+        def out_of_time(_attempt: int) -> bool:
+            return give_up_after is not None and time.monotonic() - started >= give_up_after
+
         try:
-            async for attempt in stamina.retry_context(
-                on=_Pending,
-                attempts=None,
-                timeout=give_up_after,
-                wait_initial=backoff.initial,
-                wait_max=backoff.maximum,
-                wait_jitter=backoff.jitter,
+            async for attempt in aretrying(
+                policy,
+                retry_on=lambda exc: isinstance(exc, _Pending),
+                before_sleep=_log_wait,
+                stop=out_of_time,
             ):
                 with attempt:
                     report = await self.locked_pass()
@@ -207,7 +198,7 @@ class Drainer:
             pass
         return total
 
-    async def run(self, backoff: Backoff, *, poll: float) -> None:
+    async def run(self, policy: Backoff, *, poll: float) -> None:
         """Drain forever: when nothing is queued, look again every ``poll`` seconds.
 
         Runs until cancelled (SIGTERM in the CLI); a cancellation lands between registry calls
@@ -215,7 +206,7 @@ class Drainer:
         """
         while True:
             if self.outbox.counts()[State.QUEUED]:
-                await self.drain(backoff, give_up_after=None)
+                await self.drain(policy, give_up_after=None)
             await asyncio.sleep(poll)
 
     async def aclose(self) -> None:

@@ -16,8 +16,8 @@ optimistic concurrency, so two publishers never lose each other's update:
   ``<model>.json`` (or ``manifest.json`` when that is where the model's manifest already is).
 
 A lost race (``ConcurrentUpdate``, ``KubeConflict``) is retried at once with a short jittered
-backoff (``stamina``) and a fresh read; still losing after ``CAS_ATTEMPTS`` leaves a
-``ConcurrentUpdate`` for the drainer to retry later. Blocking clients run in a thread.
+backoff (``pointercache.adapters.retry``) and a fresh read; still losing after ``CAS_ATTEMPTS``
+leaves a ``ConcurrentUpdate`` for the drainer to retry later. Blocking clients run in a thread.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import os
 import threading
 from typing import Any
 
-import stamina
-
 from pointercache.adapters import s3
-from pointercache.adapters.kube.client import KubeClient, KubeConfig
+from pointercache.adapters.http import SOURCE
+from pointercache.adapters.kube.client import KubeClient, api
+from pointercache.adapters.retry import Backoff, retrying
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
     ConcurrentUpdate,
@@ -39,26 +39,26 @@ from pointercache.errors import (
     InvalidManifest,
     KubeConflict,
     KubeNotFound,
-    NotFound,
     SourceUnavailable,
     TooLarge,
     UnsafeRegistry,
 )
+from pointercache.model.uris import configmap_ref, file_path
 from pointercache.publish.edit import apply
 from pointercache.publish.registration import Receipt, Registration
 from pointercache.resolve.sources import SourceOptions
-from pointercache.resolve.sources.configmap import SINGLE_KEY, parse_uri
-from pointercache.resolve.sources.file import path_from_uri
+from pointercache.resolve.sources.configmap import SINGLE_KEY
 from pointercache.volume.fsutil import LockBusy, atomic_write_bytes, flock_exclusive
 
 CAS_ATTEMPTS = 8
 """Read-modify-write rounds one registration may lose to other writers before giving up."""
 
 
+CAS_BACKOFF = Backoff(attempts=CAS_ATTEMPTS, initial=0.01, maximum=0.5)
+
+
 def _cas_retry(on: type[Exception]) -> Any:
-    return stamina.retry_context(
-        on=on, attempts=CAS_ATTEMPTS, timeout=None, wait_initial=0.01, wait_max=0.5
-    )
+    return retrying(CAS_BACKOFF, retry_on=lambda exc: isinstance(exc, on))
 
 
 class FileRegistrar:
@@ -66,7 +66,7 @@ class FileRegistrar:
 
     def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
         self.options = options or SourceOptions()
-        self.path = path_from_uri(uri)
+        self.path = file_path(uri)
         self.name = redact_uri(uri)
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
 
@@ -125,7 +125,7 @@ class S3Registrar:
             if self._client is None:
                 timeout = max(self.options.timeout, 0.1)
                 self._client = s3.client(
-                    endpoint_url=self.options.extra.get("endpoint_url"),
+                    endpoint_url=self.options.s3_endpoint_url,
                     connect_timeout=timeout,
                     read_timeout=timeout,
                     max_attempts=1,
@@ -153,7 +153,7 @@ class S3Registrar:
                     self._check_conditional(client)
                     s3.put_object_conditional(client, self.bucket, self.key, data, etag=etag)
                 return receipt
-        raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises
+        raise AssertionError("unreachable")  # pragma: no cover - tenacity re-raises
 
     async def register(self, registration: Registration) -> Receipt:
         """GET with ETag, apply, conditional PUT (retried on a lost race), in a thread."""
@@ -162,9 +162,7 @@ class S3Registrar:
         except TooLarge as exc:
             raise InvalidManifest(f"{self.name}: {exc}") from exc
         except Exception as exc:
-            raise s3.translate(
-                exc, self.name, not_found=NotFound, unavailable=SourceUnavailable
-            ) from exc
+            raise s3.translate(exc, self.name, SOURCE) from exc
 
     async def aclose(self) -> None:
         """Drop the client."""
@@ -176,14 +174,16 @@ class S3Registrar:
 class ConfigMapRegistrar:
     """A manifest in a ConfigMap, replaced with its resourceVersion; implements ``Registrar``.
 
-    The API client comes from the ``kube.*`` keys of ``options.extra`` (``KubeConfig``).
+    The API client is built from ``options.kube``, else it is the process-wide ``api()`` one.
     """
 
     def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
         self.options = options or SourceOptions()
-        self.namespace, self.configmap = parse_uri(uri)
+        self.namespace, self.configmap = configmap_ref(uri)
         self.name = f"configmap://{self.namespace}/{self.configmap}"
-        self._client = KubeClient(KubeConfig.from_extra(self.options.extra))
+        kube = self.options.kube
+        self._client = KubeClient(kube) if kube is not None else api()
+        self._owns_client = kube is not None
 
     def _data_key(self, obj: dict[str, Any] | None, model: str) -> str:
         data = (obj or {}).get("data") or {}
@@ -225,7 +225,7 @@ class ConfigMapRegistrar:
         for attempt in _cas_retry(KubeConflict):
             with attempt:
                 return self._attempt(registration)
-        raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises
+        raise AssertionError("unreachable")  # pragma: no cover - tenacity re-raises
 
     async def register(self, registration: Registration) -> Receipt:
         """GET, apply, replace with resourceVersion (retried on 409), in a thread."""
@@ -235,5 +235,6 @@ class ConfigMapRegistrar:
             raise ConcurrentUpdate(f"{self.name}: {exc}") from exc
 
     async def aclose(self) -> None:
-        """Close the API client's connections."""
-        await asyncio.to_thread(self._client.close)
+        """Close the API client's connections (if it is this registrar's own)."""
+        if self._owns_client:
+            await asyncio.to_thread(self._client.close)

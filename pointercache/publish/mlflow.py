@@ -32,12 +32,12 @@ import asyncio
 import time
 from typing import Any
 
+from pointercache.adapters.http import is_transport_error, transport_error
 from pointercache.adapters.mlflow import MlflowRest, integer, obj, registry_base, tags
 from pointercache.base.redact import redact_uri
 from pointercache.errors import NotFound, RegistrationConflict
 from pointercache.publish.registration import Outcome, Receipt, Registration
 from pointercache.resolve.sources import SourceOptions
-from pointercache.resolve.sources.http import is_transport_error, transport_error
 from pointercache.resolve.sources.mlflow import (
     DIGEST_TAG,
     PREPROCESSING_TAG,
@@ -71,7 +71,13 @@ class MlflowRegistrar:
     def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
         self.options = options or SourceOptions()
         self.name = redact_uri(uri)
-        self.rest = MlflowRest(registry_base(uri), self.name, self.options)
+        self.rest = MlflowRest(
+            registry_base(uri),
+            self.name,
+            timeout=self.options.timeout,
+            max_answer_bytes=self.options.max_manifest_bytes,
+            credentials=self.options.credentials,
+        )
 
     async def register(self, registration: Registration) -> Receipt:
         """Register idempotently (see the module docstring), within the timeout."""

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from pointercache.base.clock import utcnow
 from pointercache.errors import OutboxError
-from pointercache.model.pointer import utcnow
 from pointercache.publish.registration import Registration
 from pointercache.volume.fsutil import LockBusy, flock_exclusive, fsync_dir
 

@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text
 from pointercache.errors import InvalidPointer
 from pointercache.model.candidate import Candidate, Selector
-from pointercache.model.pointer import Pointer, SourceKind, utcnow
+from pointercache.model.pointer import Pointer, SourceKind
 from pointercache.resolve.sources import Source, SourceOptions
+from pointercache.volume.lkg import read_mounted
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -186,8 +188,9 @@ class Chain:
             lkg = self.lkg
             steps.append(("lkg-node", str(lkg.pointer_path(model)), lambda: lkg.read(model)))
         if self.cluster_lkg_dir is not None:
-            path = self.cluster_lkg_dir / f"{model}.json"
-            steps.append(("lkg-cluster", str(path), lambda: _read_cluster(path, model)))
+            directory = self.cluster_lkg_dir
+            path = directory / f"{model}.json"
+            steps.append(("lkg-cluster", str(path), lambda: read_mounted(directory, model)))
         if self.pinned is not None:
             pinned = self.pinned
             steps.append(("pinned", "pinned", lambda: _check_pinned(pinned, model)))
@@ -204,16 +207,6 @@ def _same_model(candidate: Candidate, model: str) -> Candidate:
     if candidate.model != model:
         raise InvalidPointer(f"answered for model {candidate.model!r}, not {model!r}")
     return candidate
-
-
-def _read_cluster(path: Path, model: str) -> Pointer | None:
-    try:
-        pointer = Pointer.read(path)
-    except FileNotFoundError:
-        return None
-    if pointer.model != model:
-        raise InvalidPointer(f"{path}: model is {pointer.model!r}, not {model!r}")
-    return pointer
 
 
 def _check_pinned(pinned: Candidate, model: str) -> Candidate:

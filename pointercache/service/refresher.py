@@ -1,8 +1,9 @@
 """The sidecar's refresh loop: poll (jittered) and watch the registries, flip when they move.
 
 A refresh never raises: every failure is recorded in ``RefreshState`` (shown by ``/status``) and
-the last good version keeps being served. Revisions only move forward: an answer with a lower
-revision than the one served (a lagging replica, a stale CDN edge) is refused and recorded.
+the last good version keeps being served. Revisions only move forward (``model.revision``): an
+answer with a lower revision than the one served (a lagging replica, a stale CDN edge) is
+refused and recorded.
 """
 
 from __future__ import annotations
@@ -11,43 +12,36 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.errors import PointercacheError, SignatureMismatch
-from pointercache.model.pointer import Pointer, utcnow
+from pointercache.model.candidate import Selector
+from pointercache.model.pointer import Pointer
+from pointercache.model.revision import is_rollback, is_stale, same_version
 from pointercache.resolve.chain import Resolution
 from pointercache.resolve.sources import CachingSource, WatchableSource
 from pointercache.service.reporting import Reporter
+from pointercache.service.state import BlockedFlip, Happening, Outcome, RefreshState
 from pointercache.service.telemetry import Telemetry
+from pointercache.sync.bootstrap import resolve_and_publish
 from pointercache.sync.pipeline import Publisher
 from pointercache.sync.wiring import Parts
 
-HISTORY = 50
 
+@dataclass(frozen=True, slots=True)
+class RefreshOptions:
+    """How often the sidecar asks, and what else it prestages."""
 
-@dataclass
-class RefreshState:
-    """What the sidecar knows; read by the status server, written by the loop only."""
-
-    current: Pointer | None = None
-    last_contact: str | None = None
-    last_contact_monotonic: float | None = None
-    last_error: str | None = None
-    last_refresh: str | None = None
-    fallback_reason: str | None = None
-    blocked: dict[str, Any] | None = None
-    prefetched: Pointer | None = None
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
-
-    def record(self, event: str, **fields: Any) -> None:
-        """Append an entry to the recent history (and log it)."""
-        entry = {"ts": utcnow(), "event": event, **fields}
-        self.history.appendleft(entry)
-        log.info(event, **fields)
+    poll_interval: float = 15.0
+    """Seconds between registry polls (``--poll-interval``)."""
+    poll_jitter: float = 0.2
+    """Random extra fraction of the interval, 0-1 (``--poll-jitter``)."""
+    prefetch: Selector | None = None
+    """Also prestage this selector without serving it (``--prefetch-selector``)."""
 
 
 class Refresher:
@@ -56,11 +50,13 @@ class Refresher:
     def __init__(
         self,
         parts: Parts,
+        options: RefreshOptions | None = None,
         telemetry: Telemetry | None = None,
         reporter: Reporter | None = None,
     ) -> None:
         self.parts = parts
-        self.settings = parts.settings
+        self.target = parts.target
+        self.options = options or RefreshOptions()
         self.state = RefreshState()
         self.telemetry = telemetry or Telemetry()
         self.reporter = reporter
@@ -83,7 +79,7 @@ class Refresher:
         """Ask the loop to refresh now (watch event or ``POST /refresh``)."""
         self._wake.set()
 
-    async def refresh(self, reason: str = "poll", *, force: bool = False) -> str:
+    async def refresh(self, reason: str = "poll", *, force: bool = False) -> Outcome:
         """Resolve from the registries and flip if they moved; return the outcome."""
         async with self._lock:
             started = time.monotonic()
@@ -92,8 +88,7 @@ class Refresher:
             self.telemetry.refreshed(outcome, time.monotonic() - started)
             return outcome
 
-    async def _refresh(self, reason: str, *, force: bool) -> str:
-        settings = self.settings
+    async def _refresh(self, reason: str, *, force: bool) -> Outcome:
         if force:
             for source in self.parts.sources:
                 if isinstance(source, CachingSource):
@@ -101,143 +96,135 @@ class Refresher:
         if self.state.current is None:
             return await self._bootstrap()
         resolution, attempts = await self.parts.chain.from_registries(
-            settings.model, settings.parsed_selector
+            self.target.model, self.target.selector
         )
         if resolution is None:
             summary = "; ".join(f"{a.name}: {a.reason}" for a in attempts) or "no registry"
             if self.state.last_error != summary:
-                self.state.record("registry-unavailable", reason=summary)
+                self.state.record(Happening.REGISTRY_UNAVAILABLE, reason=summary)
             self.state.last_error = summary
-            return "unavailable"
-        self.state.last_contact = utcnow()
-        self.state.last_contact_monotonic = time.monotonic()
+            return Outcome.UNAVAILABLE
+        self.state.contacted()
         self.state.last_error = None
         outcome = await self._apply(resolution, reason)
-        if settings.prefetch_selector:
-            await self._prefetch()
+        if self.options.prefetch is not None:
+            await self._prefetch(self.options.prefetch)
         return outcome
 
-    async def _apply(self, resolution: Resolution, reason: str) -> str:
+    async def _apply(self, resolution: Resolution, reason: str) -> Outcome:
         cand = resolution.candidate
         current = self.state.current
-        if current is not None and _same(current, resolution):
+        if current is not None and same_version(current, cand):
             confirmed = await self.publisher.confirm(current, resolution.detail, cand.revision)
             if confirmed is not current:
-                await self._report("confirmed", confirmed, f"registry confirms {cand.version}")
+                message = f"registry confirms {cand.version}"
+                await self._report(Happening.CONFIRMED, confirmed, message)
             self.state.current = confirmed
             self.state.fallback_reason = None
             self.state.blocked = None
-            return "unchanged"
+            return Outcome.UNCHANGED
         blocked = self.state.blocked
-        if blocked and (blocked["version"], blocked["revision"]) == (cand.version, cand.revision):
-            return "blocked"  # already refused and reported; wait for the registry to move
-        if current is not None and cand.revision < current.revision:
+        if blocked and (blocked.version, blocked.revision) == (cand.version, cand.revision):
+            return Outcome.BLOCKED  # already refused and reported; wait for the registry to move
+        if current is not None and is_stale(cand.revision, current.revision):
             self.state.record(
-                "stale-answer",
+                Happening.STALE_ANSWER,
                 version=cand.version,
                 revision=cand.revision,
                 served_revision=current.revision,
                 registry=resolution.detail,
             )
-            return "stale"
+            return Outcome.STALE
         return await self._flip(resolution, reason)
 
-    async def _flip(self, resolution: Resolution, reason: str) -> str:
+    async def _flip(self, resolution: Resolution, reason: str) -> Outcome:
         cand = resolution.candidate
         previous = self.state.current
         try:
             adopted = await self.publisher.adopt(resolution)
         except SignatureMismatch as exc:
-            self.state.blocked = {
-                "version": cand.version,
-                "revision": cand.revision,
-                "reason": str(exc),
-                "diff": exc.diff,
-            }
-            self.state.record("flip-blocked", version=cand.version, reason=str(exc), diff=exc.diff)
+            self.state.blocked = BlockedFlip(cand.version, cand.revision, str(exc), exc.diff)
+            self.state.record(
+                Happening.BLOCKED, version=cand.version, reason=str(exc), diff=exc.diff
+            )
             self.telemetry.blocked()
-            await self._report("blocked", None, f"version {cand.version} blocked: {exc}")
-            return "blocked"
+            await self._report(Happening.BLOCKED, None, f"version {cand.version} blocked: {exc}")
+            return Outcome.BLOCKED
         except PointercacheError as exc:
             self.state.last_error = f"version {cand.version}: {type(exc).__name__}: {exc}"
-            self.state.record("flip-failed", version=cand.version, error=exc)
-            return "failed"
-        self.state.current = adopted.pointer
+            self.state.record(Happening.FLIP_FAILED, version=cand.version, error=exc)
+            return Outcome.FAILED
+        pointer = adopted.pointer
+        served_before = self.state.served_before()
+        self.state.current = pointer
         self.state.fallback_reason = None
         self.state.blocked = None
-        event = (
-            "rollback"
-            if previous is not None and _is_rollback(previous, adopted.pointer, self.state)
-            else "flipped"
-        )
+        rollback = previous is not None and is_rollback(previous, pointer, served_before)
+        happening = Happening.ROLLBACK if rollback else Happening.FLIPPED
         self.state.record(
-            event,
-            version=adopted.pointer.version,
-            revision=adopted.pointer.revision,
+            happening,
+            version=pointer.version,
+            revision=pointer.revision,
             previous=previous.version if previous else None,
             trigger=reason,
         )
-        await self._report(event, adopted.pointer, f"now serving {adopted.pointer.version}")
-        return event
+        await self._report(happening, pointer, f"now serving {pointer.version}")
+        return Outcome.ROLLBACK if rollback else Outcome.FLIPPED
 
-    async def _bootstrap(self) -> str:
+    async def _bootstrap(self) -> Outcome:
         """Nothing is published yet: walk the whole chain, as the init container does."""
-        from pointercache.sync.bootstrap import resolve_and_publish
-
         try:
             pointer = await resolve_and_publish(self.parts)
         except PointercacheError as exc:
             if self.state.last_error != str(exc):
-                self.state.record("bootstrap-failed", reason=str(exc))
+                self.state.record(Happening.BOOTSTRAP_FAILED, reason=str(exc))
             self.state.last_error = str(exc)
-            return "unavailable"
+            return Outcome.UNAVAILABLE
         self.state.current = pointer
         if pointer.source == "registry":
-            self.state.last_contact = utcnow()
-            self.state.last_contact_monotonic = time.monotonic()
+            self.state.contacted()
         else:
             self.state.fallback_reason = pointer.source_detail
             self.telemetry.fallback(pointer.source)
         self.state.record(
-            "flipped",
+            Happening.FLIPPED,
             version=pointer.version,
             source=pointer.source,
             revision=pointer.revision,
             previous=None,
             trigger="bootstrap",
         )
-        event = "flipped" if pointer.source == "registry" else "fallback"
-        await self._report(event, pointer, f"now serving {pointer.version} from {pointer.source}")
-        return "flipped"
+        happening = Happening.FLIPPED if pointer.source == "registry" else Happening.FALLBACK
+        message = f"now serving {pointer.version} from {pointer.source}"
+        await self._report(happening, pointer, message)
+        return Outcome.FLIPPED
 
-    async def _prefetch(self) -> None:
-        settings = self.settings
-        assert settings.prefetch_selector
-        from pointercache.model.candidate import Selector
-
-        selector = Selector.parse(settings.prefetch_selector)
-        resolution, _ = await self.parts.chain.from_registries(settings.model, selector)
+    async def _prefetch(self, selector: Selector) -> None:
+        resolution, _ = await self.parts.chain.from_registries(self.target.model, selector)
+        prefetched = self.state.prefetched
         if resolution is None or (
-            self.state.prefetched and _same(self.state.prefetched, resolution)
+            prefetched is not None and same_version(prefetched, resolution.candidate)
         ):
             return
         try:
             adopted = await self.publisher.install(resolution)
         except PointercacheError as exc:
-            self.state.record("prefetch-failed", version=resolution.candidate.version, error=exc)
+            self.state.record(
+                Happening.PREFETCH_FAILED, version=resolution.candidate.version, error=exc
+            )
             return
         self.state.prefetched = adopted.pointer
         self.publisher.protect = {adopted.pointer.digest}
-        self.state.record("prefetched", version=adopted.pointer.version)
+        self.state.record(Happening.PREFETCHED, version=adopted.pointer.version)
 
-    async def _report(self, event: str, pointer: Pointer | None, message: str) -> None:
+    async def _report(self, happening: Happening, pointer: Pointer | None, message: str) -> None:
         if self.reporter is None:
             return
         try:
-            staged = [p.version for _, p in self.parts.store.versions(self.settings.model)]
-            await self.reporter.report(event, pointer, message, staged)
+            staged = [p.version for _, p in self.parts.store.versions(self.target.model)]
+            await self.reporter.report(happening, pointer, message, staged)
         except Exception as exc:
-            log.warning("report-failed", event_name=event, error=exc)
+            log.warning("report-failed", event_name=happening.value, error=exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Refresh on every poll period (with jitter), watch event or trigger until ``stop``."""
@@ -252,7 +239,8 @@ class Refresher:
             if fell_back:  # the init container fell back before this process started
                 self.telemetry.fallback(current.source)
             message = f"serving {current.version} from {current.source}: {current.source_detail}"
-            await self._report("fallback" if fell_back else "started", current, message)
+            happening = Happening.FALLBACK if fell_back else Happening.STARTED
+            await self._report(happening, current, message)
         try:
             while not stop.is_set():
                 await self._until_stopped(self._safe_refresh("poll"), stop)
@@ -265,7 +253,7 @@ class Refresher:
                     await task
 
     @staticmethod
-    async def _until_stopped(coro: Coroutine[Any, Any, str], stop: asyncio.Event) -> None:
+    async def _until_stopped(coro: Coroutine[Any, Any, Outcome], stop: asyncio.Event) -> None:
         """Run ``coro``, cancelling it if ``stop`` is set first (SIGTERM during a download)."""
         task = asyncio.create_task(coro)
         stop_wait = asyncio.create_task(stop.wait())
@@ -278,17 +266,17 @@ class Refresher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _safe_refresh(self, reason: str, *, force: bool = False) -> str:
+    async def _safe_refresh(self, reason: str, *, force: bool = False) -> Outcome:
         try:
             return await self.refresh(reason, force=force)
         except Exception as exc:  # the sidecar never dies on a refresh error
             self.state.last_error = f"{type(exc).__name__}: {exc}"
             log.error("refresh-crashed", error=exc)
-            return "error"
+            return Outcome.ERROR
 
     async def _sleep(self, stop: asyncio.Event) -> None:
-        base = self.settings.poll_interval
-        delay = base * (1 + random.random() * self.settings.poll_jitter)  # noqa: S311
+        base = self.options.poll_interval
+        delay = base * (1 + random.random() * self.options.poll_jitter)  # noqa: S311
         stop_wait = asyncio.create_task(stop.wait())
         wake_wait = asyncio.create_task(self._wake.wait())
         try:
@@ -310,24 +298,3 @@ class Refresher:
             except Exception as exc:
                 log.warning("watch-failed", error=exc)
             await asyncio.sleep(1.0)
-
-
-def _same(pointer: Pointer, resolution: Resolution) -> bool:
-    cand = resolution.candidate
-    if cand.model != pointer.model or cand.version != pointer.version:
-        return False
-    if cand.digest is not None:
-        return cand.digest == pointer.digest
-    from pointercache.base.redact import redact_uri
-
-    return redact_uri(cand.uri) == pointer.uri
-
-
-def _is_rollback(previous: Pointer, new: Pointer, state: RefreshState) -> bool:
-    """A move back to a version served earlier, or to a numerically lower version."""
-    if previous.version.isdigit() and new.version.isdigit():
-        return int(new.version) < int(previous.version)
-    return any(
-        h.get("event") in {"flipped", "rollback"} and h.get("version") == new.version
-        for h in state.history
-    )

@@ -7,28 +7,51 @@ is best effort: a reporting failure is logged by the adapter and never reaches t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
 
+from pointercache.cluster import pods
 from pointercache.model.pointer import Pointer
+from pointercache.service.state import Happening
 
 if TYPE_CHECKING:
-    from pointercache.adapters.kube.client import KubeConfig
+    from pointercache.adapters.kube.config import KubeConfig
     from pointercache.cluster.lkg import ClusterLKG
     from pointercache.cluster.pods import PodReporter
-    from pointercache.sync.settings import Settings
-
-Event = str
-"""``flipped``, ``rollback``, ``confirmed``, ``fallback`` or ``blocked``."""
 
 
 class Reporter(Protocol):
     """Receives what the refresher did."""
 
     async def report(
-        self, event: Event, pointer: Pointer | None, message: str, staged: Sequence[str]
+        self, happening: Happening, pointer: Pointer | None, message: str, staged: Sequence[str]
     ) -> None:
-        """Record ``event``; never raise."""
+        """Record ``happening``; never raise."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOptions:
+    """Where the sidecar reports (built by the entrypoint from its settings)."""
+
+    pod: tuple[str, str] | None = None
+    """(namespace, name) of this pod to annotate and attach Events to, or None."""
+    cluster_lkg: tuple[str, str] | None = None
+    """(namespace, name) of the cluster LKG ConfigMap to keep current, or None."""
+
+    @property
+    def enabled(self) -> bool:
+        """True if anything is reported at all."""
+        return self.pod is not None or self.cluster_lkg is not None
+
+
+_EVENTS: dict[Happening, tuple[str, Literal["Normal", "Warning"]]] = {
+    Happening.FLIPPED: (pods.REASON_FLIPPED, "Normal"),
+    Happening.ROLLBACK: (pods.REASON_ROLLED_BACK, "Normal"),
+    Happening.BLOCKED: (pods.REASON_FLIP_BLOCKED, "Warning"),
+    Happening.FALLBACK: (pods.REASON_FALLBACK, "Warning"),
+}
+"""Happenings that become a Kubernetes Event on the pod: (reason, type)."""
 
 
 class KubeReporter:
@@ -39,42 +62,35 @@ class KubeReporter:
         self.cluster = cluster
 
     @classmethod
-    def from_settings(cls, settings: Settings, kube: KubeConfig | None) -> KubeReporter | None:
-        """The reporter the settings ask for, or None (no Kubernetes calls at all)."""
-        if not (settings.report_to_pod or settings.lkg_configmap):
+    def build(cls, options: ReportOptions, kube: KubeConfig | None) -> KubeReporter | None:
+        """The reporter the options ask for, or None (no Kubernetes calls at all)."""
+        if not options.enabled:
             return None
         from pointercache.adapters.kube.client import api
-        from pointercache.cluster.lkg import ClusterLKG, parse_target
+        from pointercache.cluster.lkg import ClusterLKG
         from pointercache.cluster.pods import PodReporter
 
         client = api(kube)
         pod = None
-        if settings.report_to_pod and settings.pod_name and settings.pod_namespace:
-            pod = PodReporter(settings.pod_namespace, settings.pod_name, client=client)
+        if options.pod is not None:
+            namespace, name = options.pod
+            pod = PodReporter(namespace, name, client=client)
         cluster = None
-        if settings.lkg_configmap:
-            namespace, name = parse_target(settings.lkg_configmap)
+        if options.cluster_lkg is not None:
+            namespace, name = options.cluster_lkg
             cluster = ClusterLKG(namespace, name, client=client)
         return cls(pod=pod, cluster=cluster)
 
     async def report(
-        self, event: Event, pointer: Pointer | None, message: str, staged: Sequence[str]
+        self, happening: Happening, pointer: Pointer | None, message: str, staged: Sequence[str]
     ) -> None:
         """Mirror registry-confirmed pointers, annotate the pod, and emit an Event."""
         if self.cluster is not None and pointer is not None and pointer.source == "registry":
             await self.cluster.awrite(pointer)
         if self.pod is None:
             return
-        from pointercache.cluster import pods as podinfo
-
         if pointer is not None:
             await self.pod.annotate(pointer, staged)
-        reasons = {
-            "flipped": (podinfo.REASON_FLIPPED, "Normal"),
-            "rollback": (podinfo.REASON_ROLLED_BACK, "Normal"),
-            "blocked": (podinfo.REASON_FLIP_BLOCKED, "Warning"),
-            "fallback": (podinfo.REASON_FALLBACK, "Warning"),
-        }
-        if event in reasons:
-            reason, kind = reasons[event]
-            await self.pod.event(reason, message, "Warning" if kind == "Warning" else "Normal")
+        if happening in _EVENTS:
+            reason, kind = _EVENTS[happening]
+            await self.pod.event(reason, message, kind)

@@ -14,15 +14,14 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from pointercache.base.clock import age_seconds
 from pointercache.errors import PointercacheError
-from pointercache.model.pointer import parse_time
 from pointercache.service.refresher import Refresher
 
 REFRESHER = web.AppKey("refresher", Refresher)
@@ -35,13 +34,6 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-def _age(ts: str | None) -> float | None:
-    then = parse_time(ts)
-    if then is None:
-        return None
-    return round((datetime.now(UTC) - then).total_seconds(), 3)
-
-
 def status_document(refresher: Refresher) -> dict[str, Any]:
     """Build the ``/status`` JSON from the refresher's state and the volume."""
     state = refresher.state
@@ -49,7 +41,7 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
     current = state.current
     staged: list[dict[str, Any]] = []
     try:
-        for version_dir, pointer in parts.store.versions(parts.settings.model):
+        for version_dir, pointer in parts.store.versions(refresher.target.model):
             staged.append(
                 {
                     "version": pointer.version,
@@ -63,19 +55,19 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
     lkg_node = None
     if parts.lkg is not None:
         try:
-            lkg_pointer = parts.lkg.read(parts.settings.model)
+            lkg_pointer = parts.lkg.read(refresher.target.model)
             lkg_node = lkg_pointer.to_dict() if lkg_pointer else None
         except (OSError, PointercacheError) as exc:
             lkg_node = {"error": str(exc)}
     seen = current.registry_seen_at if current else None
     return {
-        "model": parts.settings.model,
-        "selector": parts.settings.selector,
+        "model": refresher.target.model,
+        "selector": str(refresher.target.selector),
         "ready": current is not None,
         "current": current.to_dict() if current else None,
-        "staleness_seconds": _age(state.last_contact or seen),
+        "staleness_seconds": age_seconds(state.last_contact or seen),
         "fallback_reason": state.fallback_reason,
-        "blocked": state.blocked,
+        "blocked": state.blocked.to_dict() if state.blocked else None,
         "prefetched": state.prefetched.to_dict() if state.prefetched else None,
         "registry": {
             "sources": [s.name for s in parts.sources],

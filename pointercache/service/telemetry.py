@@ -22,7 +22,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 if TYPE_CHECKING:
-    from pointercache.service.refresher import RefreshState
+    from pointercache.service.state import Outcome, RefreshState
 
 
 class Telemetry:
@@ -68,10 +68,10 @@ class Telemetry:
         """Report from ``state`` in the observable gauges."""
         self._state = state
 
-    def refreshed(self, outcome: str, seconds: float) -> None:
+    def refreshed(self, outcome: Outcome, seconds: float) -> None:
         """Count one refresh and its duration."""
-        self._refreshes.add(1, {"outcome": outcome})
-        self._refresh_duration.record(seconds, {"outcome": outcome})
+        self._refreshes.add(1, {"outcome": outcome.value})
+        self._refresh_duration.record(seconds, {"outcome": outcome.value})
 
     def fallback(self, source: str) -> None:
         """Count a publication from a step other than a registry."""

@@ -29,7 +29,7 @@ from pointercache.volume.fsutil import copy_tree_or_link, remove_path
 
 if TYPE_CHECKING:
     from pointercache.model.candidate import Candidate
-    from pointercache.volume.lkg import NodeLKG
+    from pointercache.volume.cas import NodeCache
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 """Names that may be archives; ``pointercache.stage.archive.is_archive`` has the final say."""
@@ -54,7 +54,7 @@ async def prestage(
     staging: Path,
     *,
     fetch: FetchOptions,
-    cache: NodeLKG | None,
+    cache: NodeCache | None,
     fetcher: Fetcher | None = None,
 ) -> Staged:
     """Stage ``candidate`` at ``staging/model`` verified; raise ``FetchError``/``IntegrityError``.
@@ -67,7 +67,7 @@ async def prestage(
         if cache is not None:
             await _cache_put(cache, staged)
         return staged
-    async with cache.acache_lock(candidate.digest):
+    async with cache.alock(candidate.digest):
         hit = await _from_cache(candidate, staging, cache)
         if hit is not None:
             return hit
@@ -76,9 +76,9 @@ async def prestage(
         return staged
 
 
-async def _from_cache(candidate: Candidate, staging: Path, cache: NodeLKG) -> Staged | None:
+async def _from_cache(candidate: Candidate, staging: Path, cache: NodeCache) -> Staged | None:
     assert candidate.digest is not None
-    found = await asyncio.to_thread(cache.cache_lookup, candidate.digest)
+    found = await asyncio.to_thread(cache.lookup, candidate.digest)
     if found is None:
         return None
     dest = staging / "model"
@@ -89,15 +89,15 @@ async def _from_cache(candidate: Candidate, staging: Path, cache: NodeLKG) -> St
     except Exception as exc:
         log.warning("cache-damaged", digest=candidate.digest, error=exc)
         await asyncio.to_thread(remove_path, dest, ignore_errors=True)
-        await asyncio.to_thread(cache.cache_discard, candidate.digest)
+        await asyncio.to_thread(cache.discard, candidate.digest)
         return None
     log.info("cache-hit", model=candidate.model, version=candidate.version, digest=digest)
     return Staged(path=dest, digest=digest, size_bytes=size, from_cache=True)
 
 
-async def _cache_put(cache: NodeLKG, staged: Staged) -> None:
+async def _cache_put(cache: NodeCache, staged: Staged) -> None:
     try:
-        await asyncio.to_thread(cache.cache_put, staged.path, staged.digest)
+        await asyncio.to_thread(cache.put, staged.path, staged.digest)
     except OSError as exc:  # a full node disk must not fail staging
         log.warning("cache-put-failed", digest=staged.digest, error=exc)
 

@@ -1,4 +1,5 @@
-"""The init container's one shot: resolve → fetch → verify → publish, within a deadline.
+"""Walk the whole chain once: resolve → fetch → verify → publish (the init container's one shot,
+and the sidecar's start when nothing is published yet), within a deadline for init.
 
 Each step of the chain is tried in order; a candidate whose artifact cannot be fetched, verified
 or admitted by the signature gate falls through to the next step. Nothing is published unless a
@@ -13,15 +14,18 @@ from pointercache.base.log import log
 from pointercache.errors import (
     FetchError,
     IntegrityError,
+    InvalidPointer,
     PointercacheError,
     ResolutionFailed,
     SignatureMismatch,
     StoreError,
 )
 from pointercache.model.pointer import Pointer
+from pointercache.model.revision import below_persisted
 from pointercache.resolve.chain import Attempt
 from pointercache.sync.pipeline import Publisher
 from pointercache.sync.wiring import Parts
+from pointercache.volume.lkg import read_mounted
 
 _FALL_THROUGH = (FetchError, IntegrityError, SignatureMismatch, StoreError)
 
@@ -34,15 +38,14 @@ def summarize(model: str, attempts: list[Attempt]) -> str:
 
 async def resolve_and_publish(parts: Parts) -> Pointer:
     """Publish the first servable candidate of the chain; ``ResolutionFailed`` if none."""
-    settings = parts.settings
+    target = parts.target
     publisher = Publisher.for_parts(parts)
     attempts: list[Attempt] = []
     rejected: dict[str, str] = {}
-    selector = settings.parsed_selector
     persisted = persisted_revision(parts)
-    async for resolution in parts.chain.candidates(settings.model, selector, attempts):
+    async for resolution in parts.chain.candidates(target.model, target.selector, attempts):
         revision = resolution.candidate.revision
-        if resolution.source == "registry" and 0 < revision < persisted:
+        if resolution.source == "registry" and below_persisted(revision, persisted):
             reason = f"stale answer: revision {revision} is below the persisted {persisted}"
             log.warning("stale-answer", registry=resolution.detail, reason=reason)
             rejected[resolution.source] = reason
@@ -56,7 +59,7 @@ async def resolve_and_publish(parts: Parts) -> Pointer:
             continue
         return adopted.pointer
     final = [Attempt(a.step, a.name, a.ok, rejected.get(a.step, a.reason)) for a in attempts]
-    raise ResolutionFailed(summarize(settings.model, final), final)
+    raise ResolutionFailed(summarize(target.model, final), final)
 
 
 def persisted_revision(parts: Parts) -> int:
@@ -65,12 +68,13 @@ def persisted_revision(parts: Parts) -> int:
     A registry answer below it comes from a lagging replica or a stale cache: it must not pull
     a new pod back to an older version than its node or cluster already moved to.
     """
-    model = parts.settings.model
+    model = parts.target.model
     pointers = [parts.lkg.read(model) if parts.lkg else None]
-    if parts.settings.lkg_cluster_dir is not None:
-        from pointercache.cluster.lkg import read_mounted
-
-        pointers.append(read_mounted(parts.settings.lkg_cluster_dir, model))
+    if parts.cluster_lkg_dir is not None:
+        try:
+            pointers.append(read_mounted(parts.cluster_lkg_dir, model))
+        except (InvalidPointer, OSError) as exc:
+            log.warning("lkg-cluster-unreadable", model=model, error=exc)
     return max((p.revision for p in pointers if p is not None), default=0)
 
 
@@ -80,19 +84,18 @@ def _reason(exc: PointercacheError) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def run(parts: Parts) -> Pointer:
-    """Lock the volume, recover leftovers, and publish within ``--deadline`` seconds."""
-    settings = parts.settings
+async def run_once(parts: Parts, *, deadline: float) -> Pointer:
+    """Lock the volume, recover leftovers, and publish within ``deadline`` seconds (init)."""
     store = parts.store
     await asyncio.to_thread(store.ensure_layout)
     try:
-        async with asyncio.timeout(settings.deadline):
-            with store.lock(timeout=settings.deadline):
+        async with asyncio.timeout(deadline):
+            with store.lock(timeout=deadline):
                 await asyncio.to_thread(store.recover)  # logs what it removed
                 return await resolve_and_publish(parts)
     except TimeoutError:
         raise ResolutionFailed(
-            f"deadline of {settings.deadline:g}s passed before a model was published"
+            f"deadline of {deadline:g}s passed before a model was published"
         ) from None
     finally:
         await parts.aclose()

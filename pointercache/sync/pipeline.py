@@ -11,20 +11,24 @@ import asyncio
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
 from pointercache.errors import SignatureMismatch
-from pointercache.model.pointer import Pointer, utcnow
+from pointercache.model.pointer import Pointer
+from pointercache.model.revision import carried_forward
 from pointercache.resolve.chain import Resolution
 from pointercache.stage.fetchers import FetchOptions
 from pointercache.stage.prestage import prestage
+from pointercache.volume import layout
+from pointercache.volume.cas import NodeCache
 from pointercache.volume.lkg import NodeLKG
 from pointercache.volume.store import Store
 
 if TYPE_CHECKING:
-    from pointercache.model.signature import Signature
+    from pointercache.model.signature import SignatureGate
     from pointercache.sync.wiring import Parts
 
 
@@ -65,44 +69,29 @@ class Publisher:
         *,
         fetch: FetchOptions,
         lkg: NodeLKG | None = None,
-        expected_signature: Signature | None = None,
-        signature_mode: str = "strict",
-        unsigned: Literal["allow", "refuse"] = "allow",
+        cache: NodeCache | None = None,
+        gate: SignatureGate | None = None,
     ) -> None:
         self.store = store
         self.fetch = fetch
         self.lkg = lkg
-        self.expected_signature = expected_signature
-        self.signature_mode = signature_mode
-        self.unsigned: Literal["allow", "refuse"] = unsigned
+        self.cache = cache
+        self.gate = gate
         self.protect: set[str] = set()
         """Digests garbage collection must keep besides the current one (a prefetched candidate)."""
 
     @classmethod
     def for_parts(cls, parts: Parts) -> Publisher:
         """The publisher of a wired role (init container or sidecar)."""
-        settings = parts.settings
         return cls(
-            parts.store,
-            fetch=parts.fetch,
-            lkg=parts.lkg,
-            expected_signature=parts.expected_signature,
-            signature_mode=settings.signature_mode,
-            unsigned="refuse" if settings.unsigned_model == "refuse" else "allow",
+            parts.store, fetch=parts.fetch, lkg=parts.lkg, cache=parts.cache, gate=parts.gate
         )
 
     def check_signature(self, resolution: Resolution) -> None:
         """Raise ``SignatureMismatch`` if the candidate does not fit the serving code."""
-        if self.expected_signature is None:
+        if self.gate is None:
             return
-        from pointercache.model.signature import gate
-
-        warning = gate(
-            resolution.candidate.signature,
-            self.expected_signature,
-            self.signature_mode,
-            unsigned=self.unsigned,
-        )
+        warning = self.gate.check(resolution.candidate.signature)
         if warning:
             log.warning("signature-unchecked", version=resolution.candidate.version, reason=warning)
 
@@ -112,14 +101,14 @@ class Publisher:
         cand = resolution.candidate
         existing = self.store.find(cand.model, cand.digest) if cand.digest else None
         if existing is not None:
-            old = await asyncio.to_thread(Pointer.read, existing / "pointer.json")
+            old = await asyncio.to_thread(Pointer.read, existing / layout.POINTER)
             pointer = _pointer(resolution, old.digest, old.size_bytes)
             # Same version: a pointer rewrite. Same bytes under another version: hard links.
             version_dir = await asyncio.to_thread(self.store.install_from, existing, pointer)
             return Adopted(pointer, version_dir, reused=True)
         staging = await asyncio.to_thread(self.store.new_staging_dir)
         try:
-            staged = await prestage(cand, staging, fetch=self.fetch, cache=self.lkg)
+            staged = await prestage(cand, staging, fetch=self.fetch, cache=self.cache)
             pointer = _pointer(resolution, staged.digest, staged.size_bytes)
             version_dir = await asyncio.to_thread(self.store.install, staged.path, pointer)
         finally:
@@ -155,12 +144,11 @@ class Publisher:
     async def confirm(self, pointer: Pointer, registry: str, revision: int) -> Pointer:
         """A registry named the served version again: record its provenance and revision.
 
-        The revision moves forward with the registry even when the version does not (A at 5,
-        then A again at 8): otherwise a lagging answer at 6 would look newer than what is served.
+        The revision moves forward with the registry (``model.revision.carried_forward``).
         """
         now = utcnow()
         updated = pointer.with_provenance("registry", registry, registry_seen_at=now)
-        updated = replace(updated, revision=max(pointer.revision, revision))
+        updated = replace(updated, revision=carried_forward(pointer.revision, revision))
         version_dir = self.store.current_dir()
         if version_dir is None:
             return pointer

@@ -1,8 +1,11 @@
 """Settings, parsed once at the edge: flags first, ``POINTERCACHE_*`` environment second.
 
 Every field of ``Settings`` carries its flag, roles and help in its metadata, so the argument
-parser, the environment names, ``--help`` and the README table come from one place. Nothing
-outside the CLI reads ``os.environ``; the rest of the code gets a frozen ``Settings``.
+parser, the environment names, ``--help`` and the README table come from one place. Values are
+parsed into their types here, once (a selector into a ``Selector``, the listen address into a
+``ListenAddress``, choices into ``Literal`` values); a bad one is a ``ConfigError`` naming the
+flag. Nothing outside the CLI reads ``os.environ``, and nothing below the composition root
+(``pointercache.sync.wiring`` and the entrypoints) reads ``Settings``: they get option groups.
 """
 
 from __future__ import annotations
@@ -12,14 +15,42 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pointercache.errors import ConfigError
 from pointercache.model.candidate import Selector
+from pointercache.model.signature import Mode, Unsigned
 
 ENV_PREFIX = "POINTERCACHE_"
 INIT, SIDECAR = "init", "sidecar"
 BOTH = (INIT, SIDECAR)
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where the sidecar's status server listens: ``host:port`` (IPv6 hosts in brackets)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """Parse ``host:port``; ``ConfigError`` unless the port is 0-65535."""
+        host, sep, port = text.rpartition(":")
+        try:
+            number = int(port)
+        except ValueError:
+            number = -1
+        if not sep or not 0 <= number <= 65535:  # noqa: PLR2004
+            raise ConfigError(f"--listen {text!r}: expected host:port")
+        return cls(host.strip("[]") or "0.0.0.0", number)  # noqa: S104
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 def _opt(default: Any, help_: str, roles: tuple[str, ...] = BOTH, **kw: Any) -> Any:
@@ -34,7 +65,11 @@ class Settings:
     """Everything the init container and the sidecar need, validated."""
 
     model: str = _opt("", "registered model name to serve (required)", metavar="NAME")
-    selector: str = _opt("alias:production", "which version: alias:NAME, version:N or stage:NAME")
+    selector: Selector = _opt(
+        Selector("alias", "production"),
+        "which version: alias:NAME, version:N or stage:NAME",
+        parse=Selector.parse,
+    )
     registry: tuple[str, ...] = _opt(
         [],
         "registry URI, repeatable, tried in order (file://, http(s)://, s3://, "
@@ -61,14 +96,14 @@ class Settings:
     pinned_uri: str | None = _opt(None, "artifact URI of the pinned version")
     pinned_digest: str | None = _opt(None, "sha256:<hex> digest of the pinned artifact")
     expect_signature: Path | None = _opt(None, "JSON file: the inputs the serving code produces")
-    signature_mode: str = _opt(
-        "strict", "signature gate: strict or subset", choices=("strict", "subset")
+    signature_mode: Mode = _opt(
+        "strict", "signature gate: strict or subset", choices=get_args(Mode)
     )
-    unsigned_model: str = _opt(
+    unsigned_model: Unsigned = _opt(
         "allow",
         "what the signature gate does with a model that has no readable signature: "
         "allow (with a logged reason) or refuse",
-        choices=("allow", "refuse"),
+        choices=get_args(Unsigned),
     )
     allow: tuple[str, ...] = _opt(
         [],
@@ -86,13 +121,17 @@ class Settings:
     )
     poll_interval: float = _opt(15.0, "seconds between registry polls", roles=(SIDECAR,))
     poll_jitter: float = _opt(0.2, "random extra fraction of the poll interval", roles=(SIDECAR,))
-    prefetch_selector: str | None = _opt(
-        None, "also prestage this selector without serving it", roles=(SIDECAR,)
+    prefetch_selector: Selector | None = _opt(
+        None,
+        "also prestage this selector without serving it",
+        roles=(SIDECAR,),
+        parse=Selector.parse,
     )
-    listen: str = _opt(
-        "0.0.0.0:8787",
+    listen: ListenAddress = _opt(
+        ListenAddress("0.0.0.0", 8787),  # noqa: S104 - the pod's address; the chart sets it
         "host:port of the status server",
         roles=(SIDECAR,),
+        parse=ListenAddress.parse,
     )
     admin_token_file: Path | None = _opt(
         None,
@@ -112,20 +151,7 @@ class Settings:
         "(needs --pod-name, --pod-namespace and the chart's RBAC)",
         roles=(SIDECAR,),
     )
-    log_level: str = _opt(
-        "info", "debug, info, warning or error", choices=("debug", "info", "warning", "error")
-    )
-
-    @property
-    def parsed_selector(self) -> Selector:
-        """The selector, parsed (validated in ``validate``)."""
-        return Selector.parse(self.selector)
-
-    @property
-    def listen_host_port(self) -> tuple[str, int]:
-        """``listen`` split into host and port."""
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
+    log_level: LogLevel = _opt("info", "debug, info, warning or error", choices=get_args(LogLevel))
 
     def _validate_kubernetes(self) -> None:
         if self.report_to_pod and not (self.pod_name and self.pod_namespace):
@@ -137,7 +163,6 @@ class Settings:
         """Check cross-field rules; raise ``ConfigError`` with the flag's name."""
         if not self.model:
             raise ConfigError("--model is required")
-        self.parsed_selector  # noqa: B018 - raises ConfigError if malformed
         pinned = (self.pinned_version, self.pinned_uri, self.pinned_digest)
         if any(pinned) and not (self.pinned_version and self.pinned_uri):
             raise ConfigError("--pinned-version and --pinned-uri go together")
@@ -149,12 +174,6 @@ class Settings:
             raise ConfigError("--keep-versions must be at least 1")
         if not 0 <= self.poll_jitter <= 1:
             raise ConfigError("--poll-jitter must be between 0 and 1")
-        try:
-            port = self.listen_host_port[1]
-        except ValueError:
-            port = -1
-        if not 0 <= port <= 65535:  # noqa: PLR2004
-            raise ConfigError(f"--listen {self.listen!r}: expected host:port")
         return self
 
 
@@ -164,6 +183,8 @@ def env_name(name: str) -> str:
 
 
 def _type_of(f: dataclasses.Field[Any]) -> Any:
+    if "parse" in f.metadata:
+        return str  # parsed (with a ConfigError naming the flag) in ``from_namespace``
     text = str(f.type)
     if text == "bool":
         return _bool
@@ -249,6 +270,8 @@ def from_namespace(ns: argparse.Namespace, role: str, environ: Mapping[str, str]
         value = getattr(ns, f.name, None)
         if value is None and env_name(f.name) in environ:
             value = _from_env(f, environ[env_name(f.name)])
+        if value is not None and "parse" in f.metadata:
+            value = f.metadata["parse"](value)
         if value is not None:
             values[f.name] = tuple(value) if f.metadata.get("repeat") else value
     return Settings(**values).validate()

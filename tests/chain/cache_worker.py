@@ -16,7 +16,7 @@ import orjson
 from pointercache.model.candidate import Candidate
 from pointercache.stage.fetchers import FetchOptions, FetchResult
 from pointercache.stage.prestage import prestage
-from pointercache.volume.lkg import NodeLKG
+from pointercache.volume.cas import NodeCache
 
 PAYLOAD = {"MLmodel": b"flavors: {}\n", "data/weights.bin": b"\x07" * 4096}
 
@@ -49,7 +49,7 @@ async def main(lkg_dir: Path, staging: Path, counter: Path, go: Path, digest: st
         candidate,
         staging,
         fetch=FetchOptions(),
-        cache=NodeLKG(lkg_dir),
+        cache=NodeCache(lkg_dir),
         fetcher=CountingFetcher(counter),
     )
     sys.stdout.write(

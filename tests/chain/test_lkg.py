@@ -10,9 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pointercache.base.clock import utcnow
 from pointercache.errors import StoreLocked
 from pointercache.model.digest import tree_digest
-from pointercache.model.pointer import Pointer, utcnow
+from pointercache.model.pointer import Pointer
+from pointercache.volume.cas import NodeCache
 from pointercache.volume.lkg import NodeLKG
 from tests.chain.cache_worker import PAYLOAD
 from tests.factories import make_pointer
@@ -72,71 +74,72 @@ def test_damaged_pointer_is_replaced_by_the_next_write(tmp_path: Path) -> None:
 
 def test_cache_put_and_lookup(tmp_path: Path) -> None:
     """A put entry is found by digest, complete, with no temp directories left behind."""
-    lkg = NodeLKG(tmp_path / "lkg")
+    cache = NodeCache(tmp_path / "lkg")
     src, digest = _artifact(tmp_path, "a", 100)
-    assert lkg.cache_lookup(digest) is None
-    cached = lkg.cache_put(src, digest)
+    assert cache.lookup(digest) is None
+    cached = cache.put(src, digest)
     assert cached == tmp_path / "lkg" / "cas" / "sha256" / digest.removeprefix("sha256:") / "model"
-    assert lkg.cache_lookup(digest) == cached
+    assert cache.lookup(digest) == cached
     assert tree_digest(cached)[0] == digest
-    assert lkg.cache_put(src, digest) == cached  # idempotent
+    assert cache.put(src, digest) == cached  # idempotent
     assert list((tmp_path / "lkg" / "cas" / ".tmp").iterdir()) == []
 
 
 def test_verify_deletes_a_damaged_entry(tmp_path: Path) -> None:
     """Re-verifying an entry whose bytes changed deletes it."""
-    lkg = NodeLKG(tmp_path / "lkg")
+    cache = NodeCache(tmp_path / "lkg")
     src, digest = _artifact(tmp_path, "a", 100)
-    cached = lkg.cache_put(src, digest)
-    assert lkg.verify(digest)
+    cached = cache.put(src, digest)
+    assert cache.verify(digest)
     (cached / "weights.bin").unlink()
     (cached / "weights.bin").write_bytes(b"tampered")
-    assert not lkg.verify(digest)
-    assert lkg.cache_lookup(digest) is None
+    assert not cache.verify(digest)
+    assert cache.lookup(digest) is None
     assert not cached.parent.exists()
 
 
 def test_lru_eviction_keeps_recent_and_lkg_referenced_digests(tmp_path: Path) -> None:
     """Over the bound, the least recently used unreferenced entries go; LKG digests stay."""
-    lkg = NodeLKG(tmp_path / "lkg", cache_max_bytes=250)
+    lkg = NodeLKG(tmp_path / "lkg")
+    cache = NodeCache(tmp_path / "lkg", max_bytes=250, protected=lkg.referenced_digests)
     a, da = _artifact(tmp_path, "a", 100)
     b, db = _artifact(tmp_path, "b", 100)
     c, dc = _artifact(tmp_path, "c", 100)
     d, dd = _artifact(tmp_path, "d", 100)
     lkg.write(_pointer(1, da))  # A is the node LKG: never evicted, although least recent
-    lkg.cache_put(a, da)
-    lkg.cache_put(b, db)
-    assert lkg.cache_lookup(da) is not None
-    lkg.cache_put(c, dc)  # 300 > 250: B is the LRU unreferenced entry
-    assert {e[0] for e in lkg.cache_entries()} == {da, dc}
-    assert lkg.cache_lookup(dc) is not None  # C used now: A is older but referenced
-    lkg.cache_put(d, dd)  # 300 > 250: C is the only unreferenced entry older than D
-    assert {e[0] for e in lkg.cache_entries()} == {da, dd}
-    assert lkg.cache_lookup(db) is None
+    cache.put(a, da)
+    cache.put(b, db)
+    assert cache.lookup(da) is not None
+    cache.put(c, dc)  # 300 > 250: B is the LRU unreferenced entry
+    assert {e[0] for e in cache.entries()} == {da, dc}
+    assert cache.lookup(dc) is not None  # C used now: A is older but referenced
+    cache.put(d, dd)  # 300 > 250: C is the only unreferenced entry older than D
+    assert {e[0] for e in cache.entries()} == {da, dd}
+    assert cache.lookup(db) is None
 
 
 def test_eviction_skips_entries_locked_by_another_user(tmp_path: Path) -> None:
     """An entry whose digest lock is held (being copied) is not evicted."""
-    lkg = NodeLKG(tmp_path / "lkg", cache_max_bytes=150)
+    cache = NodeCache(tmp_path / "lkg", max_bytes=150)
     a, da = _artifact(tmp_path, "a", 100)
     b, db = _artifact(tmp_path, "b", 100)
-    lkg.cache_put(a, da)
-    with NodeLKG(tmp_path / "lkg").cache_lock(da):
-        lkg.cache_put(b, db)
-        assert {e[0] for e in lkg.cache_entries()} == {da, db}
-    assert lkg.evict() == [da]
+    cache.put(a, da)
+    with NodeCache(tmp_path / "lkg").lock(da):
+        cache.put(b, db)
+        assert {e[0] for e in cache.entries()} == {da, db}
+    assert cache.evict() == [da]
 
 
 def test_cache_lock_times_out_while_held(tmp_path: Path) -> None:
     """A second holder of a digest lock waits, and gives up with StoreLocked after its timeout."""
-    one, two = NodeLKG(tmp_path), NodeLKG(tmp_path)
+    one, two = NodeCache(tmp_path), NodeCache(tmp_path)
     with (
-        one.cache_lock(_digest(1)),
+        one.lock(_digest(1)),
         pytest.raises(StoreLocked),
-        two.cache_lock(_digest(1), timeout=0.2),
+        two.lock(_digest(1), timeout=0.2),
     ):
         pass
-    with two.cache_lock(_digest(1), timeout=0):
+    with two.lock(_digest(1), timeout=0):
         pass
 
 

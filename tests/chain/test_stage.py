@@ -15,7 +15,7 @@ from pointercache.model.digest import tree_digest
 from pointercache.stage.fetchers import FetchOptions, memory
 from pointercache.stage.fetchers.memory import MemoryFetcher
 from pointercache.stage.prestage import prestage
-from pointercache.volume.lkg import NodeLKG
+from pointercache.volume.cas import NodeCache
 
 TREE = {"MLmodel": b"flavors: {}\n", "data/model.pkl": b"\x80\x04" * 512}
 
@@ -38,12 +38,12 @@ async def test_fetches_verifies_and_caches(tmp_path: Path) -> None:
     """A fetched artifact is verified, staged at staging/model and put into the node cache."""
     digest, size = _digest_of(tmp_path, TREE)
     fetcher = MemoryFetcher(objects={"memory://m/8": TREE})
-    lkg = NodeLKG(tmp_path / "lkg")
+    cache = NodeCache(tmp_path / "lkg")
     staged = await prestage(
         _cand(digest=digest, size=size),
         tmp_path / "s1",
         fetch=FetchOptions(),
-        cache=lkg,
+        cache=cache,
         fetcher=fetcher,
     )
     assert (staged.path, staged.digest, staged.size_bytes) == (
@@ -52,9 +52,9 @@ async def test_fetches_verifies_and_caches(tmp_path: Path) -> None:
         size,
     )
     assert not staged.from_cache
-    assert lkg.cache_lookup(digest) is not None
+    assert cache.lookup(digest) is not None
     again = await prestage(
-        _cand(digest=digest), tmp_path / "s2", fetch=FetchOptions(), cache=lkg, fetcher=fetcher
+        _cand(digest=digest), tmp_path / "s2", fetch=FetchOptions(), cache=cache, fetcher=fetcher
     )
     assert again.from_cache
     assert tree_digest(again.path) == (digest, size)
@@ -64,14 +64,14 @@ async def test_fetches_verifies_and_caches(tmp_path: Path) -> None:
 async def test_digest_mismatch_deletes_the_staged_bytes(tmp_path: Path) -> None:
     """A digest differing from the promise raises IntegrityError; nothing stays staged or cached."""
     fetcher = MemoryFetcher(objects={"memory://m/8": TREE})
-    lkg = NodeLKG(tmp_path / "lkg")
+    cache = NodeCache(tmp_path / "lkg")
     wrong = "sha256:" + "0" * 64
     with pytest.raises(IntegrityError, match="differs from promised"):
         await prestage(
-            _cand(digest=wrong), tmp_path / "s", fetch=FetchOptions(), cache=lkg, fetcher=fetcher
+            _cand(digest=wrong), tmp_path / "s", fetch=FetchOptions(), cache=cache, fetcher=fetcher
         )
     assert list((tmp_path / "s").iterdir()) == []
-    assert lkg.cache_entries() == []
+    assert cache.entries() == []
 
 
 async def test_size_mismatch_deletes_the_staged_bytes(tmp_path: Path) -> None:
@@ -87,16 +87,16 @@ async def test_size_mismatch_deletes_the_staged_bytes(tmp_path: Path) -> None:
 async def test_candidate_without_digest_gets_the_computed_one(tmp_path: Path) -> None:
     """Without a promised digest, the digest of what was staged is computed and cached."""
     digest, size = _digest_of(tmp_path, TREE)
-    lkg = NodeLKG(tmp_path / "lkg")
+    cache = NodeCache(tmp_path / "lkg")
     staged = await prestage(
         _cand(),
         tmp_path / "s",
         fetch=FetchOptions(),
-        cache=lkg,
+        cache=cache,
         fetcher=MemoryFetcher(objects={"memory://m/8": TREE}),
     )
     assert (staged.digest, staged.size_bytes) == (digest, size)
-    assert lkg.cache_lookup(digest) is not None
+    assert cache.lookup(digest) is not None
 
 
 async def test_missing_artifact_leaves_nothing_staged(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ async def test_missing_artifact_leaves_nothing_staged(tmp_path: Path) -> None:
             _cand(uri=(tmp_path / "absent").as_uri()),
             tmp_path / "s",
             fetch=FetchOptions(),
-            cache=NodeLKG(tmp_path / "lkg"),
+            cache=NodeCache(tmp_path / "lkg"),
         )
     assert list((tmp_path / "s").iterdir()) == []
 
@@ -123,31 +123,31 @@ async def test_artifact_escaping_its_root_is_refused(tmp_path: Path) -> None:
             _cand(uri=src.as_uri()),
             tmp_path / "s",
             fetch=FetchOptions(),
-            cache=NodeLKG(tmp_path / "lkg"),
+            cache=NodeCache(tmp_path / "lkg"),
         )
     assert list((tmp_path / "s").iterdir()) == []
-    assert NodeLKG(tmp_path / "lkg").cache_entries() == []
+    assert NodeCache(tmp_path / "lkg").entries() == []
 
 
 async def test_damaged_cache_entry_is_deleted_and_fetched_again(tmp_path: Path) -> None:
     """A cache hit whose bytes no longer match is discarded and the origin fetched instead."""
     digest, _ = _digest_of(tmp_path, TREE)
-    lkg = NodeLKG(tmp_path / "lkg")
+    cache = NodeCache(tmp_path / "lkg")
     fetcher = MemoryFetcher(objects={"memory://m/8": TREE})
     await prestage(
-        _cand(digest=digest), tmp_path / "s1", fetch=FetchOptions(), cache=lkg, fetcher=fetcher
+        _cand(digest=digest), tmp_path / "s1", fetch=FetchOptions(), cache=cache, fetcher=fetcher
     )
-    cached = lkg.cache_lookup(digest)
+    cached = cache.lookup(digest)
     assert cached is not None
     (cached / "MLmodel").unlink()
     (cached / "MLmodel").write_bytes(b"tampered")
     staged = await prestage(
-        _cand(digest=digest), tmp_path / "s2", fetch=FetchOptions(), cache=lkg, fetcher=fetcher
+        _cand(digest=digest), tmp_path / "s2", fetch=FetchOptions(), cache=cache, fetcher=fetcher
     )
     assert not staged.from_cache
     assert tree_digest(staged.path)[0] == digest
     assert fetcher.fetched == ["memory://m/8", "memory://m/8"]
-    assert lkg.verify(digest)
+    assert cache.verify(digest)
 
 
 async def test_archive_uri_is_extracted_and_its_tree_verified(tmp_path: Path) -> None:
@@ -192,16 +192,16 @@ async def test_single_file_artifact_round_trips_through_the_cache(tmp_path: Path
     src = tmp_path / "model.onnx"
     src.write_bytes(b"onnx-bytes" * 100)
     digest, size = tree_digest(src)
-    lkg = NodeLKG(tmp_path / "lkg")
+    cache = NodeCache(tmp_path / "lkg")
     first = await prestage(
-        _cand(uri=src.as_uri(), digest=digest), tmp_path / "s1", fetch=FetchOptions(), cache=lkg
+        _cand(uri=src.as_uri(), digest=digest), tmp_path / "s1", fetch=FetchOptions(), cache=cache
     )
     src.unlink()  # the origin is gone: only the cache can serve it now
     second = await prestage(
         _cand(uri=src.as_uri(), digest=digest, size=size),
         tmp_path / "s2",
         fetch=FetchOptions(),
-        cache=lkg,
+        cache=cache,
     )
     assert (first.from_cache, second.from_cache) == (False, True)
     assert second.path.read_bytes() == b"onnx-bytes" * 100

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pointercache.adapters.retry import Backoff
 from pointercache.errors import (
     ArtifactNotFound,
     FetchError,
@@ -36,8 +37,10 @@ async def origin() -> AsyncIterator[Origin]:
 
 
 async def _fetch(origin: Origin, path: str, dest: Path, **kw: object) -> tuple[object, HttpFetcher]:
-    options = FetchOptions(allow=allow(origin.url("/")), **kw)  # type: ignore[arg-type]
-    fetcher = HttpFetcher(options, backoff=0.01)
+    attempts = kw.pop("attempts", 4)
+    backoff = Backoff(attempts=attempts, initial=0.01, maximum=0.1)  # type: ignore[arg-type]
+    options = FetchOptions(allow=allow(origin.url("/")), backoff=backoff, **kw)  # type: ignore[arg-type]
+    fetcher = HttpFetcher(options)
     try:
         return await fetcher.fetch(origin.url(path), dest), fetcher
     finally:
@@ -102,7 +105,7 @@ async def test_hanging_server_times_out(
 ) -> None:
     """A server that stops sending fails with FetchUnavailable after the read timeout."""
     with pytest.raises(FetchUnavailable):
-        await _fetch(origin, path, tmp_path / "m.bin", read_timeout=0.5, retries=2)
+        await _fetch(origin, path, tmp_path / "m.bin", read_timeout=0.5, attempts=2)
     if path == "/hang-headers":
         assert len(origin.seen(path)) == requests
     else:
@@ -141,7 +144,7 @@ async def test_status_codes_are_translated(
 ) -> None:
     """404 is ArtifactNotFound and 503 is FetchUnavailable (retried first)."""
     with pytest.raises(error):
-        await _fetch(origin, path, tmp_path / "m.bin", retries=2)
+        await _fetch(origin, path, tmp_path / "m.bin", attempts=2)
     assert len(origin.seen(path)) == (2 if error is FetchUnavailable else 1)
 
 

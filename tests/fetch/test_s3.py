@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pointercache.adapters.retry import Backoff
 from pointercache.errors import ArtifactNotFound, FetchUnavailable, ForbiddenURI, TooLarge
 from pointercache.stage.fetchers import FetchOptions, open_fetcher
 from pointercache.stage.fetchers.s3 import S3Fetcher, relpath_of
@@ -178,10 +179,10 @@ async def test_object_replaced_mid_download_fails(moto_env: MotoServer, tmp_path
             replaced.append(True)
             s3.put_object(Bucket=bucket, Key="k", Body=b"b" * (4 * MiB))
 
-    options = _options(bucket, progress=replace, retries=2)
-    fetcher = S3Fetcher(
-        options, part_size=MiB, multipart_threshold=MiB, concurrency=1, backoff=0.01
+    options = _options(
+        bucket, progress=replace, backoff=Backoff(attempts=2, initial=0.01, maximum=0.1)
     )
+    fetcher = S3Fetcher(options, part_size=MiB, multipart_threshold=MiB, concurrency=1)
     try:
         with pytest.raises(FetchUnavailable):
             await fetcher.fetch(f"s3://{bucket}/k", tmp_path / "out")
@@ -211,11 +212,10 @@ async def test_outage_mid_download_then_retry_succeeds(
 
     uri = f"s3://{bucket}/m.bin"
     fetcher = S3Fetcher(
-        _options(bucket, progress=kill, retries=3),
+        _options(bucket, progress=kill, backoff=Backoff(attempts=3, initial=0.01, maximum=0.1)),
         part_size=256 << 10,
         multipart_threshold=256 << 10,
         concurrency=2,
-        backoff=0.01,
     )
     try:
         with pytest.raises(FetchUnavailable):

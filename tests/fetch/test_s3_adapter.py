@@ -6,6 +6,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from pointercache.adapters import s3
+from pointercache.adapters.http import FETCH, SOURCE
 from pointercache.errors import (
     ArtifactNotFound,
     FetchError,
@@ -79,10 +80,8 @@ def _client_error(code: str, status: int) -> ClientError:
 )
 def test_translate_by_code(exc: Exception, fetch_error: type, source_error: type) -> None:
     """Errors map by status and code into the caller's family (fetch or source)."""
-    as_fetch = s3.translate(
-        exc, "s3://b/k", not_found=ArtifactNotFound, unavailable=FetchUnavailable
-    )
-    as_source = s3.translate(exc, "s3://b/k", not_found=NotFound, unavailable=SourceUnavailable)
+    as_fetch = s3.translate(exc, "s3://b/k", FETCH)
+    as_source = s3.translate(exc, "s3://b/k", SOURCE)
     assert type(as_fetch) is fetch_error
     assert type(as_source) is source_error
 
@@ -90,7 +89,7 @@ def test_translate_by_code(exc: Exception, fetch_error: type, source_error: type
 def test_translate_keeps_our_errors() -> None:
     """A pointercache error passes through translate unchanged."""
     err = TooLarge("big")
-    assert s3.translate(err, "s3://b/k", not_found=NotFound, unavailable=SourceUnavailable) is err
+    assert s3.translate(err, "s3://b/k", SOURCE) is err
 
 
 def test_get_object_if_changed(moto_env: MotoServer) -> None:

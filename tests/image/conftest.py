@@ -30,7 +30,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pointercache.model.pointer import Pointer, utcnow
+from pointercache.base.clock import utcnow
+from pointercache.model.pointer import Pointer
 from pointercache.volume.store import Store
 from tests.conftest import REPO, VENV_BIN
 from tests.factories import make_pointer

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from pointercache.adapters.kube.client import KubeClient, KubeConfig
-from pointercache.cluster.lkg import ClusterLKG, parse_target, read_mounted
-from pointercache.errors import ConfigError, KubeConflict
+from pointercache.cluster.lkg import ClusterLKG
+from pointercache.errors import ConfigError, InvalidPointer, KubeConflict
 from pointercache.model.pointer import Pointer
+from pointercache.model.uris import configmap_target as parse_target
+from pointercache.volume.lkg import read_mounted
 from tests.factories import make_pointer
 
 DIGEST = "sha256:" + "cd" * 32
@@ -144,16 +146,18 @@ def test_read_mounted_through_kubelet_symlinks(tmp_path):
     )
     assert read_mounted(volume, "recommender") == pointer(5)
     assert read_mounted(volume, "ranker") is None
-    assert read_mounted(volume, "broken") is None
+    with pytest.raises(InvalidPointer, match="not valid JSON"):
+        read_mounted(volume, "broken")
     assert read_mounted(tmp_path / "absent", "recommender") is None
 
 
 def test_read_mounted_rejects_another_models_pointer(tmp_path):
-    """A key whose pointer names another model is ignored."""
+    """A key whose pointer names another model is refused, naming the model it holds."""
     volume = kubelet_volume(
         tmp_path / "lkg", {"recommender.json": json.dumps(pointer(5, "ranker").to_dict())}
     )
-    assert read_mounted(volume, "recommender") is None
+    with pytest.raises(InvalidPointer, match="ranker"):
+        read_mounted(volume, "recommender")
 
 
 @pytest.mark.parametrize("text", ["ml", "ml/", "/lkg", "ML/lkg", "ml/lkg/x"])

@@ -12,8 +12,9 @@ import pytest
 from pointercache.adapters.kube.client import KubeClient, KubeConfig
 from pointercache.errors import ConfigError, InvalidManifest, NotFound, SourceUnavailable
 from pointercache.model.candidate import Selector
+from pointercache.model.uris import configmap_ref as parse_uri
 from pointercache.resolve.sources import SourceOptions, open_source
-from pointercache.resolve.sources.configmap import ConfigMapSource, parse_uri
+from pointercache.resolve.sources.configmap import ConfigMapSource
 from tests.kube.apiserver import ConfigMapApi
 from tests.kube.conftest import eventually
 
@@ -171,9 +172,7 @@ async def test_api_down_is_source_unavailable():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    options = SourceOptions(
-        timeout=2.0, extra=KubeConfig(host=f"http://127.0.0.1:{port}").to_extra()
-    )
+    options = SourceOptions(timeout=2.0, kube=KubeConfig(host=f"http://127.0.0.1:{port}"))
     source = open_source("configmap://ml/registry", options)
     try:
         with pytest.raises(SourceUnavailable):

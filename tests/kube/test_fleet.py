@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from pointercache.fleet import view as fleet
 from pointercache.fleet.view import (
     FleetRow,
     collect,
@@ -13,7 +14,6 @@ from pointercache.fleet.view import (
     skew_exit_code,
     wait_staged,
 )
-from pointercache.fleet import view as fleet
 from tests.kube.conftest import eventually, kmock_url
 
 NOW = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)

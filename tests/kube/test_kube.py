@@ -66,21 +66,6 @@ def test_environ_decides_in_cluster():
     assert not KubeConfig.from_environ({}).in_cluster
 
 
-def test_extra_round_trip(tmp_path):
-    """KubeConfig survives the trip through SourceOptions.extra."""
-    config = KubeConfig(
-        kubeconfig=tmp_path / "k",
-        context="dev",
-        host=None,
-        request_timeout=3.0,
-        connect_timeout=1.0,
-    )
-    assert KubeConfig.from_extra(config.to_extra()) == config
-    assert KubeConfig.from_extra({}) == KubeConfig()
-    with pytest.raises(ConfigError):
-        KubeConfig.from_extra({"kube.request_timeout": "soon"})
-
-
 def test_in_cluster_outside_a_cluster_is_a_config_error():
     """Asking for in-cluster configuration without a service account is a ConfigError."""
     client = KubeClient(KubeConfig(in_cluster=True))

@@ -124,8 +124,8 @@ async def test_publish_to_s3_is_what_the_s3_source_reads(
     answer = publish(s3_env(cli_env, moto_server), registry, tmp_path / "ob", "m", "4",
                      "--alias", "production")  # fmt: skip
     assert answer["state"] == "registered"
-    source = S3ManifestSource(registry, SourceOptions(timeout=10, extra={
-        "endpoint_url": moto_server.endpoint_url}))  # fmt: skip
+    options = SourceOptions(timeout=10, s3_endpoint_url=moto_server.endpoint_url)
+    source = S3ManifestSource(registry, options)
     try:
         candidate = await source.resolve("m", Selector.parse("alias:production"))
     finally:
@@ -162,7 +162,7 @@ async def test_a_store_that_ignores_conditional_writes_gets_no_write(
     with proxy_to(moto_env.port) as proxy:
         proxy.strip = ("If-Match", "If-None-Match")
         endpoint = f"http://127.0.0.1:{proxy.port}"
-        options = SourceOptions(timeout=10, extra={"endpoint_url": endpoint})
+        options = SourceOptions(timeout=10, s3_endpoint_url=endpoint)
         registrar = S3Registrar(f"s3://{bucket}/m.json", options)
         try:
             with pytest.raises(UnsafeRegistry, match="conditional writes"):
@@ -177,8 +177,7 @@ async def test_configmap_publish_uses_resource_versions(
     cmapi: ConfigMapApi, tmp_path: Path
 ) -> None:
     """Created, then replaced through two injected 409s: the ConfigMap source reads v2."""
-    extra = KubeConfig(host=cmapi.url, request_timeout=5.0).to_extra()
-    options = SourceOptions(timeout=10, extra=extra)
+    options = SourceOptions(timeout=10, kube=KubeConfig(host=cmapi.url, request_timeout=5.0))
     registrar = ConfigMapRegistrar("configmap://ml/models", options)
     try:
         first = await registrar.register(reg("1", alias="production"))

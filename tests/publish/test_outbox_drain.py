@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from pointercache.errors import OutboxError, SourceUnavailable
-from pointercache.publish.drain import Backoff, Drainer, publish
+from pointercache.publish.drain import Drainer, backoff, publish
 from pointercache.publish.outbox import Outbox, State
 from pointercache.publish.registrars import MemoryRegistry
 from pointercache.publish.registration import Registration
 from pointercache.resolve.sources import SourceOptions
 
-FAST = Backoff(initial=0.01, maximum=0.05, jitter=0.01)
+FAST = backoff(initial=0.01, maximum=0.05)
 
 
 def reg(version: str, model: str = "m", alias: str | None = None) -> Registration:

@@ -17,7 +17,9 @@ import orjson
 import pytest
 from aiohttp import web
 
+from pointercache.adapters.http import Credentials
 from pointercache.adapters.mlflow import read_signature
+from pointercache.adapters.retry import Backoff
 from pointercache.errors import (
     FetchUnavailable,
     ForbiddenURI,
@@ -97,7 +99,8 @@ async def test_bearer_token_is_sent_reread_and_never_logged(
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     source = MlflowSource(
-        f"mlflow+http://{netloc}", SourceOptions(timeout=5, token_file=token_file)
+        f"mlflow+http://{netloc}",
+        SourceOptions(timeout=5, credentials=Credentials(token_file=token_file)),
     )
     try:
         assert (await source.resolve("rec", PROD)).version == "8"
@@ -123,7 +126,7 @@ async def test_basic_auth_file(serve: Callable[[web.Application], Any], tmp_path
     fake = FakeRegistry()
     netloc = await registry(serve, fake)
     (tmp_path / "basic").write_text("reader:pa55word\n")
-    options = SourceOptions(timeout=5, basic_auth_file=tmp_path / "basic")
+    options = SourceOptions(timeout=5, credentials=Credentials(basic_auth_file=tmp_path / "basic"))
     source = MlflowSource(f"mlflow+http://{netloc}", options)
     try:
         await source.resolve("rec", PROD)
@@ -190,7 +193,7 @@ async def test_redirects_are_not_followed(
     fake.answers["/api/2.0/mlflow/registered-models/alias"] = (302, moved)
     netloc = await registry(serve, fake)
     (tmp_path / "token").write_text(TOKEN)
-    options = SourceOptions(timeout=5, token_file=tmp_path / "token")
+    options = SourceOptions(timeout=5, credentials=Credentials(token_file=tmp_path / "token"))
     source = MlflowSource(f"mlflow+http://{netloc}", options)
     try:
         with pytest.raises(SourceError):
@@ -292,7 +295,9 @@ async def test_fetcher_sends_credentials_only_to_the_registry_host(
     seen: list[str | None] = []
     netloc = await serve(proxy_app({"r/m": [{"path": "w.bin", "is_dir": False}]}, seen))
     registries = [f"mlflow+http://{netloc}"]
-    creds = artifact_credentials(registries, SourceOptions(token_file=tmp_path / "token"))
+    creds = artifact_credentials(
+        registries, SourceOptions(credentials=Credentials(token_file=tmp_path / "token"))
+    )
     for auth, dest in ((creds, "a"), ({"other:1": creds[netloc]}, "b")):
         fetcher = MlflowArtifactFetcher(FetchOptions(mlflow_auth=auth))
         try:
@@ -360,7 +365,9 @@ async def test_fetcher_retries_a_transient_failure(
     app.router.add_get("/api/2.0/mlflow-artifacts/artifacts", listing)
     app.router.add_get("/api/2.0/mlflow-artifacts/artifacts/{path:.*}", download)
     netloc = await serve(app)
-    fetcher = MlflowArtifactFetcher(FetchOptions(retries=2))
+    fetcher = MlflowArtifactFetcher(
+        FetchOptions(backoff=Backoff(attempts=2, initial=0.01, maximum=0.1))
+    )
     try:
         await fetcher.fetch(f"mlflow-artifacts+http://{netloc}/ok", tmp_path / "a")
         with pytest.raises(FetchUnavailable):

@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 
 from pointercache.adapters import netprobe
+from pointercache.adapters.http import Preflight
 from pointercache.errors import SourceUnavailable
 from pointercache.model.pointer import Pointer
-from pointercache.resolve.sources.http import Preflight
 from tests.e2e.helpers import MODEL, make_artifact, run_init, write_manifest
 from tests.mlflow_server import MlflowServer
 from tests.registries.test_http_manifest import manifest as rec_manifest

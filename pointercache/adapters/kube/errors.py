@@ -1,8 +1,9 @@
 """Kubernetes API failures translated, by HTTP status, into the ``KubeError`` branch.
 
-404 is ``KubeNotFound``, 409 ``KubeConflict``, 401/403 ``KubeForbidden``, 408/429/5xx, timeouts
-and refused connections ``KubeUnavailable``; 410 Gone is ``Gone``, which only watch code sees and
-answers by re-listing. ``kubernetes`` and ``urllib3`` are imported only when an error is handled.
+404 is ``KubeNotFound``, 409 ``KubeConflict``, 401/403 ``KubeForbidden``, 408/425/429/5xx,
+timeouts and refused connections ``KubeUnavailable``; 410 Gone is ``Gone``, which only watch
+code sees and answers by re-listing. ``kubernetes`` and ``urllib3`` are imported only when an
+error is handled.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from pointercache.adapters.http import StatusKind, classify_status
 from pointercache.errors import (
     KubeConflict,
     KubeError,
@@ -24,21 +26,26 @@ class Gone(KubeError):
     """410: the resourceVersion a watch asked for is too old; re-list and watch again."""
 
 
-_BY_STATUS: dict[int, type[KubeError]] = {
-    404: KubeNotFound,
-    409: KubeConflict,
-    410: Gone,
-    401: KubeForbidden,
-    403: KubeForbidden,
-    0: KubeUnavailable,
-    408: KubeUnavailable,
-    429: KubeUnavailable,
+_SPECIAL: dict[int, type[KubeError]] = {
+    0: KubeUnavailable,  # no response at all
+    409: KubeConflict,  # a stale resourceVersion, or created meanwhile
+    410: Gone,  # a watch's resourceVersion is too old
+}
+_BY_KIND: dict[StatusKind, type[KubeError]] = {
+    StatusKind.NOT_FOUND: KubeNotFound,
+    StatusKind.UNAVAILABLE: KubeUnavailable,
+    StatusKind.DENIED: KubeForbidden,
+    StatusKind.REFUSED: KubeError,
 }
 
 
 def status_error(status: int, message: str) -> KubeError:
-    """Return the ``KubeError`` subclass for an HTTP status (0: no response at all)."""
-    kind = KubeUnavailable if status >= 500 else _BY_STATUS.get(status, KubeError)  # noqa: PLR2004
+    """Return the ``KubeError`` subclass for an HTTP status (0: no response at all).
+
+    409 and 410 mean something of their own in the Kubernetes API; every other status is
+    classified by the shared table (``adapters.http.classify_status``).
+    """
+    kind = _SPECIAL.get(status) or _BY_KIND[classify_status(status)]
     return kind(message, status)
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from pointercache.adapters.http import Credentials
+from pointercache.adapters.kube.config import KubeConfig
 from pointercache.errors import ConfigError
 from pointercache.model.candidate import Candidate, Selector
 
@@ -39,12 +40,15 @@ class SourceOptions:
     """Seconds one resolution may take before the source counts as unavailable."""
     max_manifest_bytes: int = 1 << 20
     """Manifests larger than this are rejected (1 MiB)."""
-    token_file: Path | None = None
-    """File holding a bearer token for the registry (MLflow), read on each use."""
-    basic_auth_file: Path | None = None
-    """File holding ``user:password`` for HTTP basic auth, read on each use."""
-    extra: dict[str, str] = field(default_factory=dict)
-    """Source-specific settings (kept small; documented by each source)."""
+    credentials: Credentials = field(default_factory=Credentials)
+    """The registry's secret files (bearer token or ``user:password``), read on each use."""
+    kube: KubeConfig | None = None
+    """How ``configmap://`` sources reach the API server (None: the process-wide client)."""
+    s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible store for ``s3://`` manifests (None: boto3's default,
+    which honours ``AWS_ENDPOINT_URL``)."""
+    file_resync: float = 30.0
+    """Seconds between re-reads of a watched ``file://`` manifest when no event arrives."""
 
 
 class Source(Protocol):

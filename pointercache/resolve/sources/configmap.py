@@ -15,17 +15,14 @@ timeout, so a stale cache is never served as fresh.
 from __future__ import annotations
 
 import asyncio
-import random
-import re
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
-from pointercache.adapters.kube.client import Gone, KubeClient, KubeConfig, WatchStream, api
+from pointercache.adapters.kube.client import Gone, KubeClient, WatchStream, api
+from pointercache.adapters.retry import Backoff
 from pointercache.base.log import log
 from pointercache.errors import (
-    ConfigError,
     KubeError,
     KubeNotFound,
     NotFound,
@@ -33,28 +30,12 @@ from pointercache.errors import (
 )
 from pointercache.model import manifest
 from pointercache.model.candidate import Candidate, Selector
+from pointercache.model.uris import configmap_ref
 from pointercache.resolve.sources import SourceOptions
 
-_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_NAME_RE = re.compile(r"^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$")
 SINGLE_KEY = "manifest.json"
 WATCH_TIMEOUT_SECONDS = 300
 """Server-side watch timeout; the watch is re-opened (from the last resourceVersion) after it."""
-
-
-def parse_uri(uri: str) -> tuple[str, str]:
-    """``configmap://namespace/name`` → (namespace, name); ``ConfigError`` otherwise."""
-    parts = urlsplit(uri)
-    namespace, name = parts.netloc, parts.path.strip("/")
-    if (
-        parts.scheme != "configmap"
-        or not _NAMESPACE_RE.match(namespace)
-        or not _NAME_RE.match(name)
-        or parts.query
-        or parts.fragment
-    ):
-        raise ConfigError(f"registry {uri!r}: expected configmap://NAMESPACE/NAME")
-    return namespace, name
 
 
 def manifest_bytes(obj: dict[str, Any], model: str) -> bytes:
@@ -73,8 +54,8 @@ def manifest_bytes(obj: dict[str, Any], model: str) -> bytes:
 class ConfigMapSource:
     """A manifest in a ConfigMap; implements ``Source`` and ``WatchableSource``.
 
-    The API client comes from ``client``, else from ``kube.*`` keys in ``options.extra``
-    (``KubeConfig.to_extra()``), else it is the process-wide ``kube.api()`` client.
+    The API client comes from ``client``, else from ``options.kube`` (a client of its own),
+    else it is the process-wide ``kube.api()`` client.
     """
 
     def __init__(
@@ -84,14 +65,12 @@ class ConfigMapSource:
         *,
         client: KubeClient | None = None,
     ) -> None:
-        self.namespace, self.configmap = parse_uri(uri)
+        self.namespace, self.configmap = configmap_ref(uri)
         self.name = f"configmap://{self.namespace}/{self.configmap}"
         self._options = options
-        own = client is None and any(k.startswith("kube.") for k in options.extra)
+        own = client is None and options.kube is not None
         self._owns_client = own
-        self._client = client or (
-            KubeClient(KubeConfig.from_extra(options.extra)) if own else api()
-        )
+        self._client = client or (KubeClient(options.kube) if options.kube is not None else api())
         self._watcher: ConfigMapWatcher | None = None
         self._bypass_once = False
         # Import kubernetes and load credentials now, not inside the first timed resolve().
@@ -255,24 +234,27 @@ class ConfigMapWatcher:
             self._live = live
 
     def _run(self) -> None:
-        delay = 0.2
+        backoff = Backoff(initial=0.2, maximum=self._max_backoff)
+        failures = 0
         while not self._stop.is_set():
             fresh = self._rv is None
             try:
                 if self._rv is None:
                     self._rv = self._relist()
                 self._follow()
-                delay = 0.2
+                failures = 0
             except Gone as exc:
                 log.info("configmap-watch-expired", configmap=f"{self.namespace}/{self.name}")
                 self._rv = None
                 if fresh:  # Gone right after a list: do not hammer the API server
-                    delay = self._back_off(exc, delay)
+                    failures += 1
+                    self._back_off(exc, backoff.delay(failures))
             except KubeError as exc:  # resumes from self._rv: the last version seen
-                delay = self._back_off(exc, delay)
+                failures += 1
+                self._back_off(exc, backoff.delay(failures))
         self._set_live(False)
 
-    def _back_off(self, exc: KubeError, delay: float) -> float:
+    def _back_off(self, exc: KubeError, delay: float) -> None:
         self._set_live(False)
         log.warning(
             "configmap-watch-failed",
@@ -280,8 +262,7 @@ class ConfigMapWatcher:
             error=exc,
             retry_in=round(delay, 2),
         )
-        self._stop.wait(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
-        return min(delay * 2, self._max_backoff)
+        self._stop.wait(delay)
 
     def _relist(self) -> str | None:
         items, rv = self._client.list_configmaps(self.namespace, field_selector=self._selector)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
-from pointercache.errors import ConfigError, SourceUnavailable
+from pointercache.errors import SourceUnavailable
 from pointercache.model import manifest
+from pointercache.model.uris import file_path
 from pointercache.resolve.sources import SourceOptions
 
 if TYPE_CHECKING:
@@ -32,27 +31,14 @@ DEBOUNCE_MS = 200
 """Events closer together than this are grouped into one re-read (ms)."""
 
 
-def path_from_uri(uri: str) -> Path:
-    """Return the absolute path of a ``file://`` URI; ``ConfigError`` if it has a host or query."""
-    parts = urlsplit(uri)
-    if parts.scheme.lower() != "file" or parts.netloc not in ("", "localhost"):
-        raise ConfigError(f"{redact_uri(uri)}: expected file:///absolute/path")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{redact_uri(uri)}: a file URI takes no query or fragment")
-    path = Path(unquote(parts.path))
-    if not path.is_absolute() or ".." in path.parts:
-        raise ConfigError(f"{redact_uri(uri)}: expected an absolute path without '..'")
-    return path
-
-
 class FileManifestSource:
     """A manifest in a file; implements ``Source`` and ``WatchableSource``."""
 
     def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
         self.options = options or SourceOptions()
-        self.path = path_from_uri(uri)
+        self.path = file_path(uri)
         self.name = redact_uri(uri)
-        self.resync = float(self.options.extra.get("resync", "30"))
+        self.resync = self.options.file_resync
 
     def _read(self) -> bytes:
         try:

@@ -2,7 +2,7 @@
 
 No ``mlflow`` import: the REST API is called directly with aiohttp, not imported with this module:
 while it is not loaded, the source probes the tracking server over TCP first
-(``pointercache.resolve.sources.http.Preflight``), so an unreachable registry fails over to the LKG
+(``pointercache.adapters.http.Preflight``), so an unreachable registry fails over to the LKG
 without paying the import (~0.4 s). A resolution is:
 
 - ``alias:NAME``   → ``registered-models/alias``; ``version:N`` → ``model-versions/get``;
@@ -37,10 +37,16 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from pointercache.adapters.http import (
+    Credentials,
+    Preflight,
+    is_transport_error,
+    load_aiohttp,
+    transport_error,
+)
 from pointercache.adapters.mlflow import (
     ARTIFACTS_API,
     MlflowRest,
@@ -63,12 +69,6 @@ from pointercache.model.candidate import Candidate, Selector
 from pointercache.model.pointer import check_digest
 from pointercache.model.signature import from_mlmodel
 from pointercache.resolve.sources import SourceOptions
-from pointercache.resolve.sources.http import (
-    Preflight,
-    is_transport_error,
-    load_aiohttp,
-    transport_error,
-)
 
 DIGEST_TAG = "pointercache.digest"
 SIZE_TAG = "pointercache.size_bytes"
@@ -97,7 +97,13 @@ class MlflowSource:
         self.netloc = parts.netloc
         self.prefix = parts.path.rstrip("/")
         self.base = f"{self.http_scheme}://{self.netloc}{self.prefix}"
-        self.rest = MlflowRest(self.base, self.name, self.options)
+        self.rest = MlflowRest(
+            self.base,
+            self.name,
+            timeout=self.options.timeout,
+            max_answer_bytes=self.options.max_manifest_bytes,
+            credentials=self.options.credentials,
+        )
         self._preflight = Preflight(self.base, self.options.timeout, self.name)
         self._details: OrderedDict[tuple[str, str, str], tuple[str, dict[str, Any] | None]] = (
             OrderedDict()
@@ -279,16 +285,16 @@ class MlflowSource:
 
 def artifact_credentials(
     registries: Sequence[str], options: SourceOptions
-) -> dict[str, tuple[Path | None, Path | None]]:
-    """``FetchOptions.mlflow_auth`` for these registries: netloc → (token file, basic file).
+) -> dict[str, Credentials]:
+    """``FetchOptions.mlflow_auth`` for these registries: netloc → the registry's credentials.
 
     The ``mlflow-artifacts`` fetcher sends the registry's credentials to these hosts only.
     """
-    creds: dict[str, tuple[Path | None, Path | None]] = {}
+    creds: dict[str, Credentials] = {}
     for uri in registries:
         parts = urlsplit(uri)
         if parts.scheme.lower() in ("mlflow+http", "mlflow+https") and parts.netloc:
-            creds[parts.netloc] = (options.token_file, options.basic_auth_file)
+            creds[parts.netloc] = options.credentials
     return creds
 
 

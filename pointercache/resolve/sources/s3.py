@@ -3,7 +3,7 @@
 Each resolution is one ``GetObject`` with ``If-None-Match`` set to the ETag of the last good
 answer, run in a thread (boto3 blocks); a ``304 Not Modified`` reuses the manifest parsed last
 time. Credentials come from the standard AWS chain (environment, IRSA web identity, instance
-profile); ``AWS_ENDPOINT_URL`` (or ``SourceOptions.extra["endpoint_url"]``) selects another store.
+profile); ``AWS_ENDPOINT_URL`` (or ``SourceOptions.s3_endpoint_url``) selects another store.
 Errors are translated by ``pointercache.adapters.s3.translate``: missing key or bucket →
 ``NotFound``;
 throttling, 5xx, timeouts → ``SourceUnavailable``. The whole call is bounded by
@@ -18,12 +18,12 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from pointercache.adapters import s3
+from pointercache.adapters.http import SOURCE
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
     ConfigError,
     ForbiddenURI,
     InvalidManifest,
-    NotFound,
     SourceError,
     SourceUnavailable,
     TooLarge,
@@ -65,7 +65,7 @@ class S3ManifestSource:
             if self._client is None:
                 timeout = max(self.options.timeout, 0.1)
                 self._client = s3.client(
-                    endpoint_url=self.options.extra.get("endpoint_url"),
+                    endpoint_url=self.options.s3_endpoint_url,
                     connect_timeout=timeout,
                     read_timeout=timeout,
                     max_attempts=1,
@@ -94,9 +94,7 @@ class S3ManifestSource:
         except TimeoutError as exc:
             raise SourceUnavailable(f"{self.name}: timed out") from exc
         except Exception as exc:
-            raise s3.translate(
-                exc, self.name, not_found=NotFound, unavailable=SourceUnavailable
-            ) from exc
+            raise s3.translate(exc, self.name, SOURCE) from exc
         if data is None:
             if cached is None:  # pragma: no cover - a 304 without If-None-Match
                 raise SourceError(f"{self.name}: not-modified answer without a cached manifest")

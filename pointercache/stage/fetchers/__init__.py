@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from pointercache.adapters.http import Credentials
+from pointercache.adapters.retry import Backoff
 from pointercache.errors import ConfigError, ForbiddenURI
 
 FETCHERS: dict[str, str] = {
@@ -62,14 +64,14 @@ class FetchOptions:
     """Seconds to establish a connection."""
     read_timeout: float = 30.0
     """Seconds without progress before a transfer counts as stalled."""
-    retries: int = 4
-    """Attempts per part (S3) or resume attempts (HTTP) before giving up."""
+    backoff: Backoff = field(default_factory=Backoff)
+    """Attempts per request, part (S3) or file (MLflow), and per stretch without progress
+    (HTTP resume), with their jittered waits."""
     progress: Progress | None = None
     """Progress callback; the stage layer turns it into a log line every 10 s."""
-    mlflow_auth: dict[str, tuple[Path | None, Path | None]] = field(default_factory=dict)
-    """MLflow tracking server netloc (host:port) → (bearer token file, ``user:password`` file):
-    the ``mlflow-artifacts`` fetcher sends these credentials to that netloc only (see
-    ``pointercache.resolve.sources.mlflow.artifact_credentials``)."""
+    mlflow_auth: dict[str, Credentials] = field(default_factory=dict)
+    """MLflow tracking server netloc (host:port) → its credentials: the ``mlflow-artifacts``
+    fetcher sends them to that netloc only (built by the wiring from the MLflow registries)."""
 
 
 @dataclass(frozen=True, slots=True)

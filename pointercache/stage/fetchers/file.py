@@ -23,7 +23,7 @@ from pointercache.errors import (
     ForbiddenURI,
     TooLarge,
 )
-from pointercache.resolve.sources.file import path_from_uri
+from pointercache.model.uris import file_path
 from pointercache.stage.fetchers import FetchOptions, FetchResult
 from pointercache.volume.fsutil import remove_path
 
@@ -88,7 +88,7 @@ class FileFetcher:
         """Copy the file or tree at ``uri`` to ``dest`` (removed again on any failure)."""
         self.options.allow.check(uri)
         try:
-            src = path_from_uri(uri)
+            src = file_path(uri)
         except ConfigError as exc:
             raise ForbiddenURI(str(exc)) from None
         if await asyncio.to_thread(os.path.lexists, dest):

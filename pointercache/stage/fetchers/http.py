@@ -5,11 +5,11 @@ Redirects are followed by hand, at most ``max_redirects`` hops, and every hop is
 address). A broken or stalled body is resumed with ``Range: bytes=N-`` guarded by ``If-Range``
 (the strong ETag, else Last-Modified); a server that ignores the range (200) or has no validator
 makes the download restart from zero. Each failed attempt that made no progress uses one of
-``options.retries`` attempts. Bodies are taken as served (``Accept-Encoding: identity``, no
-decompression) and bounded by ``options.max_bytes`` both by Content-Length and by bytes
-actually received. Disk writes and hashing run in two worker threads, pipelined with the socket
-reads. URLs are logged and put in errors only through ``redact_uri`` (presigned URLs carry
-credentials in their query strings). On any failure ``dest`` is removed. aiohttp and yarl are
+``options.backoff.attempts`` attempts. Bodies are taken as served (``Accept-Encoding:
+identity``, no decompression) and bounded by ``options.max_bytes`` both by Content-Length and
+by bytes actually received. Disk writes and hashing run in two worker threads, pipelined with
+the socket reads. URLs are logged and put in errors only through ``redact_uri`` (presigned URLs
+carry credentials in their query strings). On any failure ``dest`` is removed. aiohttp and yarl are
 imported when the first request is sent, not with this module (start-up stays light).
 """
 
@@ -20,16 +20,16 @@ import collections
 import concurrent.futures
 import contextlib
 import hashlib
-import random
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
+from pointercache.adapters.http import FETCH, status_error
+from pointercache.adapters.retry import aretrying
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
-    ArtifactNotFound,
     FetchError,
     FetchUnavailable,
     ForbiddenURI,
@@ -40,7 +40,7 @@ from pointercache.stage.fetchers import FetchOptions, FetchResult, Progress
 from pointercache.stage.fetchers.parts import local_io_error
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
     import aiohttp
@@ -102,26 +102,12 @@ class _State:
     validator: str | None = None
 
 
-def status_error(status: int, shown: str) -> FetchError:
-    """The pointercache error for a non-success HTTP status."""
-    if status in {404, 410}:
-        return ArtifactNotFound(f"{shown}: HTTP {status}")
-    if status in {408, 425, 429} or status >= 500:  # noqa: PLR2004
-        return FetchUnavailable(f"{shown}: HTTP {status}")
-    if status in {401, 403}:
-        return FetchError(f"access to {shown} denied: HTTP {status}")
-    return FetchError(f"{shown}: unexpected HTTP {status}")
-
-
 class HttpFetcher:
     """Fetches ``http://`` and ``https://`` artifacts as a single file."""
 
-    def __init__(
-        self, options: FetchOptions, *, max_redirects: int = 5, backoff: float = 0.25
-    ) -> None:
+    def __init__(self, options: FetchOptions, *, max_redirects: int = 5) -> None:
         self._options = options
         self._max_redirects = max_redirects
-        self._backoff = backoff
         self._session: aiohttp.ClientSession | None = None
 
     async def fetch(self, uri: str, dest: Path) -> FetchResult:
@@ -166,20 +152,29 @@ class HttpFetcher:
         return self._session
 
     async def _transfer(self, uri: str, sink: _Sink) -> _State:
-        """Attempts until the body is complete; progress resets the attempt budget."""
+        """Attempts until the body is complete; an attempt that made progress resumes at once
+        with a fresh ``options.backoff`` (attempts and waits count failures without progress)."""
         state = _State()
-        budget = attempts = max(1, self._options.retries)
+        shown = redact_uri(uri)
+
+        def note(exc: BaseException, seconds: float) -> None:
+            log.info("http-retry", uri=shown, at=sink.size, delay_s=round(seconds, 2), error=exc)
+
         while True:
-            before = sink.size
+            mark = sink.size
             try:
-                await self._attempt(uri, sink, state)
+                loop = aretrying(
+                    self._options.backoff,
+                    before_sleep=note,
+                    stop=_progressed(sink, mark),
+                )
+                async for attempt in loop:
+                    with attempt:
+                        await self._attempt(uri, sink, state)
             except FetchUnavailable as exc:
-                attempts = budget if sink.size > before else attempts - 1
-                if attempts <= 0:
+                if sink.size <= mark:
                     raise
-                delay = random.uniform(0, self._backoff * 2 ** (budget - attempts))  # noqa: S311
-                log.info("http-retry", uri=redact_uri(uri), at=sink.size, error=exc)
-                await asyncio.sleep(delay)
+                log.info("http-retry", uri=shown, at=sink.size, delay_s=0, error=exc)
             else:
                 return state
 
@@ -254,7 +249,7 @@ class HttpFetcher:
         else:
             if resp.status == 416:  # noqa: PLR2004 - our range is stale: start over
                 sink.restart()
-            raise status_error(resp.status, shown)
+            raise status_error(resp.status, shown, FETCH)
         if state.total is not None and state.total > self._options.max_bytes:
             raise TooLarge(f"{shown} is {state.total} bytes, over {self._options.max_bytes}")
 
@@ -330,6 +325,11 @@ class _Pipeline:
         )
         if self.progress is not None:
             self.progress(self.sink.size, self.state.total)
+
+
+def _progressed(sink: _Sink, mark: int) -> Callable[[int], bool]:
+    """A retry ``stop``: end this stretch of attempts once bytes arrived past ``mark``."""
+    return lambda _attempt: sink.size > mark
 
 
 def _discard(sink: _Sink) -> None:

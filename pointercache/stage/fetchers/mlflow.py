@@ -23,17 +23,22 @@ from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 
+from pointercache.adapters.http import (
+    FETCH,
+    Credentials,
+    is_client_error,
+    read_limited,
+    status_error,
+)
+from pointercache.adapters.retry import aretrying
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
-    ArtifactNotFound,
-    FetchError,
     FetchUnavailable,
     ForbiddenURI,
     PointercacheError,
     TooLarge,
 )
 from pointercache.model.digest import StreamHasher
-from pointercache.resolve.sources.http import auth_headers, is_client_error, read_limited
 from pointercache.stage.fetchers import FetchOptions, FetchResult
 
 if TYPE_CHECKING:
@@ -55,16 +60,6 @@ def safe_relpath(path: str) -> PurePosixPath:
     if any(seg in ("", ".", "..") for seg in segments):
         raise ForbiddenURI(f"unsafe artifact path {path!r}")
     return PurePosixPath(*segments)
-
-
-def _fetch_error(status: int, what: str) -> FetchError:
-    if status == 404:  # noqa: PLR2004
-        return ArtifactNotFound(f"{what}: HTTP 404")
-    if status >= 500 or status in (408, 429):  # noqa: PLR2004
-        return FetchUnavailable(f"{what}: HTTP {status}")
-    if status in (401, 403):
-        return FetchError(f"{what}: access denied (HTTP {status})")
-    return FetchError(f"{what}: refused (HTTP {status})")
 
 
 class MlflowArtifactFetcher:
@@ -99,9 +94,9 @@ class MlflowArtifactFetcher:
             raise ForbiddenURI(f"user info, query or fragment in {shown}")
         root = safe_relpath(unquote(parts.path).strip("/"))
         base = f"{scheme.removeprefix('mlflow-artifacts+')}://{parts.netloc}{ARTIFACTS_API}"
-        token_file, basic_file = self.options.mlflow_auth.get(parts.netloc, (None, None))
+        credentials = self.options.mlflow_auth.get(parts.netloc, Credentials())
         try:
-            self._headers = auth_headers(token_file, basic_file)
+            self._headers = credentials.headers()
         except PointercacheError as exc:
             raise FetchUnavailable(f"{shown}: {exc}") from exc
         try:
@@ -155,7 +150,7 @@ class MlflowArtifactFetcher:
             base, params=params, headers=self._headers, allow_redirects=False
         ) as response:
             if response.status != 200:  # noqa: PLR2004
-                raise _fetch_error(response.status, f"{shown} (listing)")
+                raise status_error(response.status, f"{shown} (listing)", FETCH)
             body = await read_limited(response, MAX_LISTING_BYTES, shown, TooLarge)
         try:
             listing = orjson.loads(body or b"{}")
@@ -175,19 +170,17 @@ class MlflowArtifactFetcher:
                 out.append((child, size if isinstance(size, int) else None))
 
     async def _download_retrying(self, url: str, target: Path, shown: str) -> tuple[int, str]:
-        """``_download`` with up to ``options.retries`` attempts on transient failures."""
-        attempts = max(1, self.options.retries)
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._download(url, target, shown)
-            except Exception as exc:
-                if not (isinstance(exc, FetchUnavailable | TimeoutError) or is_client_error(exc)):
+        """``_download`` with up to ``options.backoff.attempts`` attempts on transient failures."""
+        async for attempt in aretrying(self.options.backoff):
+            with attempt:
+                try:
+                    return await self._download(url, target, shown)
+                except Exception as exc:
+                    await asyncio.to_thread(target.unlink, missing_ok=True)
+                    if isinstance(exc, TimeoutError) or is_client_error(exc):
+                        raise FetchUnavailable(f"{shown}: {type(exc).__name__}") from exc
                     raise
-                await asyncio.to_thread(target.unlink, missing_ok=True)
-                if attempt == attempts:
-                    raise
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover - aretrying re-raises
 
     async def _download(self, url: str, target: Path, shown: str) -> tuple[int, str]:
         """Stream one file into ``target`` (created exclusively); (bytes, sha256 hex)."""
@@ -195,7 +188,7 @@ class MlflowArtifactFetcher:
             url, headers=self._headers, allow_redirects=False
         ) as response:
             if response.status != 200:  # noqa: PLR2004
-                raise _fetch_error(response.status, shown)
+                raise status_error(response.status, shown, FETCH)
             out = await asyncio.to_thread(_create, target)
             try:
                 return await self._stream(response, out, shown)

@@ -12,7 +12,8 @@ written with ``os.pwrite`` (memory stays at a few chunk buffers per thread); the
 computed in order as parts complete, re-reading each finished part from the page cache, so no
 extra pass is needed at the end. Every GET carries ``If-Match`` with the listed ETag, so an object
 replaced mid-download fails instead of mixing versions. Each request is retried
-``options.retries`` times on transient errors with exponential backoff and full jitter. boto3 is
+``options.backoff.attempts`` times on transient errors (``adapters.retry``: exponential
+backoff, full jitter). boto3 is
 blocking, so all of it runs in this fetcher's thread pool. On any failure ``dest`` is removed.
 """
 
@@ -23,7 +24,6 @@ import concurrent.futures
 import contextlib
 import hashlib
 import os
-import random
 import shutil
 import threading
 from dataclasses import dataclass
@@ -32,13 +32,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pointercache.adapters import s3
+from pointercache.adapters.http import FETCH
+from pointercache.adapters.retry import retrying
 from pointercache.base.log import log
 from pointercache.errors import (
     ArtifactNotFound,
-    FetchUnavailable,
     ForbiddenURI,
     TooLarge,
-    Transient,
 )
 from pointercache.stage.fetchers import FetchOptions, FetchResult
 from pointercache.stage.fetchers.parts import (
@@ -104,14 +104,12 @@ class S3Fetcher:
         part_size: int = 16 * MiB,
         multipart_threshold: int = 32 * MiB,
         concurrency: int = 8,
-        backoff: float = 0.25,
         list_page_size: int = 1000,
     ) -> None:
         self._options = options
         self._endpoint_url = endpoint_url
         self._part_size = part_size
         self._threshold = max(multipart_threshold, part_size)
-        self._backoff = backoff
         self._page_size = list_page_size
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, "pointercache-s3")
         self._concurrency = concurrency
@@ -180,23 +178,37 @@ class S3Fetcher:
         )
 
     def _retrying(self, uri: str, transfer: Transfer | None, fn: Callable[..., T], *args: Any) -> T:
-        """Call ``fn`` (blocking) with backoff on transient errors; raise translated errors."""
+        """Call ``fn`` (blocking) with backoff on transient errors; raise translated errors.
+
+        A wait between attempts ends early, with ``AbortedError``, once another job failed.
+        """
         abort = transfer.abort if transfer is not None else threading.Event()
-        attempts = max(1, self._options.retries)
-        for attempt in range(1, attempts + 1):
+
+        def translated() -> T:
             try:
                 return fn(*args)
+            except AbortedError:
+                raise
             except Exception as exc:
-                err = local_io_error(exc) or s3.translate(
-                    exc, uri, not_found=ArtifactNotFound, unavailable=FetchUnavailable
-                )
-                if not isinstance(err, Transient) or attempt == attempts or abort.is_set():
-                    raise err from exc
-                delay = random.uniform(0, self._backoff * 2**attempt)  # noqa: S311 - jitter
-                log.info("s3-retry", uri=uri, attempt=attempt, delay_s=round(delay, 2), error=err)
-                if abort.wait(delay):
-                    raise AbortedError("aborted") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise local_io_error(exc) or s3.translate(exc, uri, FETCH) from exc
+
+        def wait(seconds: float) -> None:
+            if abort.wait(seconds):
+                raise AbortedError("aborted")
+
+        def note(exc: BaseException, seconds: float) -> None:
+            log.info("s3-retry", uri=uri, delay_s=round(seconds, 2), error=exc)
+
+        loop = retrying(
+            self._options.backoff,
+            sleep=wait,
+            before_sleep=note,
+            stop=lambda _attempt: abort.is_set(),
+        )
+        for attempt in loop:
+            with attempt:
+                return translated()
+        raise AssertionError("unreachable")  # pragma: no cover - retrying re-raises
 
     def _head(self, bucket: str, key: str) -> _Object:
         response = self._client.head_object(Bucket=bucket, Key=key)

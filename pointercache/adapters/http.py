@@ -1,0 +1,245 @@
+"""Shared HTTP client plumbing (aiohttp): status tables, bounded bodies, credentials, preflight.
+
+Every HTTP-speaking source and fetcher (HTTP manifests, the MLflow REST API, the HTTP and MLflow
+artifact fetchers, promotion) maps an HTTP status to an error through **one** table,
+``classify_status``, and one error family per side of the chain::
+
+    status                 kind          SOURCE family         FETCH family
+    404, 410               NOT_FOUND     NotFound              ArtifactNotFound
+    408, 425, 429, 5xx     UNAVAILABLE   SourceUnavailable     FetchUnavailable   (Transient)
+    401, 403               DENIED        SourceError           FetchError
+    anything else          REFUSED       SourceError           FetchError
+
+(410 Gone is a permanent absence, RFC 9110 §15.5.11; 425 Too Early asks for a retry, RFC 8470.)
+The Kubernetes adapter keeps its own family (``adapters.kube.errors``) because 409 and 410 mean
+something else there, and classifies the rest with the same table.
+
+aiohttp is not imported with this module: ``Preflight`` probes an HTTP registry over TCP first,
+so an unreachable registry fails over to the LKG without paying the import (~0.4 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pointercache.adapters import netprobe
+from pointercache.errors import (
+    ArtifactNotFound,
+    FetchError,
+    FetchUnavailable,
+    NotFound,
+    PointercacheError,
+    SourceError,
+    SourceUnavailable,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import aiohttp
+
+CHUNK = 64 << 10
+"""Bytes per read when a small body (a manifest, an API answer) is streamed."""
+
+
+class StatusKind(enum.Enum):
+    """What an HTTP error status means for the caller."""
+
+    NOT_FOUND = "not found"
+    UNAVAILABLE = "unavailable"
+    DENIED = "access denied"
+    REFUSED = "refused"
+
+
+_TRANSIENT_STATUS = frozenset({408, 425, 429})
+
+
+def classify_status(status: int) -> StatusKind:
+    """The one status table (see the module docstring); ``status`` is any non-success code."""
+    if status in (404, 410):
+        return StatusKind.NOT_FOUND
+    if status >= 500 or status in _TRANSIENT_STATUS:  # noqa: PLR2004
+        return StatusKind.UNAVAILABLE
+    if status in (401, 403):
+        return StatusKind.DENIED
+    return StatusKind.REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFamily:
+    """The error classes one side of the chain raises for each ``StatusKind``."""
+
+    not_found: type[PointercacheError]
+    unavailable: type[PointercacheError]
+    """Must be a ``Transient`` subclass: retry code asks only that."""
+    failed: type[PointercacheError]
+    """Denied and refused: not worth a retry."""
+
+    def for_kind(self, kind: StatusKind) -> type[PointercacheError]:
+        """The class for ``kind``."""
+        if kind is StatusKind.NOT_FOUND:
+            return self.not_found
+        if kind is StatusKind.UNAVAILABLE:
+            return self.unavailable
+        return self.failed
+
+
+SOURCE = ErrorFamily(not_found=NotFound, unavailable=SourceUnavailable, failed=SourceError)
+"""Registry answers (``SourceError`` branch)."""
+FETCH = ErrorFamily(not_found=ArtifactNotFound, unavailable=FetchUnavailable, failed=FetchError)
+"""Artifact transfers (``FetchError`` branch)."""
+
+
+def status_error(status: int, what: str, family: ErrorFamily = SOURCE) -> PointercacheError:
+    """The error of ``family`` for an HTTP error ``status``; the message names ``what``."""
+    kind = classify_status(status)
+    return family.for_kind(kind)(f"{what}: {kind.value} (HTTP {status})")
+
+
+async def read_limited(
+    response: aiohttp.ClientResponse, max_bytes: int, what: str, too_large: type[Exception]
+) -> bytes:
+    """Stream ``response``'s body, raising ``too_large`` as soon as it passes ``max_bytes``."""
+    if response.content_length is not None and response.content_length > max_bytes:
+        raise too_large(f"{what}: {response.content_length} bytes is over the {max_bytes} limit")
+    buf = bytearray()
+    async for chunk in response.content.iter_chunked(CHUNK):
+        buf += chunk
+        if len(buf) > max_bytes:
+            raise too_large(f"{what}: body is over the {max_bytes} limit")
+    return bytes(buf)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Where a registry's secrets are: files, read on each request (a Secret may rotate)."""
+
+    token_file: Path | None = None
+    """A bearer token (wins over basic auth)."""
+    basic_auth_file: Path | None = None
+    """``user:password`` for HTTP basic auth."""
+
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header, read now (see ``auth_headers``)."""
+        return auth_headers(self.token_file, self.basic_auth_file)
+
+
+def auth_headers(token_file: Path | None, basic_auth_file: Path | None) -> dict[str, str]:
+    """Build an ``Authorization`` header from the secret files, read now (they may rotate).
+
+    A bearer token wins over basic auth (RFC 6750, RFC 7617). ``SourceUnavailable`` if a
+    configured file cannot be read (a mounted Secret is swapped atomically; a failed read is
+    worth a retry). The secret itself never appears in a message.
+    """
+    try:
+        if token_file is not None:
+            token = token_file.read_text(encoding="utf-8").strip()
+            if token:
+                return {"Authorization": f"Bearer {token}"}
+        if basic_auth_file is not None:
+            pair = basic_auth_file.read_text(encoding="utf-8").strip()
+            if pair:
+                encoded = base64.b64encode(pair.encode()).decode("ascii")
+                return {"Authorization": f"Basic {encoded}"}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceUnavailable(
+            f"cannot read a registry credential file: {type(exc).__name__}"
+        ) from exc
+    return {}
+
+
+def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """A timeout bounding connect and the whole request by ``seconds``."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=seconds, connect=seconds, sock_connect=seconds)
+
+
+class Preflight:
+    """The TCP preflight of one HTTP-based source, while aiohttp is not loaded.
+
+    The first probe is a blocking one in the source's constructor (bounded by the source
+    timeout): if the registry accepts, aiohttp is imported right there, where importing the
+    source module used to load it. It must not happen in the first resolution: the chain gives
+    a resolution ``SourceOptions.timeout`` (0.5 s by default) of wall time, and the import alone
+    can take most of that on a busy node, turning a live registry into a timeout. If the probe
+    fails, the first ``check`` (in the first resolution, moments later in init) raises that
+    failure without probing twice. Later checks probe asynchronously, inside the resolution's
+    timeout, for as long as aiohttp stays unloaded. Once aiohttp is loaded (the sidecar's HTTP
+    server, or init after a live registry), nothing is probed.
+    """
+
+    def __init__(self, url: str, seconds: float, what: str) -> None:
+        self.target = netprobe.target(url)
+        self.seconds = seconds
+        self.what = what
+        self._failed: SourceUnavailable | None = None
+        if self.target is None or not netprobe.needed():
+            return  # an unparsable host or port is reported by the request, as before
+        try:
+            netprobe.probe_blocking(*self.target, seconds, what=what)
+        except SourceUnavailable as exc:
+            self._failed = exc
+            return
+        import aiohttp  # noqa: F401  (the registry is up: load the client off any request's clock)
+
+    async def check(self) -> None:
+        """``SourceUnavailable`` if the registry is unreachable; a no-op once aiohttp is loaded."""
+        failed, self._failed = self._failed, None
+        if self.target is None or not netprobe.needed():
+            return
+        if failed is not None:
+            raise failed
+        await netprobe.probe(*self.target, self.seconds, what=self.what)
+
+
+def load_aiohttp(deadline: asyncio.Timeout) -> None:
+    """Import aiohttp if needed, moving ``deadline`` later by the time the import took.
+
+    The import is a one-off start-up cost of the process, not time the registry took to
+    answer. Usually ``Preflight`` has imported it already; this covers a registry that was down
+    at construction and came up later, for the source's own deadline (the chain's clock, which
+    runs outside the source, still counts it).
+    """
+    if "aiohttp" in sys.modules:
+        return
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    import aiohttp  # noqa: F401
+
+    when = deadline.when()
+    if when is not None:
+        deadline.reschedule(when + loop.time() - started)
+
+
+def is_client_error(exc: BaseException) -> bool:
+    """True if ``exc`` is an aiohttp ``ClientError``; never imports aiohttp to find out.
+
+    Without aiohttp in ``sys.modules`` no aiohttp call has run, so no such error can exist.
+    """
+    if "aiohttp" not in sys.modules:
+        return False
+    import aiohttp
+
+    return isinstance(exc, aiohttp.ClientError)
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """A timeout, an OS-level error or an aiohttp ``ClientError``: the peer is unreachable."""
+    return isinstance(exc, TimeoutError | OSError) or is_client_error(exc)
+
+
+def transport_error(
+    exc: BaseException, what: str, family: ErrorFamily = SOURCE
+) -> PointercacheError:
+    """Map a timeout or aiohttp transport error to ``family.unavailable``; keep our own errors."""
+    if isinstance(exc, PointercacheError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return family.unavailable(f"{what}: timed out")
+    return family.unavailable(f"{what}: {type(exc).__name__}")
