@@ -22,6 +22,7 @@ import orjson
 
 from pointercache.errors import RegistrationConflict
 from pointercache.model.manifest import SCHEMA_VERSION, parse
+from pointercache.model.revision import raised
 from pointercache.publish.registration import Outcome, Receipt, Registration
 
 
@@ -72,7 +73,7 @@ def apply(
     outcome = Outcome.CREATED if existing is None else Outcome.ALREADY
     if not changed:
         return None, Receipt(outcome, version, int(doc["revision"]))
-    doc["revision"] = int(doc["revision"]) + 1
+    doc["revision"] = raised(int(doc["revision"]))
     data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
     parse(data, model=model, max_bytes=max_bytes)  # never write what readers would refuse
     return data, Receipt(outcome, version, int(doc["revision"]))

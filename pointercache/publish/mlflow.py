@@ -36,6 +36,7 @@ from pointercache.adapters.http import is_transport_error, transport_error
 from pointercache.adapters.mlflow import MlflowRest, integer, obj, registry_base, tags
 from pointercache.base.redact import redact_uri
 from pointercache.errors import NotFound, RegistrationConflict
+from pointercache.model.revision import raised
 from pointercache.publish.registration import Outcome, Receipt, Registration
 from pointercache.resolve.sources import SourceOptions
 from pointercache.resolve.sources.mlflow import (
@@ -102,9 +103,9 @@ class MlflowRegistrar:
         move = alias is not None and aliases.get(alias) != number
         revision = None
         if created or move:
-            previous = tags(registered).get(REVISION_TAG)
-            floor = integer(previous, REVISION_TAG) + 1 if previous is not None else 0
-            revision = max(floor, time.time_ns() // 1_000_000)
+            tagged = tags(registered).get(REVISION_TAG)
+            previous = None if tagged is None else integer(tagged, REVISION_TAG)
+            revision = raised(previous, time.time_ns() // 1_000_000)
             await self.rest.post(
                 "registered-models/set-tag",
                 {"name": model, "key": REVISION_TAG, "value": str(revision)},

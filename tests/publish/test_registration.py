@@ -7,6 +7,7 @@ import pytest
 
 from pointercache.errors import ConfigError, InvalidManifest, RegistrationConflict
 from pointercache.model.manifest import parse
+from pointercache.model.revision import raised
 from pointercache.publish.edit import apply
 from pointercache.publish.registration import Outcome, Registration, idempotency_key
 from tests.publish.conftest import DIGEST
@@ -133,3 +134,11 @@ def test_old_manifests_still_read_and_bad_keys_are_refused() -> None:
         doc = {**old, "versions": {"1": {"uri": "u", **bad}}}
         with pytest.raises(InvalidManifest, match=r"versions\.1"):
             parse(orjson.dumps(doc), model="m", max_bytes=LIMIT)
+
+
+def test_a_writer_always_raises_the_revision() -> None:
+    """The next revision is above the previous one, and at least the clock when one is given."""
+    assert raised(None) == 0
+    assert raised(4) == 5
+    assert raised(4, now_ms=1_000) == 1_000
+    assert raised(5_000, now_ms=1_000) == 5_001
