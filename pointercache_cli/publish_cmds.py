@@ -31,13 +31,16 @@ outbox drain' or 'outbox run', exactly once and in publish order. Exit 1 if the 
 written or the registry holds another artifact under VERSION ('rejected'); exit 2 on bad input.
 For MLflow, VERSION is kept as the tag pointercache.version (MLflow numbers versions itself) and
 only the signature's 'preprocessing' is written (the inputs live in the model's MLmodel file).
+Every flag but --tag has a POINTERCACHE_<FLAG> environment equivalent; flags win.
 """
 
 OUTBOX_HELP = """\
 Work on an outbox: 'list' shows each entry's state, attempts and last error; 'drain' applies the
 queued entries (one pass, or with --until-empty retried with jittered exponential backoff until
 none is left or --timeout passes); 'run' drains forever (a sidecar of a training or CI job) and
-exits 0 on SIGTERM. Exit 1 when entries stay pending or were rejected.
+exits 0 on SIGTERM. Exit 1 when entries stay pending or were rejected. Every flag but
+--until-empty has a POINTERCACHE_<FLAG> environment equivalent (POINTERCACHE_OUTBOX...);
+flags win.
 """
 
 DEFAULT_TIMEOUT = 5.0

@@ -9,7 +9,6 @@ exist exactly once, in publish order.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import select
@@ -18,7 +17,6 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -130,7 +128,7 @@ def test_sigkill_of_outbox_run_loses_nothing_and_registers_nothing_twice(
         )
         kills += kill_in_drain(proc, rng.uniform(0.0, 0.4))
         assert integrity(outbox) == "ok"
-        progress.append(sum(e["state"] == "registered" for e in _entries(cli_env, outbox)))
+        progress.append(registered(outbox))
         if progress[-1] == len(versions):
             break
     drained = run_cli(cli_env, "outbox", "drain", "--outbox", str(outbox), "--until-empty")
@@ -171,8 +169,12 @@ def kill_in_drain(proc: subprocess.Popen[bytes], delay: float) -> bool:
         proc.stderr.close()
 
 
-def _entries(env: dict[str, str], outbox: Path) -> list[dict[str, Any]]:
-    proc = run_cli(env, "outbox", "list", "--outbox", str(outbox), "--output", "json")
-    assert proc.returncode == 0, proc.stderr
-    entries: list[dict[str, Any]] = json.loads(proc.stdout)
-    return entries
+def registered(outbox: Path) -> int:
+    """How many entries of the outbox are registered (read directly: faster than the CLI)."""
+    db = sqlite3.connect(outbox / "outbox.sqlite3", timeout=30)
+    try:
+        return int(
+            db.execute("SELECT count(*) FROM entries WHERE state = 'registered'").fetchone()[0]
+        )
+    finally:
+        db.close()
