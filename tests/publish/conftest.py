@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kmock
 import pytest
 
 from pointercache.publish.registrars import MemoryRegistrar, MemoryRegistry
 from tests.e2e.helpers import cli
-from tests.kube.apiserver import ConfigMapApi
+from tests.kube.conftest import cmapi  # noqa: F401
 from tests.mlflow_server import mlflow, mlflow_outage, mlflow_server  # noqa: F401
 from tests.servers import moto_env, moto_server, private_moto  # noqa: F401
 
@@ -70,12 +69,3 @@ def memory_registry(request: pytest.FixtureRequest) -> Iterator[tuple[str, Memor
     registry = MemoryRegistrar.named(uri)
     yield uri, registry
     MemoryRegistrar._registries.pop(uri, None)
-
-
-@pytest.fixture
-async def cmapi() -> AsyncIterator[ConfigMapApi]:
-    """ConfigMaps with resourceVersions and 409 on a stale replace, served by kmock."""
-    async with kmock.KubernetesScaffold() as handler, kmock.Server(handler) as server:
-        api = ConfigMapApi(handler, str(server.url).rstrip("/"))
-        yield api
-        api.disconnect_watches()
