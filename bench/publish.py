@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from bench import print_table
+from pointercache.base.log import log
 from pointercache.publish.drain import Drainer, backoff, publish
 from pointercache.publish.outbox import Outbox, State
 from pointercache.publish.registration import Registration
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--queued", type=int, default=1000)
     args = parser.parse_args()
+    log.configure(level="error")  # one line per registration would drown the table
     with tempfile.TemporaryDirectory(prefix="pc-bench-publish-") as tmp:
         work = Path(tmp)
         server = MlflowServer(work)
