@@ -5,8 +5,8 @@ optimistic concurrency, so two publishers never lose each other's update:
 
 - ``file:///path/m.json``: an exclusive ``flock`` on ``.<name>.lock`` beside the manifest for
   the read-modify-write, then an atomic replace (temp file, fsync, rename, fsync directory).
-  Readers (the file source, kubelet-style watchers) never see a torn file. Every writer must use
-  the lock: ``pointercache publish`` does; ``pointercache promote`` does not.
+  Readers (the file source, kubelet-style watchers) never see a torn file. Every writer takes
+  the lock: ``pointercache publish`` and ``pointercache promote`` do.
 - ``s3://bucket/key.json``: GET with its ETag, then PutObject with ``If-Match: <ETag>`` (or
   ``If-None-Match: *`` to create). Before the first write the store is probed once for
   conditional-write support; a store that ignores the headers gets no write (``UnsafeRegistry``).
@@ -23,7 +23,6 @@ leaves a ``ConcurrentUpdate`` for the drainer to retry later. Blocking clients r
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from typing import Any
 
@@ -48,7 +47,7 @@ from pointercache.publish.edit import apply
 from pointercache.publish.registration import Receipt, Registration
 from pointercache.resolve.sources import SourceOptions
 from pointercache.resolve.sources.configmap import SINGLE_KEY
-from pointercache.volume.fsutil import LockBusy, atomic_write_bytes, flock_exclusive
+from pointercache.volume.fsutil import LockBusy, atomic_write_bytes, held, lock_beside
 
 CAS_ATTEMPTS = 8
 """Read-modify-write rounds one registration may lose to other writers before giving up."""
@@ -68,7 +67,7 @@ class FileRegistrar:
         self.options = options or SourceOptions()
         self.path = file_path(uri)
         self.name = redact_uri(uri)
-        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self.lock_path = lock_beside(self.path)
 
     def _read(self) -> bytes | None:
         try:
@@ -80,17 +79,14 @@ class FileRegistrar:
     def _register(self, registration: Registration) -> Receipt:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = flock_exclusive(self.lock_path, timeout=self.options.timeout)
+            with held(self.lock_path, timeout=self.options.timeout):
+                data, receipt = apply(
+                    self._read(), registration, max_bytes=self.options.max_manifest_bytes
+                )
+                if data is not None:
+                    atomic_write_bytes(self.path, data)
         except LockBusy as exc:
             raise ConcurrentUpdate(f"{self.name}: locked by pid {exc.holder}") from exc
-        try:
-            data, receipt = apply(
-                self._read(), registration, max_bytes=self.options.max_manifest_bytes
-            )
-            if data is not None:
-                atomic_write_bytes(self.path, data)
-        finally:
-            os.close(fd)
         return receipt
 
     async def register(self, registration: Registration) -> Receipt:

@@ -9,15 +9,18 @@ import orjson
 import pytest
 
 from pointercache.adapters.kube.config import KubeConfig
-from pointercache.errors import UnsafeRegistry
+from pointercache.errors import ConcurrentUpdate, UnsafeRegistry
+from pointercache.fleet.promote import move_file_alias
 from pointercache.model.candidate import Selector
 from pointercache.model.manifest import parse
+from pointercache.publish.edit import apply
 from pointercache.publish.manifests import ConfigMapRegistrar, S3Registrar
 from pointercache.publish.registration import Outcome, Registration
 from pointercache.resolve.sources import SourceOptions
 from pointercache.resolve.sources.configmap import ConfigMapSource
 from pointercache.resolve.sources.file import FileManifestSource
 from pointercache.resolve.sources.s3 import S3ManifestSource
+from pointercache.volume.fsutil import held, lock_beside
 from tests.e2e.helpers import cli
 from tests.kube.apiserver import ConfigMapApi
 from tests.publish.conftest import listed, publish, publish_args, run_cli
@@ -199,3 +202,16 @@ async def test_configmap_publish_uses_resource_versions(
     finally:
         await source.aclose()
     assert (candidate.version, candidate.revision) == ("2", 2)
+
+
+def test_promote_takes_the_lock_publish_takes(tmp_path: Path) -> None:
+    """While a publisher holds the manifest's lock promote cannot write; once free, it does."""
+    manifest = tmp_path / "m.json"
+    data, _ = apply(None, reg("1"), max_bytes=LIMIT)
+    assert data is not None
+    manifest.write_bytes(data)
+    with held(lock_beside(manifest), timeout=1.0):
+        with pytest.raises(ConcurrentUpdate, match="locked by pid"):
+            move_file_alias(manifest, "m", "production", "1", lock_timeout=0.2)
+        assert parse(manifest.read_bytes(), model="m", max_bytes=LIMIT).aliases == {}
+    assert move_file_alias(manifest, "m", "production", "1") == 2
