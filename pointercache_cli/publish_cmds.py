@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 
 from pointercache.base.log import log
-from pointercache.base.redact import redact_uri
 from pointercache.errors import ConfigError, OutboxError, PointercacheError
 
 PUBLISH_HELP = """\
@@ -255,4 +254,4 @@ def install_sigterm(task: asyncio.Task[Any]) -> None:
         loop.add_signal_handler(signum, task.cancel)
 
 
-__all__ = ["install_sigterm", "outbox", "publish", "redact_uri"]
+__all__ = ["install_sigterm", "outbox", "publish"]
