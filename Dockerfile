@@ -6,17 +6,21 @@
 #   docker build -t ghcr.io/pointercache/pointercache:0.1.0 .
 #
 # The base is pinned by tag and by the digest of its multi-architecture index; bump both together.
+# uv (builder only) is pinned by the hashes of its wheels in requirements/uv.txt.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # --- builder: a virtual environment with the pinned dependencies, then the project -------------
 FROM ${PYTHON_IMAGE} AS builder
-COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
+WORKDIR /src
+# uv from PyPI, pinned by version and by the sha256 of every wheel (requirements/uv.txt), into the
+# digest-pinned base: no second image to pin. It stays in the builder.
+COPY requirements/uv.txt requirements/uv.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements/uv.txt
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_NO_CACHE=1 \
     UV_PYTHON_DOWNLOADS=never \
     VIRTUAL_ENV=/opt/venv
-WORKDIR /src
 RUN python -m venv --without-pip /opt/venv
 # Dependencies first: this layer is rebuilt only when the lock changes, not on every code change.
 COPY requirements/runtime.txt requirements/runtime.txt

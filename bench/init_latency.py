@@ -23,15 +23,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pointercache.model.manifest import local_document
 from pointercache.volume.fsutil import atomic_write_bytes
+from pointercache_cli.artifacts import local_manifest
 
 MODEL = "recommender"
 
 
 def _manifest(path: Path, base: Path, revision: int, production: str) -> None:
     artifacts = {a.name: a for a in sorted((base / "artifacts").iterdir())}
-    doc = local_document(MODEL, revision, {"production": production}, artifacts)
+    doc = local_manifest(MODEL, revision, {"production": production}, artifacts)
     atomic_write_bytes(path, json.dumps(doc).encode())
 
 

@@ -45,7 +45,7 @@ from pointercache.model.candidate import Selector
 from pointercache.model.digest import tree_digest
 from pointercache.resolve.sources import SourceOptions
 from pointercache.resolve.sources.http import HttpManifestSource
-from tests.kube.apiserver import ConfigMapApi
+from tests.kube_api import ConfigMapApi
 
 MODEL = "recommender"
 ANCHORS = [

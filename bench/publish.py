@@ -30,8 +30,8 @@ from pointercache.publish.drain import Drainer, backoff, publish
 from pointercache.publish.outbox import Outbox, State
 from pointercache.publish.registration import Registration
 from pointercache.resolve.sources import SourceOptions
+from tests.helpers import free_port
 from tests.mlflow_server import MlflowServer
-from tests.servers import free_port
 
 
 def registration(model: str, n: int) -> Registration:

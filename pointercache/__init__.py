@@ -1,0 +1,77 @@
+"""pointercache: make the model registry a soft dependency of every model-serving pod.
+
+The public face of the package, for model containers and tools:
+
+- ``pointercache.reader`` — ``current()``, ``wait()``, ``watch()``: read the published model
+  from the shared volume (``LoadedModel``: its ``pointer`` and ``path``);
+- ``Pointer`` — the ``pointer.json`` document (schema 1);
+- the error tree of ``pointercache.errors`` (``PointercacheError`` and its branches).
+
+Everything else (the layered packages described in ``docs/architecture.md``) is the
+implementation of the init container and the sidecar, and may change between releases.
+"""
+
+from __future__ import annotations
+
+from pointercache import reader
+from pointercache.errors import (
+    ArtifactNotFound,
+    ConfigError,
+    FetchError,
+    FetchUnavailable,
+    ForbiddenURI,
+    IntegrityError,
+    InvalidManifest,
+    InvalidPointer,
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeUnavailable,
+    NotFound,
+    PointercacheError,
+    ResolutionFailed,
+    SignatureMismatch,
+    SourceError,
+    SourceUnavailable,
+    StoreError,
+    StoreLocked,
+    TooLarge,
+    Transient,
+    UnsafeArchive,
+)
+from pointercache.model.pointer import Pointer
+from pointercache.reader import LoadedModel, current, wait, watch
+
+__all__ = [
+    "ArtifactNotFound",
+    "ConfigError",
+    "FetchError",
+    "FetchUnavailable",
+    "ForbiddenURI",
+    "IntegrityError",
+    "InvalidManifest",
+    "InvalidPointer",
+    "KubeConflict",
+    "KubeError",
+    "KubeForbidden",
+    "KubeNotFound",
+    "KubeUnavailable",
+    "LoadedModel",
+    "NotFound",
+    "Pointer",
+    "PointercacheError",
+    "ResolutionFailed",
+    "SignatureMismatch",
+    "SourceError",
+    "SourceUnavailable",
+    "StoreError",
+    "StoreLocked",
+    "TooLarge",
+    "Transient",
+    "UnsafeArchive",
+    "current",
+    "reader",
+    "wait",
+    "watch",
+]

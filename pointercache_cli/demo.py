@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pointercache.model.digest import tree_digest
-from pointercache.model.manifest import local_document
 from pointercache.model.pointer import Pointer
-from pointercache.volume.fsutil import atomic_write_bytes
+from pointercache_cli.artifacts import make_artifact, write_manifest
 from pointercache_cli.tools import render_status
 
 MODEL = "recommender"
@@ -33,17 +32,16 @@ def _say(text: str) -> None:
 
 
 def _make_artifact(root: Path, version: str) -> tuple[str, int]:
-    d = root / "artifacts" / f"v{version}"
-    d.mkdir(parents=True)
-    (d / "weights.json").write_text(json.dumps({"bias": 0.1 * int(version), "w": [1, 2, 3]}))
-    (d / "MLmodel").write_text(f"artifact_path: model\nrun_id: demo-{version}\n")
-    return tree_digest(d)
+    weights = json.dumps({"bias": 0.1 * int(version), "w": [1, 2, 3]}).encode()
+    mlmodel = f"artifact_path: model\nrun_id: demo-{version}\n".encode()
+    path = make_artifact(root, version, files={"weights.json": weights, "MLmodel": mlmodel})
+    return tree_digest(path)
 
 
 def _publish(manifest: Path, root: Path, revision: int, production: str) -> None:
-    artifacts = {p.name[1:]: p for p in sorted((root / "artifacts").iterdir())}
-    doc = local_document(MODEL, revision, {"production": production}, artifacts)
-    atomic_write_bytes(manifest, json.dumps(doc, indent=2).encode())
+    write_manifest(
+        manifest, root, model=MODEL, revision=revision, aliases={"production": production}
+    )
 
 
 def _cli(*args: str) -> list[str]:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from pointercache.adapters.kube.config import KubeConfig
 from pointercache.base.log import log
@@ -50,8 +51,9 @@ async def serve(settings: Settings, kube: KubeConfig) -> int:
     """Wire the sidecar from its settings and run it until SIGTERM/SIGINT."""
     from sidecar import telemetry as sdk
 
-    parts = build(settings, kube=kube)
     instruments, render, provider = sdk.setup(settings.model)
+    parts = build(settings, kube=kube)
+    parts = replace(parts, fetch=replace(parts.fetch, downloaded=instruments.downloaded))
     refresh = RefreshOptions(
         poll_interval=settings.poll_interval,
         poll_jitter=settings.poll_jitter,

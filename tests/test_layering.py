@@ -31,15 +31,51 @@ ONLY_IN = {
 }
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module name an ``import`` or ``from ... import`` in ``path`` names."""
+RUNTIME_ONLY_IN = {
+    "aiohttp": {
+        "pointercache/adapters/http.py",
+        "pointercache/service/app.py",
+        "pointercache/service/server.py",
+    },
+    "yarl": {"pointercache/adapters/http.py"},
+}
+"""Imports that may appear elsewhere only under ``if TYPE_CHECKING:`` (annotations)."""
+
+
+def imported_modules(path: Path, *, runtime_only: bool = False) -> set[str]:
+    """Every module name an ``import`` or ``from ... import`` in ``path`` names.
+
+    With ``runtime_only``, imports inside ``if TYPE_CHECKING:`` blocks are left out.
+    """
+    tree = ast.parse(path.read_text(), str(path))
+    skipped: set[int] = set()
+    if runtime_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+                skipped |= {id(n) for child in node.body for n in ast.walk(child)}
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
     return names
+
+
+@pytest.mark.parametrize("module", sorted(RUNTIME_ONLY_IN))
+def test_http_client_stays_in_the_http_adapter(module: str) -> None:
+    """aiohttp (as a client) and yarl run only in adapters/http; the sidecar's server uses
+    aiohttp.web. Other modules may name their types for annotations only."""
+    users = set()
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            names = imported_modules(path, runtime_only=True)
+            if any(n == module or n.startswith(module + ".") for n in names):
+                users.add(str(path.relative_to(REPO)))
+    allowed = RUNTIME_ONLY_IN[module] | {p for p in users if not p.startswith("pointercache/")}
+    assert users <= allowed, f"{module} imported at run time by {sorted(users - allowed)}"
 
 
 @pytest.mark.parametrize("module", sorted(ONLY_IN))

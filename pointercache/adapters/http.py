@@ -25,7 +25,7 @@ import base64
 import enum
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pointercache.adapters import netprobe
 from pointercache.errors import (
@@ -158,6 +158,53 @@ def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
     import aiohttp
 
     return aiohttp.ClientTimeout(total=seconds, connect=seconds, sock_connect=seconds)
+
+
+def transfer_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
+    """A timeout for transfers of any length: ``connect`` to connect, ``read`` per socket read."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+
+
+def client_session(
+    timeout: aiohttp.ClientTimeout,
+    *,
+    raise_for_status: bool = False,
+    auto_decompress: bool = True,
+    read_bufsize: int = 2**16,
+) -> aiohttp.ClientSession:
+    """The one way pointercache opens an HTTP client session.
+
+    Proxies from the environment are ignored (``trust_env=False``): a registry answer must not
+    make us talk to a host the allowlist did not see. Call it inside a running event loop.
+    """
+    import aiohttp
+
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        raise_for_status=raise_for_status,
+        auto_decompress=auto_decompress,
+        read_bufsize=read_bufsize,
+        trust_env=False,
+    )
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What a broken connection raises once a session exists (aiohttp is loaded by then)."""
+    import aiohttp
+
+    return (aiohttp.ClientError, TimeoutError, ConnectionError)
+
+
+def exact_url(url: str) -> Any:
+    """``url`` as a ``yarl.URL`` sent byte for byte (``encoded=True``).
+
+    Presigned URLs break if their percent-encoding is normalized.
+    """
+    import yarl
+
+    return yarl.URL(url, encoded=True)
 
 
 class Preflight:

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pointercache.adapters.http import Credentials, client_timeout, read_limited, status_error
+from pointercache.adapters.http import (
+    Credentials,
+    client_session,
+    client_timeout,
+    read_limited,
+    status_error,
+)
 from pointercache.errors import (
     InvalidManifest,
     NotFound,
@@ -93,9 +99,7 @@ class MlflowRest:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            import aiohttp
-
-            self._session = aiohttp.ClientSession(timeout=client_timeout(self.timeout))
+            self._session = client_session(client_timeout(self.timeout))
         return self._session
 
     async def get(
@@ -125,36 +129,48 @@ class MlflowRest:
         """Call a registry endpoint; a JSON object, or a ``SourceError`` mapped by error code."""
         limit = self.max_answer_bytes
         body = await self.get(f"{API}/{endpoint}", params, max_bytes=limit, invalid=invalid)
-        try:
-            parsed = orjson.loads(body or b"")
-        except orjson.JSONDecodeError as exc:
-            raise InvalidManifest(f"{self.name} {endpoint}: answer is not JSON") from exc
-        if not isinstance(parsed, dict):
-            raise InvalidManifest(f"{self.name} {endpoint}: answer is not a JSON object")
-        return parsed
+        return self._object(endpoint, body)
+
+    async def _send_post(self, endpoint: str, payload: dict[str, Any]) -> tuple[int, bytes]:
+        headers = self.credentials.headers()
+        url = f"{self.base}{API}/{endpoint}"
+        async with self._client().post(
+            url, json=payload, headers=headers, allow_redirects=False
+        ) as response:
+            body = await read_limited(response, self.max_answer_bytes, self.name, InvalidManifest)
+            return response.status, body
 
     async def post(
-        self, endpoint: str, payload: dict[str, Any], *, exists_ok: bool = False
-    ) -> dict[str, Any] | None:
-        """POST JSON to a registry endpoint (MLflow REST API 2.0); the answer as a JSON object.
+        self,
+        endpoint: str,
+        payload: dict[str, Any],
+        *,
+        invalid: type[SourceError] = InvalidManifest,
+    ) -> dict[str, Any]:
+        """POST JSON to a registry endpoint (MLflow REST API 2.0); the answer's JSON object.
 
-        Same credentials, limits and error mapping as ``call`` (``INVALID_PARAMETER_VALUE`` is
-        ``InvalidManifest``: the parameters are ours). With ``exists_ok``, an answer whose
-        ``error_code`` is ``RESOURCE_ALREADY_EXISTS`` returns None instead of raising.
+        No redirects are followed; errors are mapped by ``error_code`` like ``call``.
         """
-        headers = self.credentials.headers()
-        limit = self.max_answer_bytes
-        async with self._client().post(
-            f"{self.base}{API}/{endpoint}", json=payload, headers=headers, allow_redirects=False
-        ) as response:
-            body = await read_limited(response, limit, self.name, InvalidManifest)
-            status = response.status
+        status, body = await self._send_post(endpoint, payload)
         if status != 200:  # noqa: PLR2004
-            if exists_ok and error_code(body) == "RESOURCE_ALREADY_EXISTS":
-                return None
-            raise api_error(status, body, f"{self.name} {endpoint}", invalid=InvalidManifest)
+            raise api_error(status, body, f"{self.name} {endpoint}", invalid=invalid)
+        return self._object(endpoint, body)
+
+    async def post_unless_exists(
+        self, endpoint: str, payload: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """``post`` a creation; None when MLflow answers ``RESOURCE_ALREADY_EXISTS`` (someone
+        created it first), any other error mapped as by ``post``."""
+        status, body = await self._send_post(endpoint, payload)
+        if status == 200:  # noqa: PLR2004
+            return self._object(endpoint, body)
+        if error_code(body) == "RESOURCE_ALREADY_EXISTS":
+            return None
+        raise api_error(status, body, f"{self.name} {endpoint}", invalid=InvalidManifest)
+
+    def _object(self, endpoint: str, body: bytes | None) -> dict[str, Any]:
         try:
-            parsed = orjson.loads(body or b"{}")
+            parsed = orjson.loads(body or b"")
         except orjson.JSONDecodeError as exc:
             raise InvalidManifest(f"{self.name} {endpoint}: answer is not JSON") from exc
         if not isinstance(parsed, dict):

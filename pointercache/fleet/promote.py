@@ -59,41 +59,37 @@ async def move_mlflow_alias(
     uri: str, model: str, alias: str, version: str, options: SourceOptions
 ) -> int:
     """Set the MLflow alias and the ``pointercache.revision`` tag (epoch ms); return it."""
-    import aiohttp
-
-    from pointercache.adapters.http import client_timeout, transport_error
-    from pointercache.adapters.mlflow import api_error
+    from pointercache.adapters.http import is_transport_error, transport_error
+    from pointercache.adapters.mlflow import MlflowRest
     from pointercache.resolve.sources.mlflow import REVISION_TAG
 
     parts = urlsplit(uri)
     base = f"{parts.scheme.removeprefix('mlflow+')}://{parts.netloc}{parts.path.rstrip('/')}"
-    api = f"{base}/api/2.0/mlflow"
-    headers = options.credentials.headers()
+    rest = MlflowRest(
+        base,
+        redact_uri(uri),
+        timeout=options.timeout,
+        max_answer_bytes=options.max_manifest_bytes,
+        credentials=options.credentials,
+    )
     revision = time.time_ns() // 1_000_000
-    calls = [
-        ("GET", "model-versions/get", {"name": model, "version": version}),
-        ("POST", "registered-models/alias", {"name": model, "alias": alias, "version": version}),
-        (
-            "POST",
+    try:
+        await rest.call(
+            "model-versions/get", {"name": model, "version": version}, invalid=InvalidManifest
+        )
+        await rest.post(
+            "registered-models/alias", {"name": model, "alias": alias, "version": version}
+        )
+        await rest.post(
             "registered-models/set-tag",
             {"name": model, "key": REVISION_TAG, "value": str(revision)},
-        ),
-    ]
-    try:
-        async with aiohttp.ClientSession(timeout=client_timeout(options.timeout)) as session:
-            for method, endpoint, payload in calls:
-                kwargs: dict[str, Any] = (
-                    {"params": payload} if method == "GET" else {"json": payload}
-                )
-                async with session.request(
-                    method, f"{api}/{endpoint}", headers=headers, **kwargs
-                ) as resp:
-                    body = await resp.read()
-                    if resp.status != 200:  # noqa: PLR2004
-                        what = f"{redact_uri(uri)} {endpoint}"
-                        raise api_error(resp.status, body, what, invalid=InvalidManifest)
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        )
+    except Exception as exc:
+        if not is_transport_error(exc):
+            raise
         raise transport_error(exc, redact_uri(uri)) from exc
+    finally:
+        await rest.aclose()
     return revision
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -127,38 +126,6 @@ def parse(data: bytes, *, model: str, max_bytes: int) -> Manifest:
         stages=_links("stages", raw.get("stages", {}), versions, required=False),
         versions=versions,
     )
-
-
-def local_document(
-    model: str,
-    revision: int,
-    aliases: Mapping[str, str],
-    artifacts: Mapping[str, Path],
-    *,
-    signatures: Mapping[str, dict[str, Any]] | None = None,
-    digests: bool = True,
-) -> dict[str, Any]:
-    """A manifest for artifacts on local paths: ``file://`` URIs, digests and sizes computed.
-
-    ``artifacts`` maps version → file or directory. The document is what ``parse`` accepts.
-    """
-    from pointercache.model.digest import tree_digest
-
-    versions: dict[str, Any] = {}
-    for version, path in artifacts.items():
-        entry: dict[str, Any] = {"uri": path.resolve().as_uri()}
-        if digests:
-            entry["digest"], entry["size_bytes"] = tree_digest(path)
-        if signatures and version in signatures:
-            entry["signature"] = signatures[version]
-        versions[version] = entry
-    return {
-        "schema": 1,
-        "model": model,
-        "revision": revision,
-        "aliases": dict(aliases),
-        "versions": versions,
-    }
 
 
 def _no_unknown(where: str, raw: dict[str, Any], known: frozenset[str]) -> None:

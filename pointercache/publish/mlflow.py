@@ -120,7 +120,7 @@ class MlflowRegistrar:
         try:
             answer = await self.rest.call("registered-models/get", {"name": model})
         except NotFound:
-            await self.rest.post("registered-models/create", {"name": model}, exists_ok=True)
+            await self.rest.post_unless_exists("registered-models/create", {"name": model})
             answer = await self.rest.call("registered-models/get", {"name": model})
         return obj(answer.get("registered_model"), "registered_model")
 
@@ -140,7 +140,7 @@ class MlflowRegistrar:
             "tags": [{"key": k, "value": v} for k, v in version_tags(registration).items()],
         }
         answer = await self.rest.post("model-versions/create", payload)
-        created = obj((answer or {}).get("model_version"), "model_version")
+        created = obj(answer.get("model_version"), "model_version")
         return str(integer(created.get("version"), "model_version.version")), True
 
     async def _labelled(self, registration: Registration) -> tuple[list[int], list[int]]:

@@ -13,7 +13,7 @@ manifest, can be told to fail, or to apply a registration and then lose the answ
 from __future__ import annotations
 
 import importlib
-from typing import ClassVar, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from pointercache.base.redact import redact_uri
@@ -93,23 +93,22 @@ class MemoryRegistry:
 class MemoryRegistrar:
     """A ``Registrar`` keeping manifests in memory (same edit rule as the manifest registrars).
 
-    ``lose_answers = n`` on the registry makes the next ``n`` changes apply and then raise
-    ``SourceUnavailable``, as if the connection broke before the answer came back.
+    State lives in the instance: a registrar gets the ``MemoryRegistry`` it is given (several
+    may share one), or a fresh one of its own. ``lose_answers = n`` on the registry makes the
+    next ``n`` changes apply and then raise ``SourceUnavailable``, as if the connection broke
+    before the answer came back.
     """
 
-    _registries: ClassVar[dict[str, MemoryRegistry]] = {}
-
     def __init__(
-        self, uri: str = "memory://registry", options: SourceOptions | None = None
+        self,
+        uri: str = "memory://registry",
+        options: SourceOptions | None = None,
+        *,
+        registry: MemoryRegistry | None = None,
     ) -> None:
         self.options = options or SourceOptions()
         self.name = redact_uri(uri)
-        self.registry = self.named(uri)
-
-    @classmethod
-    def named(cls, uri: str) -> MemoryRegistry:
-        """The registry shared by every registrar built from ``uri`` (created on first use)."""
-        return cls._registries.setdefault(uri, MemoryRegistry())
+        self.registry = registry or MemoryRegistry()
 
     async def register(self, registration: Registration) -> Receipt:
         """Apply to the in-memory manifest, or fail / lose the answer as told."""

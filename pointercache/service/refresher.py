@@ -120,6 +120,7 @@ class Refresher:
                 message = f"registry confirms {cand.version}"
                 await self._report(Happening.CONFIRMED, confirmed, message)
             self.state.current = confirmed
+            self.state.confirm_served()
             self.state.fallback_reason = None
             self.state.blocked = None
             return Outcome.UNCHANGED
@@ -157,6 +158,7 @@ class Refresher:
         pointer = adopted.pointer
         served_before = self.state.served_before()
         self.state.current = pointer
+        self.state.confirm_served()
         self.state.fallback_reason = None
         self.state.blocked = None
         rollback = previous is not None and is_rollback(previous, pointer, served_before)
@@ -183,6 +185,7 @@ class Refresher:
         self.state.current = pointer
         if pointer.source == "registry":
             self.state.contacted()
+            self.state.confirm_served()
         else:
             self.state.fallback_reason = pointer.source_detail
             self.telemetry.fallback(pointer.source)

@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pointercache.base.clock import age_seconds
 from pointercache.errors import PointercacheError
 from pointercache.service.refresher import Refresher
 
@@ -32,6 +31,10 @@ TOKEN_FILE = web.AppKey("token_file", Path)
 def _json(data: Any, status: int = 200) -> web.Response:
     body = orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str)
     return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def status_document(refresher: Refresher) -> dict[str, Any]:
@@ -59,13 +62,12 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
             lkg_node = lkg_pointer.to_dict() if lkg_pointer else None
         except (OSError, PointercacheError) as exc:
             lkg_node = {"error": str(exc)}
-    seen = current.registry_seen_at if current else None
     return {
         "model": refresher.target.model,
         "selector": str(refresher.target.selector),
         "ready": current is not None,
         "current": current.to_dict() if current else None,
-        "staleness_seconds": age_seconds(state.last_contact or seen),
+        "staleness_seconds": _seconds(state.staleness()),
         "fallback_reason": state.fallback_reason,
         "blocked": state.blocked.to_dict() if state.blocked else None,
         "prefetched": state.prefetched.to_dict() if state.prefetched else None,

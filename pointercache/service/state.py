@@ -11,9 +11,10 @@ import enum
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from pointercache.base.clock import utcnow
+from pointercache.base.clock import parse_time, utcnow
 from pointercache.base.log import log
 from pointercache.model.pointer import Pointer
 
@@ -86,8 +87,8 @@ class RefreshState:
     """The served pointer (the volume's ``current``), None before the first publication."""
     last_contact: str | None = None
     """When a registry last answered (RFC 3339)."""
-    last_contact_monotonic: float | None = None
-    """The same instant on this process's monotonic clock (for staleness)."""
+    confirmed_monotonic: float | None = None
+    """When a registry last named the served version, on this process's monotonic clock."""
     last_error: str | None = None
     last_refresh: str | None = None
     fallback_reason: str | None = None
@@ -105,7 +106,26 @@ class RefreshState:
     def contacted(self) -> None:
         """A registry answered just now."""
         self.last_contact = utcnow()
-        self.last_contact_monotonic = time.monotonic()
+
+    def confirm_served(self) -> None:
+        """A registry has just named the version being served."""
+        self.confirmed_monotonic = time.monotonic()
+
+    def staleness(self) -> float | None:
+        """Seconds since a registry last confirmed the served version; None if never known.
+
+        An answer that is refused (an older revision, a blocked or failed flip) or names another
+        version is contact, not confirmation. Before this process saw a confirmation, the
+        served pointer's ``registry_seen_at`` (written by the init container or an LKG) counts.
+        """
+        if self.current is None:
+            return None
+        if self.confirmed_monotonic is not None:
+            return time.monotonic() - self.confirmed_monotonic
+        seen = parse_time(self.current.registry_seen_at)
+        if seen is None:
+            return None
+        return max(0.0, (datetime.now(UTC) - seen).total_seconds())
 
     def served_before(self) -> list[str]:
         """Versions this process flipped to earlier (for the rollback rule)."""

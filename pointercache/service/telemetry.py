@@ -10,19 +10,66 @@ Few metrics, each named for the question it answers:
 - ``pointercache_fallbacks_total`` (by source): how often did we serve without a registry?
 - ``pointercache_signature_blocks_total``: how often did the signature gate refuse a flip?
 - ``pointercache_download_bytes_total`` / ``pointercache_download_seconds``: what did fetching cost?
+
+Durations are in seconds with explicit bucket bounds sized for what they measure (the SDK's
+default bounds are meant for milliseconds). Counters start at 0 for every outcome and source, so
+``rate()`` and ``increase()`` see the first event too.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from pointercache.service.state import Outcome
+
 if TYPE_CHECKING:
-    from pointercache.service.state import Outcome, RefreshState
+    from pointercache.service.state import RefreshState
+
+REFRESH_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+"""Seconds: a poll answered from cache takes milliseconds, a flip includes a download (minutes)."""
+DOWNLOAD_BUCKETS = (
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    1800.0,
+    3600.0,
+)
+"""Seconds: from a small model on a near store to tens of GiB across regions."""
+OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.ERROR)
+"""Outcomes a refresh is counted with (``error``, a crash inside the refresh, is only logged)."""
+FALLBACK_SOURCES = ("lkg-node", "lkg-cluster", "pinned")
+"""Steps of the chain other than a registry."""
 
 
 class Telemetry:
@@ -35,6 +82,7 @@ class Telemetry:
             "pointercache_refresh_duration_seconds",
             unit="s",
             description="Wall time of one refresh (resolve, and stage and flip when it moved)",
+            explicit_bucket_boundaries_advisory=list(REFRESH_BUCKETS),
         )
         self._refreshes = self.meter.create_counter(
             "pointercache_refreshes_total", description="Refreshes by outcome"
@@ -47,10 +95,15 @@ class Telemetry:
             description="Flips refused because the model's signature does not fit the code",
         )
         self._download_bytes = self.meter.create_counter(
-            "pointercache_download_bytes_total", unit="By", description="Artifact bytes fetched"
+            "pointercache_download_bytes_total",
+            unit="By",
+            description="Artifact bytes downloaded from their origin (cache hits excluded)",
         )
         self._download_seconds = self.meter.create_histogram(
-            "pointercache_download_seconds", unit="s", description="Wall time of artifact fetches"
+            "pointercache_download_seconds",
+            unit="s",
+            description="Wall time of artifact downloads from their origin (cache hits excluded)",
+            explicit_bucket_boundaries_advisory=list(DOWNLOAD_BUCKETS),
         )
         self.meter.create_observable_gauge(
             "pointercache_served_info",
@@ -63,6 +116,12 @@ class Telemetry:
             unit="s",
             description="Seconds since a registry last confirmed the served version",
         )
+        for outcome in OUTCOMES:
+            self._refreshes.add(0, {"outcome": outcome})
+        for source in FALLBACK_SOURCES:
+            self._fallbacks.add(0, {"source": source})
+        self._blocks.add(0)
+        self._download_bytes.add(0)
 
     def bind(self, state: RefreshState) -> None:
         """Report from ``state`` in the observable gauges."""
@@ -100,9 +159,7 @@ class Telemetry:
 
     def _staleness(self, _options: CallbackOptions) -> Iterable[Observation]:
         state = self._state
-        if state is None or state.current is None:
-            return []
-        if state.last_contact_monotonic is None:
-            return [Observation(-1, {"model": state.current.model})]
-        age = time.monotonic() - state.last_contact_monotonic
+        age = state.staleness() if state is not None else None
+        if state is None or state.current is None or age is None:
+            return []  # nothing served, or never confirmed by a registry (a pinned start)
         return [Observation(age, {"model": state.current.model})]

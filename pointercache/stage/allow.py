@@ -26,7 +26,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urljoin, urlsplit
 
 from pointercache.base.redact import redact_uri
@@ -35,7 +35,23 @@ from pointercache.errors import ConfigError, FetchUnavailable, ForbiddenURI
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from pointercache.stage.fetchers import AllowPolicy
+
+class AllowPolicy(Protocol):
+    """Decides whether a URI may be fetched (``AllowList``, or ``AllowAll`` for trusted URIs)."""
+
+    def check(self, uri: str) -> None:
+        """Raise ``ForbiddenURI`` unless ``uri`` is allowed."""
+        ...
+
+
+class AllowAll:
+    """The policy for trusted, operator-given URIs (pinned) and tests of upper layers."""
+
+    def check(self, uri: str) -> None:
+        """Allow everything but an empty URI."""
+        if not uri:
+            raise ForbiddenURI("empty artifact URI")
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, "int | None"], "Sequence[str]"]

@@ -15,6 +15,7 @@ download a digest once.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -117,7 +118,10 @@ async def _fetch_verified(
     own = fetcher is None
     active = open_fetcher(candidate.uri, fetch) if fetcher is None else fetcher
     try:
+        started = time.monotonic()
         result = await active.fetch(candidate.uri, download)
+        if fetch.downloaded is not None:
+            fetch.downloaded(result.size_bytes, time.monotonic() - started)
         if reporter is not None:
             reporter.finish()
         if archive_name:

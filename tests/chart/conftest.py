@@ -20,6 +20,11 @@ EXAMPLE = REPO / "charts" / "pointercache-example"
 CONSUMER = Path(__file__).parent / "consumer"
 VALUES = Path(__file__).parent / "values"
 VALUES_FILES = sorted(p.name for p in VALUES.glob("*.yaml"))
+CUSTOM_API_VERSIONS = frozenset(
+    {"monitoring.coreos.com/v1", "gateway.networking.k8s.io/v1", "gateway.envoyproxy.io/v1alpha1"}
+)
+"""API versions of the custom resources the example chart can render (PodMonitor, PrometheusRule,
+HTTPRoute, BackendTrafficPolicy): validated against crd-schemas/, not the built-in models."""
 RELEASE = "demo"
 NAMESPACE = "models"
 

@@ -156,15 +156,15 @@ def test_secure_defaults_on_every_pointercache_container(values_file: str | None
 
 @pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
 def test_env_names_are_settings_of_the_role(values_file: str | None) -> None:
-    """Every POINTERCACHE_* variable is a setting of the container's role; Downward API too."""
+    """Every POINTERCACHE_* variable is a setting of the container's role, and nothing unread."""
     rendered = render(EXAMPLE, *([values_file] if values_file else []))
     for name, role in zip(PC_CONTAINERS, (INIT, SIDECAR), strict=True):
         env = env_map(rendered.container(name))
         ours = {k for k in env if k.startswith("POINTERCACHE_")}
         assert ours <= ROLE_ENV[role], f"{name}: not {role} settings: {ours - ROLE_ENV[role]}"
         assert {"POINTERCACHE_MODEL", "POINTERCACHE_ROOT"} <= ours
-        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-        assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        for unread in ("POD_NAME", "POD_NAMESPACE", "NODE_NAME"):  # no code reads them
+            assert unread not in env, name
 
 
 @pytest.mark.parametrize("values_file", [None, *VALUES_FILES])
@@ -365,7 +365,7 @@ def test_signature_and_admin_token_files() -> None:
 
 
 def test_service_pdb_hpa_and_ingress() -> None:
-    """The example has a Service, a PDB, an HPA with explicit behaviour, a rate-limited Ingress."""
+    """The example has a Service, a PDB, an HPA with explicit behaviour and an optional Ingress."""
     rendered = render(EXAMPLE, "full.yaml")
     service = rendered.one("Service")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
@@ -376,9 +376,6 @@ def test_service_pdb_hpa_and_ingress() -> None:
     assert "replicas" not in rendered.one("Deployment")["spec"]  # the HPA owns the count
     strategy = rendered.one("Deployment")["spec"]["strategy"]["rollingUpdate"]
     assert strategy["maxUnavailable"] == 0
-    annotations = rendered.one("Ingress")["metadata"]["annotations"]
-    assert annotations["nginx.ingress.kubernetes.io/limit-rps"] == "50"
-    assert annotations["nginx.ingress.kubernetes.io/limit-burst-multiplier"] == "5"
     assert rendered.one("Ingress")["spec"]["tls"][0]["secretName"] == "model-example-tls"
 
 

@@ -64,6 +64,31 @@ SCHEMA_RULES = [
     ),
     pytest.param(pc(signature={"mode": "loose"}), "at '/signature/mode'", id="signature-mode"),
     pytest.param(
+        pc(signature={"unsignedModel": "warn"}),
+        "at '/signature/unsignedModel'",
+        id="unsigned-model-enum",
+    ),
+    pytest.param(
+        {"ingress": {"rateLimit": {"rps": 50}}},
+        "additional properties 'rateLimit' not allowed",
+        id="ingress-nginx-rate-limit-gone",
+    ),
+    pytest.param(
+        {"httpRoute": {"envoyRateLimit": {"unit": "Week"}}},
+        "at '/httpRoute/envoyRateLimit/unit'",
+        id="envoy-rate-limit-unit",
+    ),
+    pytest.param(
+        {"httpRoute": {"parentRefs": [{"namespace": "gateways"}]}},
+        "missing property 'name'",
+        id="parent-ref-needs-name",
+    ),
+    pytest.param(
+        {"monitoring": {"podMonitor": {"interval": "30"}}},
+        "at '/monitoring/podMonitor/interval'",
+        id="scrape-interval-duration",
+    ),
+    pytest.param(
         {"replicaCount": "two"}, "at '/replicaCount': got string, want integer", id="example-type"
     ),
     pytest.param(
@@ -142,6 +167,16 @@ GUARDS = [
         id="mount-overlap",
     ),
     pytest.param(pc(volume={"mountPath": "/tmp"}), "mount paths overlap", id="mount-on-tmp"),
+    pytest.param(
+        {"httpRoute": {"enabled": True}},
+        "httpRoute.enabled needs httpRoute.parentRefs",
+        id="route-needs-gateway",
+    ),
+    pytest.param(
+        {"httpRoute": {"envoyRateLimit": {"enabled": True}}},
+        "set httpRoute.enabled=true too",
+        id="rate-limit-needs-route",
+    ),
     pytest.param(
         pc(extraEnv=[{"name": "REGISTRY_PASSWORD", "value": "hunter2"}]),
         "REGISTRY_PASSWORD looks secret; use valueFrom.secretKeyRef",

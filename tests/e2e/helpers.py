@@ -6,52 +6,24 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from pointercache.model.manifest import local_document
-from pointercache.volume.fsutil import atomic_write_bytes
+from tests.helpers import MODEL, cli, make_artifact, wait_until, write_manifest
 
-MODEL = "recommender"
-
-
-def cli(*args: str) -> list[str]:
-    """The argv of the ``pointercache`` command run from this interpreter."""
-    return [sys.executable, "-m", "pointercache_cli", *args]
-
-
-def make_artifact(base: Path, version: str, *, files: int = 2, size: int = 64) -> Path:
-    """Create a small directory artifact for ``version`` and return its path."""
-    d = base / "artifacts" / f"v{version}"
-    d.mkdir(parents=True, exist_ok=True)
-    for i in range(files):
-        (d / f"part-{i}.bin").write_bytes(f"{version}:{i}:".encode() * (size // 4 + 1))
-    (d / "meta.json").write_text(json.dumps({"version": version}))
-    return d
-
-
-def write_manifest(
-    path: Path,
-    base: Path,
-    *,
-    revision: int,
-    aliases: dict[str, str],
-    signatures: dict[str, Any] | None = None,
-    digests: bool = True,
-) -> None:
-    """Write a manifest listing every artifact under ``base/artifacts`` (atomically)."""
-    artifacts = {a.name[1:]: a for a in sorted((base / "artifacts").iterdir())}
-    doc = local_document(
-        MODEL, revision, aliases, artifacts, signatures=signatures, digests=digests
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(doc).encode())
+__all__ = [
+    "MODEL",
+    "Sidecar",
+    "clean_env",
+    "cli",
+    "make_artifact",
+    "run_init",
+    "wait_until",
+    "write_manifest",
+]
 
 
 def run_init(
@@ -61,22 +33,6 @@ def run_init(
     return subprocess.run(
         cli("init", *args), env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns a truthy value; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (OSError, KeyError, TypeError, ValueError) as exc:
-            last = exc
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last error: {last})")
 
 
 class Sidecar:
@@ -131,7 +87,8 @@ class Sidecar:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+            with exc:  # closed here, not by the garbage collector (a ResourceWarning)
+                return exc.code, exc.read()
 
     def status(self) -> dict[str, Any]:
         """The parsed ``/status`` document."""

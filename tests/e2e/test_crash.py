@@ -39,7 +39,7 @@ def test_sigkill_during_stage_and_flip_never_tears_the_volume(
 ) -> None:
     """Across many SIGKILLs mid-flip, a concurrent reader always finds a complete model."""
     for v in ("1", "2", "3"):
-        make_artifact(world.base, v, files=4, size=1 << 19)
+        make_artifact(world.base, v, parts=4, size=1 << 19)
     world.publish(1, "1")
     assert run_init(cli_env, *world.init_args()).returncode == 0
     report, stopfile = tmp_path / "reader.json", tmp_path / "stop"

@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import World
 from tests.e2e.helpers import cli
-from tests.kube.test_fleet import D8, D9, add_pod
+from tests.fleet.test_view import D8, D9, add_pod
 
 
 @pytest.fixture

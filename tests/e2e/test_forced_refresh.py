@@ -6,10 +6,10 @@ import asyncio
 import json
 import signal
 
-from pointercache.model.manifest import local_document
 from tests.e2e.conftest import World
 from tests.e2e.helpers import MODEL, Sidecar, wait_until
-from tests.registries.test_http_manifest import ManifestServer, manifest_server  # noqa: F401
+from tests.helpers import local_manifest
+from tests.resolve.test_http_manifest import ManifestServer, manifest_server  # noqa: F401
 
 
 async def test_forced_refresh_sends_an_unconditional_no_cache_get(
@@ -20,7 +20,7 @@ async def test_forced_refresh_sends_an_unconditional_no_cache_get(
     """After start-up the source holds an ETag; the forced GET carries none, and no-cache."""
     state, url = manifest_server
     artifacts = {"1": world.base / "artifacts" / "v1"}
-    state.body = json.dumps(local_document(MODEL, 1, {"production": "1"}, artifacts)).encode()
+    state.body = json.dumps(local_manifest(MODEL, 1, {"production": "1"}, artifacts)).encode()
     args = [
         "--model",
         MODEL,

@@ -20,7 +20,7 @@ import pytest
 from pointercache.model.digest import tree_digest
 from tests.e2e.conftest import World
 from tests.e2e.helpers import MODEL, Sidecar, wait_until
-from tests.kube.apiserver import ConfigMapApi
+from tests.kube_api import ConfigMapApi
 
 
 @dataclass

@@ -34,7 +34,7 @@ from pointercache.base.clock import utcnow
 from pointercache.model.pointer import Pointer
 from pointercache.volume.store import Store
 from tests.conftest import REPO, VENV_BIN
-from tests.factories import make_pointer
+from tests.helpers import make_pointer
 
 IMAGE_UID = 10001
 PREFIX = "pointercache-image-"

@@ -125,3 +125,14 @@ def test_dockerignore_keeps_the_context_to_what_is_copied() -> None:
         if kind == "COPY" and not arg.startswith("--from"):
             copied.update(p.rstrip("/") for p in arg.split()[:-1])
     assert copied == allowed
+
+
+def test_uv_is_pinned_by_hash_in_the_digest_pinned_builder() -> None:
+    """No second image: uv comes from PyPI with --require-hashes, pinned in requirements/uv.txt."""
+    steps = instructions(REPO / "Dockerfile")
+    assert not [a for kind, a in steps if kind == "COPY" and a.startswith("--from=") and ":" in a]
+    runs = [a for kind, a in steps if kind == "RUN"]
+    assert any("--require-hashes -r requirements/uv.txt" in a for a in runs)
+    lock = (REPO / "requirements" / "uv.txt").read_text()
+    assert re.search(r"^uv==\d+\.\d+\.\d+ \\$", lock, re.MULTILINE)
+    assert lock.count("--hash=sha256:") >= 10  # one per platform wheel, and the sdist

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pointercache.publish.registrars import MemoryRegistrar, MemoryRegistry
-from tests.e2e.helpers import cli
-from tests.kube.conftest import cmapi  # noqa: F401
+from pointercache.resolve.sources import SourceOptions
+from tests.helpers import cli
 from tests.mlflow_server import mlflow, mlflow_outage, mlflow_server  # noqa: F401
 from tests.servers import moto_env, moto_server, private_moto  # noqa: F401
 
@@ -63,9 +63,11 @@ def listed(env: dict[str, str], outbox: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def memory_registry(request: pytest.FixtureRequest) -> Iterator[tuple[str, MemoryRegistry]]:
-    """A fresh ``memory://`` registry of this test: (URI, its state)."""
-    uri = f"memory://{request.node.name}"
-    registry = MemoryRegistrar.named(uri)
-    yield uri, registry
-    MemoryRegistrar._registries.pop(uri, None)
+def memory_registry() -> tuple[str, MemoryRegistry]:
+    """A fresh in-memory registry: (its URI, its state); ``twin`` opens registrars on it."""
+    return "memory://registry", MemoryRegistry()
+
+
+def twin(registry: MemoryRegistry) -> Callable[[str, SourceOptions], MemoryRegistrar]:
+    """A ``Drainer`` opener whose registrars all write to ``registry``."""
+    return lambda uri, options: MemoryRegistrar(uri, options, registry=registry)

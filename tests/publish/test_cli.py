@@ -15,7 +15,7 @@ import pytest
 
 from pointercache.model.digest import tree_digest
 from pointercache.model.manifest import parse
-from tests.e2e.helpers import cli, wait_until
+from tests.helpers import cli, wait_until
 from tests.publish.conftest import DIGEST, listed, publish, publish_args, run_cli
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from pointercache.publish.outbox import Outbox
 from pointercache.publish.registration import Registration
-from tests.e2e.helpers import cli
+from tests.helpers import cli
 from tests.mlflow_server import MlflowServer
 from tests.publish.conftest import listed, publish_args, run_cli
 from tests.publish.test_mlflow import labelled

@@ -21,8 +21,8 @@ from pointercache.resolve.sources.configmap import ConfigMapSource
 from pointercache.resolve.sources.file import FileManifestSource
 from pointercache.resolve.sources.s3 import S3ManifestSource
 from pointercache.volume.fsutil import held, lock_beside
-from tests.e2e.helpers import cli
-from tests.kube.apiserver import ConfigMapApi
+from tests.helpers import cli
+from tests.kube_api import ConfigMapApi
 from tests.publish.conftest import listed, publish, publish_args, run_cli
 from tests.publish.proxies import proxy_to
 from tests.servers import MotoServer

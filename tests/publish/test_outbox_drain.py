@@ -14,6 +14,7 @@ from pointercache.publish.outbox import Outbox, State
 from pointercache.publish.registrars import MemoryRegistry
 from pointercache.publish.registration import Registration
 from pointercache.resolve.sources import SourceOptions
+from tests.publish.conftest import twin
 
 FAST = backoff(initial=0.01, maximum=0.05)
 
@@ -70,7 +71,7 @@ async def test_entries_of_one_model_apply_in_publish_order(
         for version in ("1", "2", "3"):
             outbox.enqueue(uri, reg(version, alias="production"))
         outbox.enqueue(uri, reg("7", model="other"))
-        drainer = Drainer(outbox)
+        drainer = Drainer(outbox, opener=twin(registry))
         registry.fail(times=1)
         first = await drainer.drain_once()
         assert (first.registered, first.pending, list(first.failed)) == ([4], 3, [1])
@@ -92,7 +93,7 @@ async def test_a_lost_answer_is_retried_without_registering_twice(
     registry.lose_answers = 1
     with Outbox(tmp_path / "ob") as outbox:
         outbox.enqueue(uri, reg("1", alias="production"))
-        report = await Drainer(outbox).drain(FAST, give_up_after=10)
+        report = await Drainer(outbox, opener=twin(registry)).drain(FAST, give_up_after=10)
         entry = outbox.entries()[0]
     assert report.pending == 0
     assert versions(registry) == [("m", "1")]
@@ -110,7 +111,7 @@ async def test_a_conflicting_entry_is_rejected_and_the_next_one_applies(
         outbox.enqueue(uri, reg("1"))
         outbox.enqueue(uri, Registration.build(model="m", version="1", uri="s3://b/other/"))
         outbox.enqueue(uri, reg("2"))
-        report = await Drainer(outbox).drain_once()
+        report = await Drainer(outbox, opener=twin(registry)).drain_once()
         states = [e.state for e in outbox.entries()]
     assert (report.registered, report.rejected, report.pending) == ([1, 3], [2], 0)
     assert states == [State.REGISTERED, State.REJECTED, State.REGISTERED]
@@ -126,7 +127,7 @@ async def test_drain_retries_with_backoff_until_the_registry_heals(
     with Outbox(tmp_path / "ob") as outbox:
         for version in ("1", "2"):
             outbox.enqueue(uri, reg(version))
-        report = await Drainer(outbox).drain(FAST, give_up_after=30)
+        report = await Drainer(outbox, opener=twin(registry)).drain(FAST, give_up_after=30)
         attempts = [e.attempts for e in outbox.entries()]
     assert (sorted(report.registered), report.pending) == ([1, 2], 0)
     assert versions(registry) == [("m", "1"), ("m", "2")]
@@ -141,7 +142,7 @@ async def test_drain_gives_up_at_its_timeout_with_entries_pending(
     registry.fail()
     with Outbox(tmp_path / "ob") as outbox:
         outbox.enqueue(uri, reg("1"))
-        report = await Drainer(outbox).drain(FAST, give_up_after=0.3)
+        report = await Drainer(outbox, opener=twin(registry)).drain(FAST, give_up_after=0.3)
         entry = outbox.entries()[0]
     assert report.pending == 1
     assert entry.state is State.QUEUED
@@ -157,7 +158,7 @@ async def test_publish_applies_earlier_entries_of_the_model_first(
     uri, registry = memory_registry
     with Outbox(tmp_path / "ob") as outbox:
         registry.fail()
-        drainer = Drainer(outbox, SourceOptions(timeout=5))
+        drainer = Drainer(outbox, SourceOptions(timeout=5), opener=twin(registry))
         queued = await publish(drainer, uri, reg("1"))
         registry.heal()
         done = await publish(drainer, uri, reg("2", alias="production"))
@@ -173,7 +174,9 @@ async def test_publish_leaves_the_entry_queued_when_another_drainer_holds_the_lo
     with Outbox(tmp_path / "ob") as outbox, outbox.drain_lock(1) as held:
         assert held
         other = Outbox(tmp_path / "ob")
-        entry = await publish(Drainer(other, SourceOptions(timeout=0.2)), uri, reg("1"))
+        entry = await publish(
+            Drainer(other, SourceOptions(timeout=0.2), opener=twin(registry)), uri, reg("1")
+        )
         other.close()
     assert entry.state is State.QUEUED
     assert versions(registry) == []

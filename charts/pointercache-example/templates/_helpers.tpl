@@ -53,6 +53,12 @@ example.validate: guards the schema cannot express.
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
 {{- end -}}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
+{{- fail "httpRoute.enabled needs httpRoute.parentRefs: the Gateway(s) the route attaches to" -}}
+{{- end -}}
+{{- if and .Values.httpRoute.envoyRateLimit.enabled (not .Values.httpRoute.enabled) -}}
+{{- fail "httpRoute.envoyRateLimit limits the chart's HTTPRoute: set httpRoute.enabled=true too" -}}
+{{- end -}}
 {{- if and .Values.ingress.enabled .Values.ingress.tlsSecretName (not .Values.ingress.host) -}}
 {{- fail "ingress.tlsSecretName needs ingress.host" -}}
 {{- end -}}

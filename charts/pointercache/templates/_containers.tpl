@@ -167,12 +167,12 @@ role ("init" or "sidecar").
 {{- end }}
 {{- if include "pointercache.secretsProjected" $v }}
 - name: pointercache-secrets
-  mountPath: /etc/pointercache/secrets
+  mountPath: {{ include "pointercache.secretsDir" $root }}
   readOnly: true
 {{- end }}
 {{- if and $v.sidecar.adminTokenSecret.name (eq .role "sidecar") }}
 - name: pointercache-admin
-  mountPath: /etc/pointercache/admin
+  mountPath: {{ include "pointercache.adminDir" $root }}
   readOnly: true
 {{- end }}
 {{- with $v.extraVolumeMounts }}

@@ -1,22 +1,10 @@
 {{/*
 pointercache.env.common: environment shared by the init container and the sidecar: the
-Downward API (POD_NAME, POD_NAMESPACE, NODE_NAME) and the POINTERCACHE_* settings both roles read
-(names from pointercache/sync/settings.py: --flag-name <-> POINTERCACHE_FLAG_NAME). Root context.
+POINTERCACHE_* settings both roles read (names from pointercache/sync/settings.py: --flag-name <->
+POINTERCACHE_FLAG_NAME). Root context.
 */}}
 {{- define "pointercache.env.common" -}}
 {{- $v := .Values.pointercache -}}
-- name: POD_NAME
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.name
-- name: POD_NAMESPACE
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.namespace
-- name: NODE_NAME
-  valueFrom:
-    fieldRef:
-      fieldPath: spec.nodeName
 - name: POINTERCACHE_MODEL
   value: {{ $v.model | quote }}
 - name: POINTERCACHE_SELECTOR
@@ -47,9 +35,11 @@ Downward API (POD_NAME, POD_NAMESPACE, NODE_NAME) and the POINTERCACHE_* setting
 {{- end }}
 {{- if $v.signature.configMap }}
 - name: POINTERCACHE_EXPECT_SIGNATURE
-  value: /etc/pointercache/secrets/signature.json
+  value: {{ include "pointercache.secretsDir" . }}/signature.json
 - name: POINTERCACHE_SIGNATURE_MODE
   value: {{ $v.signature.mode | quote }}
+- name: POINTERCACHE_UNSIGNED_MODEL
+  value: {{ $v.signature.unsignedModel | quote }}
 {{- end }}
 {{- with $v.allow }}
 - name: POINTERCACHE_ALLOW
@@ -63,11 +53,11 @@ Downward API (POD_NAME, POD_NAMESPACE, NODE_NAME) and the POINTERCACHE_* setting
   value: {{ $v.logLevel | quote }}
 {{- if $v.credentials.registryToken.secretName }}
 - name: POINTERCACHE_REGISTRY_TOKEN_FILE
-  value: /etc/pointercache/secrets/registry-token
+  value: {{ include "pointercache.secretsDir" . }}/registry-token
 {{- end }}
 {{- if $v.credentials.registryBasicAuth.secretName }}
 - name: POINTERCACHE_REGISTRY_BASIC_AUTH_FILE
-  value: /etc/pointercache/secrets/registry-basic-auth
+  value: {{ include "pointercache.secretsDir" . }}/registry-basic-auth
 {{- end }}
 {{- include "pointercache.env.aws" $v }}
 {{- with $v.extraEnv }}
@@ -155,7 +145,7 @@ is enabled). Root context.
 {{- end }}
 {{- if $v.sidecar.adminTokenSecret.name }}
 - name: POINTERCACHE_ADMIN_TOKEN_FILE
-  value: /etc/pointercache/admin/token
+  value: {{ include "pointercache.adminDir" . }}/token
 {{- end }}
 {{- if and $v.clusterLKG.enabled $v.clusterLKG.mirror }}
 - name: POINTERCACHE_LKG_CONFIGMAP

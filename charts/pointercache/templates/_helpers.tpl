@@ -12,6 +12,7 @@ Public templates (see docs/chart.md):
   pointercache.serviceAccountName   the ServiceAccount the pod should use
   pointercache.automountServiceAccountToken  true only when the pod needs the API
   pointercache.manifests            ServiceAccount, Role, RoleBinding, LKG ConfigMap (when enabled)
+  pointercache.scrapeAnnotations    prometheus.io/* pod annotations for the sidecar's /metrics
 */}}
 
 {{/*
@@ -104,6 +105,30 @@ pointercache.podSecurityContext: the recommended pod securityContext (a map, roo
 */}}
 {{- define "pointercache.podSecurityContext" -}}
 {{- toYaml .Values.pointercache.podSecurityContext -}}
+{{- end -}}
+
+{{/*
+pointercache.secretsDir: where the projected registry credentials and the expected signature are
+mounted in both containers (read-only). The file names under it are fixed: registry-token,
+registry-basic-auth, signature.json.
+*/}}
+{{- define "pointercache.secretsDir" -}}/etc/pointercache/secrets{{- end -}}
+
+{{/*
+pointercache.adminDir: where the sidecar's admin token Secret is mounted (file "token").
+*/}}
+{{- define "pointercache.adminDir" -}}/etc/pointercache/admin{{- end -}}
+
+{{/*
+pointercache.scrapeAnnotations: the prometheus.io/scrape, /port and /path pod annotations for the
+sidecar's /metrics, for Prometheus configurations that discover pods by annotation (a map, root
+context). Usage, in the pod template's metadata:
+  annotations: {{- include "pointercache.scrapeAnnotations" . | nindent 8 }}
+*/}}
+{{- define "pointercache.scrapeAnnotations" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.pointercache.sidecar.port | toString | quote }}
+prometheus.io/path: /metrics
 {{- end -}}
 
 {{/*

@@ -48,13 +48,13 @@ version, secrets in the wrong place). Renders nothing; fails with one readable l
 {{- if and $v.clusterLKG.enabled $v.clusterLKG.mirror (not $v.rbac.create) (not $v.rbac.serviceAccountName) -}}
 {{- fail "pointercache.clusterLKG.mirror needs the Kubernetes API: set pointercache.rbac.create=true, or pointercache.rbac.serviceAccountName to an account you grant, or clusterLKG.mirror=false" -}}
 {{- end -}}
-{{- $paths := list (clean $v.volume.mountPath) "/tmp" "/etc/pointercache/secrets" "/etc/pointercache/admin" -}}
+{{- $paths := list (clean $v.volume.mountPath) "/tmp" (include "pointercache.secretsDir" .) (include "pointercache.adminDir" .) -}}
 {{- if $v.nodeCache.type -}}{{- $paths = append $paths (clean $v.nodeCache.mountPath) -}}{{- end -}}
 {{- if $v.clusterLKG.enabled -}}{{- $paths = append $paths (clean $v.clusterLKG.mountPath) -}}{{- end -}}
 {{- range $i, $a := $paths -}}
 {{- range $j, $b := $paths -}}
 {{- if and (ne $i $j) (or (eq $a $b) (hasPrefix (printf "%s/" $a) $b)) -}}
-{{- fail (printf "pointercache: mount paths overlap: %s and %s (volume.mountPath, nodeCache.mountPath, clusterLKG.mountPath, /tmp and /etc/pointercache/{secrets,admin} must be distinct and not nested)" $a $b) -}}
+{{- fail (printf "pointercache: mount paths overlap: %s and %s (volume.mountPath, nodeCache.mountPath, clusterLKG.mountPath, /tmp, %s and %s must be distinct and not nested)" $a $b (include "pointercache.secretsDir" .) (include "pointercache.adminDir" .)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

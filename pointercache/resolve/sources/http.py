@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pointercache.adapters.http import (
     Preflight,
+    client_session,
     client_timeout,
     is_transport_error,
     load_aiohttp,
@@ -64,11 +65,7 @@ class HttpManifestSource:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            import aiohttp
-
-            self._session = aiohttp.ClientSession(
-                timeout=client_timeout(self.options.timeout), raise_for_status=False
-            )
+            self._session = client_session(client_timeout(self.options.timeout))
         return self._session
 
     def invalidate(self) -> None:

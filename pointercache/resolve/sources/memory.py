@@ -2,15 +2,15 @@
 
 It parses and selects with the same ``pointercache.model.manifest`` code as the file, http and s3
 sources, so upper layers see the same errors. It can be told to fail (``fail()``), to hang until
-cancelled (``hang()``) or to answer again (``heal()``), and it counts calls. Sources built from the
-same URI share one backing registry (``MemorySource.named``), so a test can drive a source that an
-entrypoint built from its ``--registry memory://...`` flag.
+cancelled (``hang()``) or to answer again (``heal()``), and it counts calls. State lives in the
+instance: a source gets the ``MemoryRegistry`` it is given (several sources may share one), or a
+fresh one of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -57,8 +57,6 @@ class MemoryRegistry:
 class MemorySource:
     """A ``Source`` and ``WatchableSource`` backed by a ``MemoryRegistry``."""
 
-    _registries: ClassVar[dict[str, MemoryRegistry]] = {}
-
     def __init__(
         self,
         uri: str = "memory://registry",
@@ -68,12 +66,7 @@ class MemorySource:
     ) -> None:
         self.options = options or SourceOptions()
         self.name = redact_uri(uri)
-        self.registry = registry or self.named(uri)
-
-    @classmethod
-    def named(cls, uri: str) -> MemoryRegistry:
-        """Return the registry shared by every source built from ``uri`` (created on first use)."""
-        return cls._registries.setdefault(uri, MemoryRegistry())
+        self.registry = registry if registry is not None else MemoryRegistry()
 
     async def resolve(self, model: str, selector: Selector) -> Candidate:
         """Select from the stored manifest, or fail/hang as told."""

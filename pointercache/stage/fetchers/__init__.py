@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pointercache.adapters.http import Credentials
 from pointercache.adapters.retry import Backoff
 from pointercache.errors import ConfigError, ForbiddenURI
+from pointercache.stage.allow import AllowAll, AllowPolicy
 
 FETCHERS: dict[str, str] = {
     "file": "pointercache.stage.fetchers.file:FileFetcher",
@@ -34,22 +35,8 @@ FETCHERS: dict[str, str] = {
 Progress = Callable[[int, int | None], None]
 """Called with (bytes done, bytes total or None) as a transfer advances."""
 
-
-class AllowPolicy(Protocol):
-    """Decides whether a URI may be fetched (see ``pointercache.stage.allow``)."""
-
-    def check(self, uri: str) -> None:
-        """Raise ``ForbiddenURI`` unless ``uri`` is allowed."""
-        ...
-
-
-class AllowAll:
-    """The policy for trusted, operator-given URIs (pinned) and tests of upper layers."""
-
-    def check(self, uri: str) -> None:
-        """Allow everything but an empty URI."""
-        if not uri:
-            raise ForbiddenURI("empty artifact URI")
+Downloaded = Callable[[int, float], None]
+"""Called with (bytes, seconds) when a download from the origin has finished."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +56,8 @@ class FetchOptions:
     (HTTP resume), with their jittered waits."""
     progress: Progress | None = None
     """Progress callback; the stage layer turns it into a log line every 10 s."""
+    downloaded: Downloaded | None = None
+    """Called by the stage layer after each finished download (the sidecar's metrics)."""
     mlflow_auth: dict[str, Credentials] = field(default_factory=dict)
     """MLflow tracking server netloc (host:port) → its credentials: the ``mlflow-artifacts``
     fetcher sends them to that netloc only (built by the wiring from the MLflow registries)."""

@@ -9,8 +9,8 @@ makes the download restart from zero. Each failed attempt that made no progress 
 identity``, no decompression) and bounded by ``options.max_bytes`` both by Content-Length and
 by bytes actually received. Disk writes and hashing run in two worker threads, pipelined with
 the socket reads. URLs are logged and put in errors only through ``redact_uri`` (presigned URLs
-carry credentials in their query strings). On any failure ``dest`` is removed. aiohttp and yarl are
-imported when the first request is sent, not with this module (start-up stays light).
+carry credentials in their query strings). On any failure ``dest`` is removed. aiohttp is imported
+(by ``adapters.http``) when the first request is sent, not with this module (start-up stays light).
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
-from pointercache.adapters.http import FETCH, status_error
+from pointercache.adapters.http import (
+    FETCH,
+    client_session,
+    exact_url,
+    network_errors,
+    status_error,
+    transfer_timeout,
+)
 from pointercache.adapters.retry import aretrying
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
@@ -50,13 +57,6 @@ WRITE_SLICE = 64 << 10
 """Bytes per write(2): small enough to stay cheap to copy into the page cache."""
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """What a broken connection raises (called once a session exists: aiohttp is loaded)."""
-    import aiohttp
-
-    return (aiohttp.ClientError, TimeoutError, ConnectionError)
 
 
 class _Sink:
@@ -139,16 +139,8 @@ class HttpFetcher:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            import aiohttp
-
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=self._options.connect_timeout,
-                sock_read=self._options.read_timeout,
-            )
-            self._session = aiohttp.ClientSession(
-                timeout=timeout, auto_decompress=False, read_bufsize=4 * CHUNK, trust_env=False
-            )
+            timeout = transfer_timeout(self._options.connect_timeout, self._options.read_timeout)
+            self._session = client_session(timeout, auto_decompress=False, read_bufsize=4 * CHUNK)
         return self._session
 
     async def _transfer(self, uri: str, sink: _Sink) -> _State:
@@ -194,17 +186,15 @@ class HttpFetcher:
         self, uri: str, headers: dict[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """GET ``uri``, following at most ``max_redirects`` hops, each re-checked by the policy."""
-        import yarl
-
         url = uri
         for _ in range(self._max_redirects + 1):
             try:
                 # encoded=True: send the URL byte for byte (presigned signatures break if
                 # their percent-encoding is normalized)
                 resp = await self._client().get(
-                    yarl.URL(url, encoded=True), headers=headers, allow_redirects=False
+                    exact_url(url), headers=headers, allow_redirects=False
                 )
-            except _network_errors() as exc:
+            except network_errors() as exc:
                 raise FetchUnavailable(f"{redact_uri(url)}: {type(exc).__name__}") from exc
             if resp.status not in REDIRECTS:
                 try:
@@ -264,7 +254,7 @@ class HttpFetcher:
                 if sink.size + pipe.buffered + len(data) > limit:
                     raise TooLarge(f"{shown} sent more than {limit} bytes")
                 await pipe.feed(data)
-        except _network_errors() as exc:
+        except network_errors() as exc:
             await pipe.flush()  # keep what arrived before the break: a resume continues after it
             raise FetchUnavailable(f"{shown}: body broke: {type(exc).__name__}") from exc
         else:

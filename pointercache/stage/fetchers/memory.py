@@ -1,9 +1,9 @@
 """``memory://...``: artifacts held in a dict, the twin of a real fetcher for tests.
 
 An object is either ``bytes`` (a single-file artifact) or a mapping ``{relpath: bytes}`` (a
-directory tree). Fetchers built without ``objects`` share the module-level ``OBJECTS`` store, so a
-fetcher built by ``open_fetcher`` sees what a test put there. ``failures`` makes a URI raise a
-chosen error; ``fetched`` records each URI fetched, in order.
+directory tree). State lives in the instance: the ``objects`` it is given (or an empty store of
+its own). ``failures`` makes a URI raise a chosen error; ``fetched`` records each URI fetched, in
+order.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from pointercache.errors import ArtifactNotFound, FetchError, ForbiddenURI, TooL
 from pointercache.stage.fetchers import FetchOptions, FetchResult
 
 Artifact = bytes | Mapping[str, bytes]
-OBJECTS: dict[str, Artifact] = {}
-"""The store shared by fetchers built without ``objects`` (tests put artifacts here)."""
 
 
 class MemoryFetcher:
@@ -31,7 +29,7 @@ class MemoryFetcher:
         objects: Mapping[str, Artifact] | None = None,
     ) -> None:
         self.options = options or FetchOptions()
-        self.objects = OBJECTS if objects is None else objects
+        self.objects: Mapping[str, Artifact] = {} if objects is None else objects
         self.failures: dict[str, FetchError] = {}
         self.fetched: list[str] = []
 

@@ -26,9 +26,11 @@ import orjson
 from pointercache.adapters.http import (
     FETCH,
     Credentials,
+    client_session,
     is_client_error,
     read_limited,
     status_error,
+    transfer_timeout,
 )
 from pointercache.adapters.retry import aretrying
 from pointercache.base.redact import redact_uri
@@ -74,12 +76,8 @@ class MlflowArtifactFetcher:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            import aiohttp
-
-            timeout = aiohttp.ClientTimeout(
-                connect=self.options.connect_timeout, sock_read=self.options.read_timeout
-            )
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            timeout = transfer_timeout(self.options.connect_timeout, self.options.read_timeout)
+            self._session = client_session(timeout)
         return self._session
 
     async def fetch(self, uri: str, dest: Path) -> FetchResult:
