@@ -27,10 +27,6 @@ from tests.mlflow_server import MlflowServer
 from tests.publish.conftest import listed, publish_args, run_cli
 from tests.publish.test_mlflow import labelled
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image-venv")]
-"""Both loops start a hundred interpreters each; in the image tests' xdist group they never run
-beside the time-bounded build of the image's virtualenv (a starved build would hit its bound)."""
-
 KILLS = 50
 """SIGKILLs per loop: enough to land in every phase of a run, a minute or two per loop."""
 ENTRIES = 150
@@ -78,6 +74,7 @@ def once_each(server: MlflowServer, model: str, versions: list[str]) -> list[int
     return numbers
 
 
+@pytest.mark.slow
 def test_sigkill_of_publish_loses_nothing_and_registers_nothing_twice(
     mlflow: MlflowServer, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -110,6 +107,7 @@ def test_sigkill_of_publish_loses_nothing_and_registers_nothing_twice(
     assert kills >= KILLS // 3
 
 
+@pytest.mark.slow
 def test_sigkill_of_outbox_run_loses_nothing_and_registers_nothing_twice(
     mlflow: MlflowServer, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
