@@ -57,14 +57,16 @@ class Proxy:
         return self
 
     def stop(self) -> None:
-        """Stop listening and close the loop."""
+        """Stop listening, end every connection (closing both sides), close the loop."""
 
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0)  # let the closed transports finish closing
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -81,14 +83,28 @@ class Proxy:
         return data
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.mode == "reset":
-            writer.close()
-            return
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
+            if self.mode == "reset":
+                return
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            except OSError:
+                return
+            await self._relay(reader, writer, up_reader, up_writer)
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    with contextlib.suppress(Exception):
+                        w.close()
+
+    async def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
         armed = asyncio.Event()
 
         async def upstream() -> None:
@@ -118,13 +134,12 @@ class Proxy:
                 return
 
         tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        for w in (writer, up_writer):
-            with contextlib.suppress(Exception):
-                w.close()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextlib.contextmanager
