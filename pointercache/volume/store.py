@@ -33,9 +33,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
+
 from pointercache.base.log import log
-from pointercache.errors import ConfigError, StoreError, StoreLocked
-from pointercache.model.pointer import Pointer, check_digest
+from pointercache.errors import ConfigError, InvalidPointer, StoreError, StoreLocked
+from pointercache.model.pointer import Pointer, check_digest, check_revision
+from pointercache.model.revision import Claim
+from pointercache.volume import layout
 from pointercache.volume.fsutil import (
     TMP_PREFIX,
     LockBusy,
@@ -52,12 +56,13 @@ from pointercache.volume.fsutil import (
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
 
-CURRENT = "current"
-MODEL = "model"
-POINTER = "pointer.json"
-VERSIONS = "versions"
-STAGING = ".staging"
-LOCK = ".lock"
+CURRENT = layout.CURRENT
+MODEL = layout.MODEL
+POINTER = layout.POINTER
+VERSIONS = layout.VERSIONS
+STAGING = layout.STAGING
+LOCK = layout.LOCK
+MAX_CLAIM_BYTES = 4096
 
 
 @contextlib.contextmanager
@@ -184,7 +189,7 @@ class Store:
         self._require_lock()
         artifact = Path(artifact)
         entry = self._staging_entry(artifact)
-        target = self.versions_dir / pointer.model / pointer.short
+        target = self.root / layout.version_dir(pointer.model, pointer.short)
         try:
             if target.is_dir():
                 self.update_pointer(target, pointer)
@@ -248,12 +253,42 @@ class Store:
         with _translate("update-pointer"):
             atomic_write_bytes(version_dir / POINTER, pointer.to_json(), write=self._write)
 
+    def write_claim(self, version_dir: Path, claim: Claim | None) -> None:
+        """Record (atomically) the registry claim behind ``version_dir``'s pointer; None
+        removes it. Written before the version is published or when a registry confirms it."""
+        self._require_lock()
+        path = Path(version_dir) / layout.CLAIM
+        with _translate("write-claim"):
+            if claim is None:
+                path.unlink(missing_ok=True)
+                return
+            body = orjson.dumps({"registry": claim.registry, "revision": claim.revision})
+            atomic_write_bytes(path, body + b"\n", write=self._write)
+
+    def read_claim(self, version_dir: Path) -> Claim | None:
+        """The claim recorded beside ``version_dir``'s pointer; None if none or unreadable."""
+        path = Path(version_dir) / layout.CLAIM
+        try:
+            with path.open("rb") as fh:
+                raw = orjson.loads(fh.read(MAX_CLAIM_BYTES))
+            registry = raw["registry"] if isinstance(raw, dict) else None
+            revision = check_revision("revision", raw.get("revision"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, AttributeError, InvalidPointer) as exc:
+            log.warning("claim-unreadable", path=str(path), error=exc)
+            return None
+        if not isinstance(registry, str):
+            log.warning("claim-unreadable", path=str(path), error="registry is not a string")
+            return None
+        return Claim(registry, revision)
+
     def publish(self, version_dir: Path) -> None:
         """Flip ``current`` to an installed version: one rename of a temp link, root fsynced."""
         self._require_lock()
         version_dir = Path(version_dir)
         pointer = self._read_pointer(version_dir)
-        rel = f"{VERSIONS}/{pointer.model}/{pointer.short}"
+        rel = layout.version_dir(pointer.model, pointer.short)
         if version_dir.resolve() != (self.root / rel).resolve():
             raise StoreError(f"{version_dir}: not an installed version of {self.root}")
         if not os.path.lexists(version_dir / MODEL):
@@ -292,15 +327,21 @@ class Store:
         """Return installed versions with their pointers, newest first (damaged ones skipped)."""
         out: list[tuple[int, Path, Pointer]] = []
         for model_dir in self._model_dirs(model):
-            for vdir in model_dir.iterdir():
-                if vdir.name.startswith(TMP_PREFIX) or not vdir.is_dir():
-                    continue
-                try:
-                    out.append((vdir.stat().st_mtime_ns, vdir, self._read_pointer(vdir)))
-                except (StoreError, FileNotFoundError) as exc:
-                    log.warning("store-version-damaged", path=str(vdir), error=exc)
+            out.extend(self._versions_in(model_dir))
         out.sort(key=lambda item: (item[0], item[1].name), reverse=True)
         return [(path, pointer) for _, path, pointer in out]
+
+    def _versions_in(self, model_dir: Path) -> list[tuple[int, Path, Pointer]]:
+        """(mtime, dir, pointer) of each installed version in one model directory."""
+        out: list[tuple[int, Path, Pointer]] = []
+        for vdir in model_dir.iterdir():
+            if vdir.name.startswith(TMP_PREFIX) or not vdir.is_dir():
+                continue
+            try:
+                out.append((vdir.stat().st_mtime_ns, vdir, self._read_pointer(vdir)))
+            except (StoreError, FileNotFoundError) as exc:
+                log.warning("store-version-damaged", path=str(vdir), error=exc)
+        return out
 
     def find(self, model: str, digest: str) -> Path | None:
         """Return an installed version dir of ``model`` whose artifact has ``digest``, or None."""
@@ -317,7 +358,10 @@ class Store:
         removed: list[Path] = []
         with _translate("gc"):
             for model_dir in self._model_dirs():
-                for index, (path, pointer) in enumerate(self.versions(model_dir.name)):
+                newest = sorted(
+                    self._versions_in(model_dir), key=lambda v: (v[0], v[1].name), reverse=True
+                )
+                for index, (_, path, pointer) in enumerate(newest):
                     if index < self.keep_versions or path == current:
                         continue
                     if pointer.digest in protect_digests:
@@ -333,7 +377,7 @@ class Store:
 
     def _model_dirs(self, model: str | None = None) -> list[Path]:
         if model is not None:
-            path = self.versions_dir / model
+            path = self.versions_dir / layout.disk_name(model)
             return [path] if path.is_dir() else []
         if not self.versions_dir.is_dir():
             return []

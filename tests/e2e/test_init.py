@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from pointercache.model.digest import tree_digest
@@ -28,7 +29,7 @@ def test_init_publishes_from_the_registry(world: World, cli_env: dict[str, str])
     assert (pointer.version, pointer.source, pointer.revision) == ("1", "registry", 1)
     assert pointer.registry_seen_at is not None
     assert os.readlink(world.root / "model") == "current/model"
-    assert (world.lkg / "recommender.json").is_file()
+    assert (world.lkg / "recommender.alias-production.json").is_file()
 
 
 def test_init_falls_back_to_the_node_lkg(world: World, cli_env: dict[str, str]) -> None:
@@ -151,19 +152,47 @@ def test_init_skips_an_unwritable_termination_log(world: World, cli_env: dict[st
     assert "Traceback" not in proc.stderr
 
 
-def test_init_refuses_a_registry_answer_older_than_the_lkg(
+ENTRY = "recommender.alias-production.json"
+
+
+def test_init_refuses_a_registry_answer_below_the_cluster_lkg(
     world: World, cli_env: dict[str, str]
 ) -> None:
-    """A lagging registry (lower revision than the node LKG) does not pull a new pod back."""
+    """A lagging registry (below what it claimed in the cluster LKG) does not pull a pod back."""
     world.publish(7, "2")
     assert run_init(cli_env, *world.init_args()).returncode == 0
+    cluster = world.base / "cluster-lkg"
+    cluster.mkdir()
+    shutil.copy(world.lkg / ENTRY, cluster / ENTRY)  # what the fleet's sidecars recorded
+    world.publish(3, "1")
+    pod2 = world.base / "pod2"
+    proc = run_init(cli_env, *world.init_args("--lkg-cluster-dir", str(cluster), root=pod2))
+    assert proc.returncode == 0, proc.stderr
+    pointer = served(pod2)
+    assert (pointer.version, pointer.source) == ("2", "lkg-node")
+    assert "version 1 refused" in pointer.source_detail
+    assert "below the revision 7 it claimed before (cluster LKG)" in pointer.source_detail
+    claim = json.loads((pod2 / "current" / "claim.json").read_bytes())
+    assert claim == {"registry": world.manifest.as_uri(), "revision": 7}  # the sidecar holds it
+    assert '"level":"warning","event":"stale-answer"' in proc.stderr
+
+
+def test_a_node_lkg_never_refuses_a_registry_answer(world: World, cli_env: dict[str, str]) -> None:
+    """A node LKG entry at revision 9e18 (planted, or bogus) does not keep an answer out."""
+    world.publish(7, "2")
+    assert run_init(cli_env, *world.init_args()).returncode == 0
+    planted = replace(Pointer.read(world.lkg / ENTRY), revision=9 * 10**18)
+    (world.lkg / ENTRY).write_bytes(planted.to_json())
     world.publish(3, "1")
     pod2 = world.base / "pod2"
     proc = run_init(cli_env, *world.init_args(root=pod2))
     assert proc.returncode == 0, proc.stderr
-    pointer = served(pod2)
-    assert (pointer.version, pointer.source, pointer.revision) == ("2", "lkg-node", 7)
-    assert "stale answer" in proc.stderr
+    assert (served(pod2).version, served(pod2).source, served(pod2).revision) == (
+        "1",
+        "registry",
+        3,
+    )
+    assert Pointer.read(world.lkg / ENTRY).revision == 3  # and the node LKG is repaired
 
 
 SIG_CODE = {

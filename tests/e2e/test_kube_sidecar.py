@@ -119,7 +119,7 @@ async def test_sidecar_follows_a_configmap_registry_and_reports_to_the_cluster(
         key = ("ml", "pointercache-lkg")
 
         def lkg_revision() -> int:
-            data = cluster.configmaps.objects[key]["data"][f"{MODEL}.json"]
+            data = cluster.configmaps.objects[key]["data"][f"{MODEL}.alias-production.json"]
             return int(json.loads(data)["revision"])
 
         await asyncio.to_thread(wait_until, lambda: lkg_revision() == 2, 10)
