@@ -29,6 +29,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ from pointercache.model.pointer import Pointer, check_digest, check_revision
 from pointercache.model.revision import Claim
 from pointercache.volume import layout
 from pointercache.volume.fsutil import (
+    DIR_MODE,
     TMP_PREFIX,
     LockBusy,
     Writer,
@@ -50,6 +52,7 @@ from pointercache.volume.fsutil import (
     flock_exclusive,
     fsync_dir,
     fsync_tree,
+    publish_modes,
     remove_path,
 )
 
@@ -98,10 +101,16 @@ class Store:
         return self.root / STAGING
 
     def ensure_layout(self) -> None:
-        """Create ``root/``, ``root/versions/`` and ``root/.staging/`` if missing."""
+        """Create ``root/``, ``root/versions/`` and ``root/.staging/`` if missing.
+
+        ``versions/`` gets ``DIR_MODE`` (0755) whatever the umask, so a model container running
+        as another user can reach the published version.
+        """
         with _translate("ensure-layout"):
             for path in (self.root, self.versions_dir, self.staging_dir):
                 path.mkdir(parents=True, exist_ok=True)
+            if stat.S_IMODE(self.versions_dir.stat().st_mode) != DIR_MODE:
+                self.versions_dir.chmod(DIR_MODE)
 
     @contextlib.contextmanager
     def lock(self, *, timeout: float = 0.0) -> Iterator[None]:
@@ -209,12 +218,15 @@ class Store:
         wrap = self.new_staging_dir()
         try:
             with _translate("install"):
+                publish_modes(artifact)  # 0644/0755, whatever the umask and the fetcher did
                 fsync_tree(artifact)
                 artifact.rename(wrap / MODEL)
                 atomic_write_bytes(wrap / POINTER, pointer.to_json(), write=self._write)
+                wrap.chmod(DIR_MODE)
                 fsync_dir(wrap)
                 if not target.parent.is_dir():
                     target.parent.mkdir()
+                    target.parent.chmod(DIR_MODE)
                     fsync_dir(self.versions_dir)
                 wrap.rename(target)
                 fsync_dir(target.parent)
