@@ -15,9 +15,11 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from pointercache.adapters.mlflow import obj, tags
 from pointercache.base.redact import redact_uri
 from pointercache.errors import ConfigError, InvalidManifest, NotFound
 from pointercache.model.manifest import parse
+from pointercache.model.pointer import MAX_REVISION
 from pointercache.resolve.sources import SourceOptions
 from pointercache.volume.fsutil import atomic_write_bytes
 
@@ -43,7 +45,12 @@ def move_file_alias(path: Path, model: str, alias: str, version: str) -> int:
 async def move_mlflow_alias(
     uri: str, model: str, alias: str, version: str, options: SourceOptions
 ) -> int:
-    """Set the MLflow alias and the ``pointercache.revision`` tag (epoch ms); return it."""
+    """Set the MLflow alias and bump the ``pointercache.revision`` tag; return the new revision.
+
+    The new revision is the current time in epoch ms, but always above the tag's current value:
+    a promotion from a machine whose clock runs behind the last one's still moves the counter
+    forward (the sidecars compare it with the revision they hold, ``model.revision``).
+    """
     from pointercache.adapters.http import is_transport_error, transport_error
     from pointercache.adapters.mlflow import MlflowRest
     from pointercache.resolve.sources.mlflow import REVISION_TAG
@@ -57,11 +64,12 @@ async def move_mlflow_alias(
         max_answer_bytes=options.max_manifest_bytes,
         credentials=options.credentials,
     )
-    revision = time.time_ns() // 1_000_000
     try:
         await rest.call(
             "model-versions/get", {"name": model, "version": version}, invalid=InvalidManifest
         )
+        current = await rest.call("registered-models/get", {"name": model})
+        revision = _next_revision(obj(current.get("registered_model"), "registered_model"))
         await rest.post(
             "registered-models/alias", {"name": model, "alias": alias, "version": version}
         )
@@ -75,6 +83,22 @@ async def move_mlflow_alias(
         raise transport_error(exc, redact_uri(uri)) from exc
     finally:
         await rest.aclose()
+    return revision
+
+
+def _next_revision(registered_model: dict[str, Any]) -> int:
+    """Epoch ms now, but above the ``pointercache.revision`` tag the model already has."""
+    from pointercache.resolve.sources.mlflow import REVISION_TAG
+
+    now = time.time_ns() // 1_000_000
+    tagged = tags(registered_model).get(REVISION_TAG)
+    current = int(tagged) if tagged is not None and tagged.isdigit() else 0
+    revision = max(now, current + 1)
+    if revision > MAX_REVISION:
+        raise InvalidManifest(
+            f"{REVISION_TAG} is {current}: no higher revision fits; set the tag lower by hand"
+            " (sidecars accept the lower revision after --stale-grace)"
+        )
     return revision
 
 
