@@ -23,24 +23,18 @@ from pointercache.base.log import log
 from pointercache.errors import PointercacheError, SignatureMismatch
 from pointercache.model.candidate import Selector
 from pointercache.model.pointer import Pointer
-from pointercache.model.revision import (
-    Claim,
-    grace_over,
-    held_by,
-    is_rollback,
-    is_stale,
-    same_version,
-)
+from pointercache.model.revision import Claim, is_rollback, same_version
 from pointercache.resolve.chain import Attempt, Resolution
 from pointercache.resolve.sources import CachingSource, WatchableSource
 from pointercache.service.reporting import Reporter
-from pointercache.service.state import (
-    BlockedFlip,
-    Happening,
-    Outcome,
-    RefreshState,
-    RefusedAnswer,
+from pointercache.service.stale import (
+    Verdict,
+    held_claim,
+    judge,
+    refused_message,
+    reset_message,
 )
+from pointercache.service.state import BlockedFlip, Happening, Outcome, RefreshState
 from pointercache.service.telemetry import Telemetry
 from pointercache.sync.bootstrap import resolve_and_publish
 from pointercache.sync.pipeline import Publisher
@@ -90,23 +84,9 @@ class Refresher:
         except PointercacheError as exc:
             self.state.last_error = f"current pointer unreadable: {exc}"
             log.error("current-unreadable", error=exc)
-        self.state.claim = self._recorded_claim(self.state.current)
+        self.state.claim = held_claim(self.parts.store, self.state.current)
         if self.state.current is not None and self.state.current.source != "registry":
             self.state.fallback_reason = self.state.current.source_detail
-
-    def _recorded_claim(self, current: Pointer | None) -> Claim | None:
-        """The claim recorded beside the published version (``model.revision.held_by``)."""
-        if current is None:
-            return None
-        store = self.parts.store
-        try:
-            version_dir = store.current_dir()
-        except PointercacheError:
-            version_dir = None
-        recorded = store.read_claim(version_dir) if version_dir is not None else None
-        if current.source in ("lkg-node", "pinned"):
-            return None  # a value from a file never overrides a registry that answers
-        return held_by("served", current, recorded)
 
     def trigger(self) -> None:
         """Ask the loop to refresh now (watch event or ``POST /refresh``)."""
@@ -173,46 +153,16 @@ class Refresher:
         blocked = self.state.blocked
         if blocked and (blocked.version, blocked.revision) == (cand.version, cand.revision):
             return Outcome.BLOCKED  # already refused and reported; wait for the registry to move
-        if not is_stale(offered, self.state.claim):
-            self.state.refused = None
-            return await self._flip(resolution, reason)
-        if await self._refuse(resolution, offered):
+        verdict = judge(self.state, resolution, offered, self.options.stale_grace)
+        if verdict is Verdict.REFUSE_NEW:
+            refused = self.state.refused
+            assert refused is not None  # judge records what it refuses
+            fields = refused.to_dict()
+            self.state.record(Happening.STALE_ANSWER, **fields)
+            await self._report(Happening.STALE_ANSWER, None, refused_message(refused))
+        if verdict in (Verdict.REFUSE_NEW, Verdict.REFUSE):
             return Outcome.STALE
-        return await self._flip(resolution, reason, reset=True)
-
-    async def _refuse(self, resolution: Resolution, offered: Claim) -> bool:
-        """Refuse a stale answer (recorded and reported once); False once the grace is over."""
-        cand, held = resolution.candidate, self.state.claim
-        assert held is not None  # is_stale is False without a held claim
-        refused = self.state.refused
-        answer = (offered.registry, cand.version, cand.revision)
-        if refused is None or not refused.same_answer(*answer):
-            refused = RefusedAnswer(
-                registry=offered.registry,
-                version=cand.version,
-                revision=cand.revision,
-                served_revision=held.revision,
-                since=utcnow(),
-                since_monotonic=time.monotonic(),
-                grace=self.options.stale_grace,
-            )
-            self.state.refused = refused
-            if not grace_over(0.0, self.options.stale_grace):
-                self.state.record(
-                    Happening.STALE_ANSWER,
-                    version=cand.version,
-                    revision=cand.revision,
-                    served_revision=held.revision,
-                    registry=offered.registry,
-                    accepted_in_seconds=self.options.stale_grace,
-                )
-                message = (
-                    f"{offered.registry} answered version {cand.version} at revision"
-                    f" {cand.revision}, below the revision {held.revision} it claimed for the"
-                    f" served version; refused for up to {self.options.stale_grace:g}s"
-                )
-                await self._report(Happening.STALE_ANSWER, None, message)
-        return not grace_over(refused.refused_for(), self.options.stale_grace)
+        return await self._flip(resolution, reason, reset=verdict is Verdict.RESET)
 
     async def _flip(self, resolution: Resolution, reason: str, *, reset: bool = False) -> Outcome:
         cand = resolution.candidate
@@ -248,10 +198,7 @@ class Refresher:
                 held_revision=held.revision if held else None,
                 registry=resolution.detail,
             )
-            message = (
-                f"{resolution.detail} kept answering revision {pointer.revision} for"
-                f" {self.options.stale_grace:g}s; accepted, now serving {pointer.version}"
-            )
+            message = reset_message(resolution.detail, pointer, self.options.stale_grace)
             await self._report(Happening.REVISION_RESET, pointer, message)
         rollback = previous is not None and is_rollback(previous, pointer, served_before)
         happening = Happening.ROLLBACK if rollback else Happening.FLIPPED
@@ -276,7 +223,7 @@ class Refresher:
             self.state.last_error = str(exc)
             return Outcome.UNAVAILABLE
         self.state.current = pointer
-        self.state.claim = self._recorded_claim(pointer)
+        self.state.claim = held_claim(self.parts.store, pointer)
         if pointer.source == "registry":
             self.state.contacted()
             self.state.confirm_served()
@@ -340,7 +287,7 @@ class Refresher:
             await self._report(happening, current, message)
         try:
             while not stop.is_set():
-                await self._until_stopped(self._safe_refresh("poll"), stop)
+                await self._until_stopped(self.safe_refresh("poll"), stop)
                 await self._sleep(stop)
         finally:
             for task in watchers:
@@ -363,7 +310,8 @@ class Refresher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _safe_refresh(self, reason: str, *, force: bool = False) -> Outcome:
+    async def safe_refresh(self, reason: str, *, force: bool = False) -> Outcome:
+        """``refresh`` that never raises: an unexpected error is recorded (``Outcome.ERROR``)."""
         try:
             return await self.refresh(reason, force=force)
         except Exception as exc:  # the sidecar never dies on a refresh error
@@ -389,7 +337,7 @@ class Refresher:
         while True:
             try:
                 async for _ in source.changes():
-                    await self._safe_refresh("watch")
+                    await self.safe_refresh("watch")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -137,7 +137,7 @@ async def refresh(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _json({"error": "forbidden"}, status=403)
     refresher = request.app[REFRESHER]
-    outcome = await refresher.refresh("forced", force=True)
+    outcome = await refresher.safe_refresh("forced", force=True)  # never a 500
     current = refresher.state.current
     return _json(
         {

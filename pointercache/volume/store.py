@@ -34,13 +34,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
-
 from pointercache.base.log import log
-from pointercache.errors import ConfigError, InvalidPointer, StoreError, StoreLocked
-from pointercache.model.pointer import Pointer, check_digest, check_revision
+from pointercache.errors import ConfigError, StoreError, StoreLocked
+from pointercache.model.pointer import Pointer, check_digest
 from pointercache.model.revision import Claim
-from pointercache.volume import layout
+from pointercache.volume import claims, layout
 from pointercache.volume.fsutil import (
     DIR_MODE,
     TMP_PREFIX,
@@ -65,7 +63,6 @@ POINTER = layout.POINTER
 VERSIONS = layout.VERSIONS
 STAGING = layout.STAGING
 LOCK = layout.LOCK
-MAX_CLAIM_BYTES = 4096
 
 
 @contextlib.contextmanager
@@ -266,34 +263,14 @@ class Store:
             atomic_write_bytes(version_dir / POINTER, pointer.to_json(), write=self._write)
 
     def write_claim(self, version_dir: Path, claim: Claim | None) -> None:
-        """Record (atomically) the registry claim behind ``version_dir``'s pointer; None
-        removes it. Written before the version is published or when a registry confirms it."""
+        """Record the registry claim behind ``version_dir``'s pointer (``volume.claims``)."""
         self._require_lock()
-        path = Path(version_dir) / layout.CLAIM
         with _translate("write-claim"):
-            if claim is None:
-                path.unlink(missing_ok=True)
-                return
-            body = orjson.dumps({"registry": claim.registry, "revision": claim.revision})
-            atomic_write_bytes(path, body + b"\n", write=self._write)
+            claims.write(Path(version_dir), claim, write=self._write)
 
     def read_claim(self, version_dir: Path) -> Claim | None:
         """The claim recorded beside ``version_dir``'s pointer; None if none or unreadable."""
-        path = Path(version_dir) / layout.CLAIM
-        try:
-            with path.open("rb") as fh:
-                raw = orjson.loads(fh.read(MAX_CLAIM_BYTES))
-            registry = raw["registry"] if isinstance(raw, dict) else None
-            revision = check_revision("revision", raw.get("revision"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, AttributeError, InvalidPointer) as exc:
-            log.warning("claim-unreadable", path=str(path), error=exc)
-            return None
-        if not isinstance(registry, str):
-            log.warning("claim-unreadable", path=str(path), error="registry is not a string")
-            return None
-        return Claim(registry, revision)
+        return claims.read(Path(version_dir))
 
     def publish(self, version_dir: Path) -> None:
         """Flip ``current`` to an installed version: one rename of a temp link, root fsynced."""

@@ -227,3 +227,17 @@ def test_init_falls_back_past_an_incompatible_signature(
     assert fresh.returncode == 1
     assert "geo_lat" in world.term.read_text()
     assert not (world.base / "pod3" / "pointer.json").exists()
+
+
+def test_an_unsigned_model_is_reported_once(
+    world: World, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With the gate on, a model without a signature is let through with one warning, not two."""
+    expect = tmp_path / "expect.json"
+    expect.write_text(json.dumps(SIG_CODE))
+    proc = run_init(cli_env, *world.init_args("--expect-signature", str(expect)))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    unchecked = [line for line in lines if line["event"] == "signature-unchecked"]
+    assert len(unchecked) == 1
+    assert unchecked[0]["level"] == "warning" and unchecked[0]["version"] == "1"
