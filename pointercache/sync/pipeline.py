@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
-from pointercache.errors import SignatureMismatch
+from pointercache.errors import PointercacheError, SignatureMismatch
 from pointercache.model.candidate import DEFAULT_SELECTOR, Selector
 from pointercache.model.pointer import Pointer
 from pointercache.model.revision import Claim, carried_forward
@@ -103,14 +103,26 @@ class Publisher:
         )
 
     async def signed(self, resolution: Resolution) -> Resolution:
-        """``resolution`` with its model's signature read (when the gate needs it and the source
-        left it to be read from an ``MLmodel``)."""
+        """``resolution`` with its model's signature read from its ``MLmodel`` (when the source
+        left it to be read), for the gate and for ``pointer.json``.
+
+        With the gate on, a failure to read it (a timeout, a 5xx) fails the candidate: it is
+        never admitted unchecked. With the gate off, the signature is only information: such a
+        failure is logged and the candidate goes on without one.
+        """
         cand = resolution.candidate
-        if self.gate is None or cand.signature_from is None or cand.signature is not None:
+        if cand.signature_from is None or cand.signature is not None:
             return resolution
         scratch = await asyncio.to_thread(self.store.new_staging_dir)
-        signed = await with_signature(cand, self.fetch, scratch / "mlmodel")
-        await asyncio.to_thread(shutil.rmtree, scratch, True)
+        try:
+            signed = await with_signature(cand, self.fetch, scratch / "mlmodel")
+        except PointercacheError as exc:
+            if self.gate is not None:
+                raise
+            log.warning("mlmodel-unread", version=cand.version, error=exc)
+            signed = replace(cand, signature_from=None)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
         return replace(resolution, candidate=signed)
 
     def check_signature(self, resolution: Resolution) -> None:
