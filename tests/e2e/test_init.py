@@ -11,7 +11,7 @@ from pathlib import Path
 from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import Pointer
 from tests.e2e.conftest import World
-from tests.e2e.helpers import run_init
+from tests.e2e.helpers import run_init, write_manifest
 
 
 def served(root: Path) -> Pointer:
@@ -241,3 +241,25 @@ def test_an_unsigned_model_is_reported_once(
     unchecked = [line for line in lines if line["event"] == "signature-unchecked"]
     assert len(unchecked) == 1
     assert unchecked[0]["level"] == "warning" and unchecked[0]["version"] == "1"
+
+
+def test_a_canary_never_becomes_production_s_last_known_good(
+    world: World, cli_env: dict[str, str]
+) -> None:
+    """A canary pod on the same node writes its own LKG; production starting in an outage
+    falls back to what production served, not to the canary's version."""
+    write_manifest(
+        world.manifest, world.base, revision=3, aliases={"production": "1", "candidate": "2"}
+    )
+    assert run_init(cli_env, *world.init_args()).returncode == 0
+    canary = world.base / "canary"
+    proc = run_init(cli_env, *world.init_args("--selector", "alias:candidate", root=canary))
+    assert proc.returncode == 0, proc.stderr
+    assert served(canary).version == "2"  # the canary ran last on this node
+    world.manifest.unlink()  # the registry goes away
+    pod2 = world.base / "pod2"
+    proc = run_init(cli_env, *world.init_args(root=pod2))
+    assert proc.returncode == 0, proc.stderr
+    assert (served(pod2).version, served(pod2).source) == ("1", "lkg-node")
+    names = sorted(p.name for p in world.lkg.glob("*.json"))
+    assert names == ["recommender.alias-candidate.json", "recommender.alias-production.json"]

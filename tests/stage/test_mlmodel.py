@@ -96,3 +96,14 @@ async def test_the_allowlist_applies_to_the_mlmodel_too(tmp_path: Path) -> None:
     options = FetchOptions(allow=allow("s3://models/"))
     with pytest.raises(ForbiddenURI):
         await with_signature(_candidate("s3://elsewhere/m"), options, tmp_path / "s")
+
+
+async def test_a_mounted_mlmodel_is_read_from_the_file(tmp_path: Path) -> None:
+    """From a file:// artifact directory: the same MLmodel, the same signature."""
+    artifact = tmp_path / "models" / "credit model"
+    artifact.mkdir(parents=True)
+    (artifact / "MLmodel").write_text(mlmodel_text(INPUTS, None))
+    options = FetchOptions(allow=allow(f"{(tmp_path / 'models').as_uri()}/"))
+    signed = await with_signature(_candidate(artifact.as_uri()), options, tmp_path / "s")
+    assert signed.signature is not None
+    assert [c["name"] for c in signed.signature["inputs"]] == ["amount", "age"]
