@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from pointercache.model.pointer import Pointer
 from tests.e2e.helpers import Sidecar, run_init, wait_until
-from tests.mlflow_server import MlflowServer
+from tests.mlflow_server import S3_BUCKET, MlflowServer
 from tests.servers import MotoServer
 from tests.sklearn_models import log_models
 
@@ -22,14 +23,16 @@ WITH_GEO = [*SERVED, "geo_lat"]
 """v2 was trained with an extra column the serving code does not produce."""
 
 
-@pytest.fixture
-def registered(mlflow_s3: MlflowServer, moto_server: MotoServer) -> tuple[str, list[str]]:
-    """A model with v1 (the served columns) and v2 (plus geo_lat); production names v2."""
+@pytest.fixture(scope="module")
+def registered(mlflow_s3_server: MlflowServer, moto_server: MotoServer) -> tuple[str, list[str]]:
+    """A model with v1 (the served columns) and v2 (plus geo_lat), logged once for the module;
+    each test points the production alias where it needs it."""
+    client = moto_server.client()
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=S3_BUCKET)
     model = f"credit-{uuid.uuid4().hex[:8]}"
     versions = log_models(
-        mlflow_s3.url,
-        moto_server,
-        {"model": model, "versions": [SERVED, WITH_GEO], "aliases": {"production": 1}},
+        mlflow_s3_server.url, moto_server, {"model": model, "versions": [SERVED, WITH_GEO]}
     )
     return model, versions
 
@@ -79,6 +82,7 @@ def test_init_blocks_a_model_that_needs_an_extra_column(
 ) -> None:
     """The MLmodel in S3 is read before the weights: v2 (needs geo_lat) is blocked with the diff."""
     model, (v1, v2) = registered
+    mlflow_s3.set_alias(model, "production", v2)
     term = tmp_path / "term"
     env = _env(cli_env, moto_server)
     proc = run_init(env, *_args(tmp_path, mlflow_s3, model, "--termination-log", str(term)))
