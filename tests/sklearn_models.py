@@ -73,6 +73,9 @@ def _main(spec: dict[str, Any]) -> list[str]:
                 name="model",
                 signature=infer_signature(frame, model.predict(frame)),
                 registered_model_name=spec["model"],
+                # Stated, not inferred: inference imports the model in another interpreter,
+                # which costs most of a minute on a busy machine and changes nothing here.
+                pip_requirements=["scikit-learn"],
             )
         versions.append(str(info.registered_model_version))
     for alias, index in spec.get("aliases", {}).items():
