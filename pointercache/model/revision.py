@@ -22,6 +22,9 @@ Who may refuse a registry answer, and with what:
 LKGs are overwritten by ``may_replace``: the node LKG always takes what a registry just confirmed;
 the cluster LKG, the fleet's memory, keeps a higher claim of the same registry unless the writer
 accepted the lower one after the grace period.
+
+Writers that change a registry (``pointercache publish``, ``pointercache promote``) take the
+next revision from ``raised``: always above the registry's current one, whatever the clock says.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ __all__ = [
     "is_rollback",
     "is_stale",
     "may_replace",
+    "raised",
     "same_version",
 ]
 
@@ -157,6 +161,17 @@ def same_version(served: Pointer, offered: Candidate) -> bool:
     if offered.digest is not None:
         return offered.digest == served.digest
     return redact_uri(offered.uri) == served.uri
+
+
+def raised(previous: int | None, now_ms: int | None = None) -> int:
+    """The revision a writer sets with a change: always above ``previous`` (None: no revision
+    yet). With ``now_ms`` (MLflow's tag, by convention epoch milliseconds) it is at least that;
+    a clock behind the last writer's never makes it go down. ``InvalidPointer`` if no revision
+    above ``previous`` fits (``MAX_REVISION``).
+    """
+    floor = 0 if previous is None else previous + 1
+    revision = floor if now_ms is None else max(floor, now_ms)
+    return check_revision("revision", revision)
 
 
 def is_rollback(previous: Pointer, new: Pointer, served_before: Iterable[str]) -> bool:
