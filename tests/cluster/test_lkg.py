@@ -109,12 +109,13 @@ async def test_concurrent_writers_lose_no_update(cmapi, make_client):
         lkg = ClusterLKG("ml", "lkg", client=client, max_attempts=60)
         model = models[index % 2]
         return [
-            lkg.write(pointer(index + writers * step, model), PROD) for step in range(per_writer)
-        ]
+            lkg.write(pointer(1 + index + writers * step, model), PROD)
+            for step in range(per_writer)
+        ]  # revisions from 1: a 0 is no claim, which overwrites any (model/revision.py)
 
     outcomes = await asyncio.gather(*(asyncio.to_thread(run, i) for i in range(writers)))
     top = {
-        m: max(i + writers * (per_writer - 1) for i in range(writers) if models[i % 2] == m)
+        m: max(1 + i + writers * (per_writer - 1) for i in range(writers) if models[i % 2] == m)
         for m in models
     }
     for model in models:
