@@ -32,9 +32,9 @@ pods that are not ready are named.
 """
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--namespace", "-n", required=True, help="namespace of the pods")
-    parser.add_argument("--selector", "-l", required=True, help="label selector of the pods")
+def _common(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--namespace", "-n", required=required, help="namespace of the pods")
+    parser.add_argument("--selector", "-l", required=required, help="label selector of the pods")
 
 
 def _kube() -> KubeClient:
@@ -79,8 +79,7 @@ def fleet(argv: Sequence[str]) -> int:
     return code
 
 
-def promote(argv: Sequence[str]) -> int:
-    """Wait for the fleet to stage VERSION, then move the alias."""
+def _promote_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pointercache promote", description=PROMOTE_HELP, allow_abbrev=False
     )
@@ -92,7 +91,10 @@ def promote(argv: Sequence[str]) -> int:
         help="file:// manifest or mlflow+http(s):// registry; without it, only wait for the fleet",
     )
     parser.add_argument("--registry-token-file", type=Path, help="bearer token for MLflow")
-    _common(parser)
+    parser.add_argument(
+        "--registry-basic-auth-file", type=Path, help="user:password for MLflow (basic auth)"
+    )
+    _common(parser, required=False)
     parser.add_argument(
         "--min-ready",
         type=int,
@@ -100,8 +102,35 @@ def promote(argv: Sequence[str]) -> int:
         help="ready pods that must have it staged (default: all ready pods)",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
-    parser.add_argument("--no-wait", action="store_true", help="move the alias without waiting")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="move the alias without waiting (then -n and -l are not needed)",
+    )
+    return parser
+
+
+def _check_promote(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Cross-flag rules; ``parser.error`` (exit 2) names the flag."""
+    if not args.no_wait and not (args.namespace and args.selector):
+        parser.error("--namespace/-n and --selector/-l are required unless --no-wait is given")
+    if args.no_wait and not args.registry:
+        parser.error("--no-wait needs --registry: there is nothing else to do")
+    if args.registry_token_file and args.registry_basic_auth_file:
+        parser.error("give --registry-token-file or --registry-basic-auth-file, not both")
+    for flag, path in (
+        ("--registry-token-file", args.registry_token_file),
+        ("--registry-basic-auth-file", args.registry_basic_auth_file),
+    ):
+        if path is not None and not path.is_file():
+            parser.error(f"{flag} {path}: not a readable file")
+
+
+def promote(argv: Sequence[str]) -> int:
+    """Wait for the fleet to stage VERSION, then move the alias."""
+    parser = _promote_parser()
     args = parser.parse_args(argv)
+    _check_promote(parser, args)
     if not args.no_wait:
         from pointercache.fleet.view import wait_staged
 
@@ -126,9 +155,10 @@ def promote(argv: Sequence[str]) -> int:
     from pointercache.fleet.promote import move_alias
     from pointercache.resolve.sources import SourceOptions
 
-    options = SourceOptions(
-        timeout=10.0, credentials=Credentials(token_file=args.registry_token_file)
+    credentials = Credentials(
+        token_file=args.registry_token_file, basic_auth_file=args.registry_basic_auth_file
     )
+    options = SourceOptions(timeout=10.0, credentials=credentials)
     try:
         revision = asyncio.run(
             move_alias(args.registry, args.model, args.alias, args.version, options)

@@ -44,7 +44,7 @@ def report_options(settings: Settings) -> ReportOptions:
     if settings.report_to_pod and settings.pod_name and settings.pod_namespace:
         pod = (settings.pod_namespace, settings.pod_name)
     cluster = configmap_target(settings.lkg_configmap) if settings.lkg_configmap else None
-    return ReportOptions(pod=pod, cluster_lkg=cluster)
+    return ReportOptions(pod=pod, cluster_lkg=cluster, selector=settings.selector)
 
 
 async def serve(settings: Settings, kube: KubeConfig) -> int:
@@ -58,6 +58,7 @@ async def serve(settings: Settings, kube: KubeConfig) -> int:
         poll_interval=settings.poll_interval,
         poll_jitter=settings.poll_jitter,
         prefetch=settings.prefetch_selector,
+        stale_grace=settings.stale_grace,
     )
     server = ServerOptions(listen=settings.listen, admin_token_file=settings.admin_token_file)
     try:

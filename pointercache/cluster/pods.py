@@ -51,6 +51,12 @@ REASON_FLIPPED = "ModelFlipped"
 """Normal: a new version is now served."""
 REASON_ROLLED_BACK = "ModelRolledBack"
 """Normal: an older version (lower than the one served) is now served."""
+REASON_STALE_ANSWER = "StaleAnswer"
+"""Warning: a registry answered a revision below the one it claimed for the served version;
+the answer is refused until the grace period ends."""
+REASON_REVISION_RESET = "RevisionReset"
+"""Warning: a registry kept answering a lower revision for the whole grace period; its answer
+was accepted (its counter went back)."""
 
 EventType = Literal["Normal", "Warning"]
 MAX_MESSAGE = 1024

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from pointercache.cluster import pods
+from pointercache.model.candidate import DEFAULT_SELECTOR, Selector
 from pointercache.model.pointer import Pointer
 from pointercache.service.state import Happening
 
@@ -38,6 +39,8 @@ class ReportOptions:
     """(namespace, name) of this pod to annotate and attach Events to, or None."""
     cluster_lkg: tuple[str, str] | None = None
     """(namespace, name) of the cluster LKG ConfigMap to keep current, or None."""
+    selector: Selector = DEFAULT_SELECTOR
+    """The pod's selector (``--selector``): the cluster LKG entry it writes is this selector's."""
 
     @property
     def enabled(self) -> bool:
@@ -50,6 +53,8 @@ _EVENTS: dict[Happening, tuple[str, Literal["Normal", "Warning"]]] = {
     Happening.ROLLBACK: (pods.REASON_ROLLED_BACK, "Normal"),
     Happening.BLOCKED: (pods.REASON_FLIP_BLOCKED, "Warning"),
     Happening.FALLBACK: (pods.REASON_FALLBACK, "Warning"),
+    Happening.STALE_ANSWER: (pods.REASON_STALE_ANSWER, "Warning"),
+    Happening.REVISION_RESET: (pods.REASON_REVISION_RESET, "Warning"),
 }
 """Happenings that become a Kubernetes Event on the pod: (reason, type)."""
 
@@ -57,9 +62,16 @@ _EVENTS: dict[Happening, tuple[str, Literal["Normal", "Warning"]]] = {
 class KubeReporter:
     """Keeps the cluster LKG ConfigMap, this pod's annotations and its Events current."""
 
-    def __init__(self, *, pod: PodReporter | None, cluster: ClusterLKG | None) -> None:
+    def __init__(
+        self,
+        *,
+        pod: PodReporter | None,
+        cluster: ClusterLKG | None,
+        selector: Selector = DEFAULT_SELECTOR,
+    ) -> None:
         self.pod = pod
         self.cluster = cluster
+        self.selector = selector
 
     @classmethod
     def build(cls, options: ReportOptions, kube: KubeConfig | None) -> KubeReporter | None:
@@ -79,14 +91,19 @@ class KubeReporter:
         if options.cluster_lkg is not None:
             namespace, name = options.cluster_lkg
             cluster = ClusterLKG(namespace, name, client=client)
-        return cls(pod=pod, cluster=cluster)
+        return cls(pod=pod, cluster=cluster, selector=options.selector)
 
     async def report(
         self, happening: Happening, pointer: Pointer | None, message: str, staged: Sequence[str]
     ) -> None:
-        """Mirror registry-confirmed pointers, annotate the pod, and emit an Event."""
+        """Mirror registry-confirmed pointers, annotate the pod, and emit an Event.
+
+        A pointer accepted below the claim the sidecar held (``REVISION_RESET``) overwrites a
+        higher cluster LKG claim of the same registry; any other keeps it.
+        """
         if self.cluster is not None and pointer is not None and pointer.source == "registry":
-            await self.cluster.awrite(pointer)
+            reset = happening is Happening.REVISION_RESET
+            await self.cluster.awrite(pointer, self.selector, accepted_lower=reset)
         if self.pod is None:
             return
         if pointer is not None:

@@ -2,8 +2,9 @@
 
 - ``GET /healthz``: the process is alive (always 200 while the loop runs).
 - ``GET /readyz``: 200 only once a verified model is published.
-- ``GET /status``: JSON — what is served, from where, how stale, why; LKG, staged versions,
-  last registry contact and error, fallback reason, blocked flip, recent history.
+- ``GET /status``: JSON — what is served, from where, how stale, why; the registry claim held
+  for it; LKG, staged versions, last registry contact and error, fallback reason, blocked flip,
+  refused (stale) answer and when it will be accepted, recent history.
 - ``GET /metrics``: Prometheus text from the registry the sidecar configured.
 - ``POST /refresh``: re-resolve now, bypassing caches. With ``--admin-token-file`` it needs
   ``Authorization: Bearer <token>``; without one it answers only to loopback clients.
@@ -58,7 +59,8 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
     lkg_node = None
     if parts.lkg is not None:
         try:
-            lkg_pointer = parts.lkg.read(refresher.target.model)
+            target = refresher.target
+            lkg_pointer = parts.lkg.read(target.model, target.selector)
             lkg_node = lkg_pointer.to_dict() if lkg_pointer else None
         except (OSError, PointercacheError) as exc:
             lkg_node = {"error": str(exc)}
@@ -70,6 +72,12 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
         "staleness_seconds": _seconds(state.staleness()),
         "fallback_reason": state.fallback_reason,
         "blocked": state.blocked.to_dict() if state.blocked else None,
+        "refused": state.refused.to_dict() if state.refused else None,
+        "claim": (
+            {"registry": state.claim.registry, "revision": state.claim.revision}
+            if state.claim
+            else None
+        ),
         "prefetched": state.prefetched.to_dict() if state.prefetched else None,
         "registry": {
             "sources": [s.name for s in parts.sources],
@@ -129,7 +137,7 @@ async def refresh(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _json({"error": "forbidden"}, status=403)
     refresher = request.app[REFRESHER]
-    outcome = await refresher.refresh("forced", force=True)
+    outcome = await refresher.safe_refresh("forced", force=True)  # never a 500
     current = refresher.state.current
     return _json(
         {

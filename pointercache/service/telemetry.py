@@ -6,7 +6,9 @@ Few metrics, each named for the question it answers:
 - ``pointercache_staleness_seconds``: how long since a registry last confirmed it?
 - ``pointercache_refresh_duration_seconds`` (histogram): how long does a refresh take?
 - ``pointercache_refreshes_total`` (by outcome): flipped, rollback, unchanged, stale, blocked,
-  failed, unavailable.
+  failed, unavailable, not-found.
+- ``pointercache_revision_resets_total``: how often was an answer accepted although its registry
+  had claimed a higher revision before (after the grace period)?
 - ``pointercache_fallbacks_total`` (by source): how often did we serve without a registry?
 - ``pointercache_signature_blocks_total``: how often did the signature gate refuse a flip?
 - ``pointercache_download_bytes_total`` / ``pointercache_download_seconds``: what did fetching cost?
@@ -94,6 +96,11 @@ class Telemetry:
             "pointercache_signature_blocks_total",
             description="Flips refused because the model's signature does not fit the code",
         )
+        self._resets = self.meter.create_counter(
+            "pointercache_revision_resets_total",
+            description="Answers accepted after the grace period although the same registry had"
+            " claimed a higher revision for the served version",
+        )
         self._download_bytes = self.meter.create_counter(
             "pointercache_download_bytes_total",
             unit="By",
@@ -121,6 +128,7 @@ class Telemetry:
         for source in FALLBACK_SOURCES:
             self._fallbacks.add(0, {"source": source})
         self._blocks.add(0)
+        self._resets.add(0)
         self._download_bytes.add(0)
 
     def bind(self, state: RefreshState) -> None:
@@ -139,6 +147,10 @@ class Telemetry:
     def blocked(self) -> None:
         """Count a flip refused by the signature gate."""
         self._blocks.add(1)
+
+    def revision_reset(self) -> None:
+        """Count an answer accepted below the held claim after the grace period."""
+        self._resets.add(1)
 
     def downloaded(self, size: int, seconds: float) -> None:
         """Count a finished artifact download."""

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pointercache.errors import ConfigError
+from pointercache.errors import ConfigError, InvalidPointer
 from pointercache.model.candidate import Selector
+from pointercache.model.pointer import check_model_name
 from pointercache.model.signature import Mode, Unsigned
 
 ENV_PREFIX = "POINTERCACHE_"
@@ -121,6 +122,12 @@ class Settings:
     )
     poll_interval: float = _opt(15.0, "seconds between registry polls", roles=(SIDECAR,))
     poll_jitter: float = _opt(0.2, "random extra fraction of the poll interval", roles=(SIDECAR,))
+    stale_grace: float = _opt(
+        600.0,
+        "seconds a registry must keep answering below the revision it claimed for the served "
+        "version before that answer is accepted (0: at once)",
+        roles=(SIDECAR,),
+    )
     prefetch_selector: Selector | None = _opt(
         None,
         "also prestage this selector without serving it",
@@ -163,6 +170,14 @@ class Settings:
         """Check cross-field rules; raise ``ConfigError`` with the flag's name."""
         if not self.model:
             raise ConfigError("--model is required")
+        try:
+            check_model_name("--model", self.model)
+        except InvalidPointer as exc:
+            raise ConfigError(str(exc)) from None
+        if self.unsigned_model == "refuse" and self.expect_signature is None:
+            raise ConfigError(
+                "--unsigned-model refuse needs --expect-signature (without it there is no gate)"
+            )
         pinned = (self.pinned_version, self.pinned_uri, self.pinned_digest)
         if any(pinned) and not (self.pinned_version and self.pinned_uri):
             raise ConfigError("--pinned-version and --pinned-uri go together")
@@ -174,6 +189,8 @@ class Settings:
             raise ConfigError("--keep-versions must be at least 1")
         if not 0 <= self.poll_jitter <= 1:
             raise ConfigError("--poll-jitter must be between 0 and 1")
+        if self.stale_grace < 0:
+            raise ConfigError("--stale-grace must not be negative")
         return self
 
 

@@ -63,6 +63,7 @@ SCHEMA_RULES = [
         id="no-inline-token",
     ),
     pytest.param(pc(signature={"mode": "loose"}), "at '/signature/mode'", id="signature-mode"),
+    pytest.param(pc(sidecar={"staleGrace": -1}), "at '/sidecar/staleGrace'", id="stale-grace"),
     pytest.param(
         pc(signature={"unsignedModel": "warn"}),
         "at '/signature/unsignedModel'",
@@ -201,6 +202,11 @@ GUARDS = [
         {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
         "minReplicas must not exceed",
         id="hpa-bounds",
+    ),
+    pytest.param(
+        pc(signature={"unsignedModel": "refuse"}),
+        "unsignedModel=refuse needs pointercache.signature.configMap",
+        id="refuse-needs-a-gate",
     ),
 ]
 

@@ -137,6 +137,8 @@ is enabled). Root context.
   value: {{ include "pointercache.num" $v.sidecar.pollInterval | quote }}
 - name: POINTERCACHE_POLL_JITTER
   value: {{ include "pointercache.num" $v.sidecar.pollJitter | quote }}
+- name: POINTERCACHE_STALE_GRACE
+  value: {{ include "pointercache.num" $v.sidecar.staleGrace | quote }}
 - name: POINTERCACHE_LISTEN
   value: {{ printf "0.0.0.0:%d" (int $v.sidecar.port) | quote }}
 {{- with $v.sidecar.prefetchSelector }}

@@ -25,6 +25,9 @@ version, secrets in the wrong place). Renders nothing; fails with one readable l
 {{- fail (printf "pointercache: %q looks presigned (credentials in the query string); reference an existing Secret under pointercache.credentials instead" (regexReplaceAll "\\?.*$" . "?***")) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq $v.signature.unsignedModel "refuse") (not $v.signature.configMap) -}}
+{{- fail "pointercache.signature.unsignedModel=refuse needs pointercache.signature.configMap (--expect-signature): without the expected signature there is no gate" -}}
+{{- end -}}
 {{- if eq $v.nodeCache.type "hostPath" -}}
 {{- if not $v.nodeCache.hostPath -}}
 {{- fail "pointercache.nodeCache.type=hostPath needs pointercache.nodeCache.hostPath (a node directory writable by UID 10001)" -}}
