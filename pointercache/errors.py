@@ -24,6 +24,11 @@
     │   ├── KubeNotFound ................... 404: no such object
     │   ├── KubeConflict ................... 409: changed or created meanwhile; re-read, retry
     │   └── KubeForbidden .................. 401/403: missing RBAC or credentials
+    ├── LoadError .......................... what the model container loaded is unknown or refused
+    │   ├── InvalidAck ..................... a malformed load acknowledgement (HTTP 400)
+    │   ├── NotStaged ...................... acknowledged version not on the volume (409)
+    │   ├── HookUnavailable (Transient) .... the model server's hook timed out, refused, 5xx, 429
+    │   └── HookFailed ..................... the hook refused (4xx, 3xx) or the reload gave up
     └── ResolutionFailed ................... no step of the chain produced a servable model
 
 ``Transient`` is a marker base: retry code asks ``isinstance(exc, Transient)`` and nothing else.
@@ -135,6 +140,26 @@ class KubeConflict(KubeError):
 
 class KubeForbidden(KubeError):
     """401/403: the service account lacks a role binding, or the credentials are wrong."""
+
+
+class LoadError(PointercacheError):
+    """A load acknowledgement was refused, or a reload of the model server failed."""
+
+
+class InvalidAck(LoadError):
+    """A load acknowledgement is malformed (not JSON, wrong types, oversized)."""
+
+
+class NotStaged(LoadError):
+    """A load acknowledgement names a version and digest that is not staged on the volume."""
+
+
+class HookUnavailable(LoadError, Transient):
+    """A reload hook or the loaded probe did not answer in time, refused, or answered 5xx/429."""
+
+
+class HookFailed(LoadError):
+    """A reload hook refused the reload (4xx, a redirect), or the reload gave up."""
 
 
 class ResolutionFailed(PointercacheError):

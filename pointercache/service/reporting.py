@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from pointercache.cluster import pods
+from pointercache.model.loaded import Loaded
 from pointercache.model.pointer import Pointer
 from pointercache.service.state import Happening
 
@@ -24,9 +25,14 @@ class Reporter(Protocol):
     """Receives what the refresher did."""
 
     async def report(
-        self, happening: Happening, pointer: Pointer | None, message: str, staged: Sequence[str]
+        self,
+        happening: Happening,
+        pointer: Pointer | None,
+        message: str,
+        staged: Sequence[str],
+        loaded: Loaded | None = None,
     ) -> None:
-        """Record ``happening``; never raise."""
+        """Record ``happening`` (``loaded``: what the model container serves); never raise."""
         ...
 
 
@@ -50,6 +56,7 @@ _EVENTS: dict[Happening, tuple[str, Literal["Normal", "Warning"]]] = {
     Happening.ROLLBACK: (pods.REASON_ROLLED_BACK, "Normal"),
     Happening.BLOCKED: (pods.REASON_FLIP_BLOCKED, "Warning"),
     Happening.FALLBACK: (pods.REASON_FALLBACK, "Warning"),
+    Happening.RELOAD_FAILED: (pods.REASON_RELOAD_FAILED, "Warning"),
 }
 """Happenings that become a Kubernetes Event on the pod: (reason, type)."""
 
@@ -82,7 +89,12 @@ class KubeReporter:
         return cls(pod=pod, cluster=cluster)
 
     async def report(
-        self, happening: Happening, pointer: Pointer | None, message: str, staged: Sequence[str]
+        self,
+        happening: Happening,
+        pointer: Pointer | None,
+        message: str,
+        staged: Sequence[str],
+        loaded: Loaded | None = None,
     ) -> None:
         """Mirror registry-confirmed pointers, annotate the pod, and emit an Event."""
         if self.cluster is not None and pointer is not None and pointer.source == "registry":
@@ -90,7 +102,7 @@ class KubeReporter:
         if self.pod is None:
             return
         if pointer is not None:
-            await self.pod.annotate(pointer, staged)
+            await self.pod.annotate(pointer, staged, loaded)
         if happening in _EVENTS:
             reason, kind = _EVENTS[happening]
             await self.pod.event(reason, message, kind)
