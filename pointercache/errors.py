@@ -27,6 +27,7 @@
     ├── LoadError .......................... what the model container loaded is unknown or refused
     │   ├── InvalidAck ..................... a malformed load acknowledgement (HTTP 400)
     │   ├── NotStaged ...................... acknowledged version not on the volume (409)
+    │   ├── AckUnavailable (Transient) ..... the sidecar could not be reached to acknowledge
     │   ├── HookUnavailable (Transient) .... the model server's hook timed out, refused, 5xx, 429
     │   └── HookFailed ..................... the hook refused (4xx, 3xx) or the reload gave up
     └── ResolutionFailed ................... no step of the chain produced a servable model
@@ -152,6 +153,10 @@ class InvalidAck(LoadError):
 
 class NotStaged(LoadError):
     """A load acknowledgement names a version and digest that is not staged on the volume."""
+
+
+class AckUnavailable(LoadError, Transient):
+    """The sidecar did not answer an acknowledgement (not listening yet, timeout, 5xx)."""
 
 
 class HookUnavailable(LoadError, Transient):
