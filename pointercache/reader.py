@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -168,6 +166,9 @@ def acknowledge(
     answer, timeout, 5xx: worth a retry), ``LoadError`` (403 and anything else), and
     ``ConfigError`` for a URL that is not http(s).
     """
+    import urllib.error  # here, not at the top: model containers import this module for
+    import urllib.request  # current()/watch() and should not pay for an HTTP client (and ssl)
+
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"sidecar URL {url!r}: expected http:// or https://")
     if isinstance(model, LoadedModel):
@@ -180,7 +181,7 @@ def acknowledge(
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
         url.rstrip("/") + "/loaded", data=body, headers=headers, method="POST"
     )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _no_redirect())
     try:
         with opener.open(request, timeout=timeout) as response:
             answer = response.read(MAX_ANSWER_BYTES)
@@ -192,9 +193,14 @@ def acknowledge(
     return _recorded(answer)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *_args: object, **_kw: object) -> None:
-        return None  # a redirect is answered as the error it is
+def _no_redirect() -> Any:
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *_args: object, **_kw: object) -> None:
+            return None  # a redirect is answered as the error it is
+
+    return NoRedirect()
 
 
 def _refusal(status: int, body: bytes) -> LoadError:

@@ -10,13 +10,16 @@ and the previous version::
 A 2xx answer means the server has loaded it (MLServer's ``POST /v2/repository/models/{name}/load``
 answers once the model is loaded). A transient failure (no connection, timeout, 408/425/429, 5xx)
 is retried with full-jitter backoff (``adapters.retry``); a refusal (3xx, 4xx) is not. Then, if
-``--loaded-probe-url`` is set, it is polled (GET) until it answers 2xx. The caller bounds the
-whole reload with ``--on-flip-timeout`` (``asyncio.timeout``); ``last_error`` then says what the
-last attempt met. HTTP goes through ``adapters.http.send`` only.
+``--loaded-probe-url`` is set, it is polled (GET) until it answers 2xx. The whole reload is bounded
+by ``--on-flip-timeout``: retries stop at that deadline (raising the last failure), each request
+gets at most the time left, and the caller's ``asyncio.timeout`` on the same deadline stops a
+request in flight; ``last_error`` says what the last attempt met. HTTP goes through
+``adapters.http.send`` only.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,40 +107,55 @@ class ReloadHooks:
         """True when there is a hook or a probe to run."""
         return bool(self.on_flip) or self.probe is not None
 
-    async def reload(self, change: Change, *, hooks: bool = True) -> Via:
+    async def reload(
+        self, change: Change, *, hooks: bool = True, seconds: float | None = None
+    ) -> Via:
         """Call every hook (unless ``hooks`` is False), then poll the probe; return how it loaded.
 
-        Runs until it succeeds or a hook refuses (``HookFailed``); the caller bounds it in time.
+        Raises ``HookFailed`` when a hook refuses, and the last failure (a ``LoadError``) when
+        ``seconds`` (default: ``timeout``) have passed.
         """
         self.last_error = None
+        deadline = time.monotonic() + (self.timeout if seconds is None else seconds)
         if hooks:
             for template in self.on_flip:
-                await self._call(template, change)
+                await self._call(template, change, deadline)
         if self.probe is not None:
-            await self._poll(self.probe, change)
+            await self._poll(self.probe, change, deadline)
             return Via.PROBE
         return Via.HOOK
 
-    async def _call(self, template: UrlTemplate, change: Change) -> None:
+    async def _call(self, template: UrlTemplate, change: Change, deadline: float) -> None:
         url = change.url(template)
         what = f"reload hook {template}"
         async for attempt in aretrying(
-            self.hook_backoff, retry_on=is_transient, before_sleep=self._note
+            self.hook_backoff,
+            retry_on=is_transient,
+            before_sleep=self._note,
+            stop=lambda _n: time.monotonic() >= deadline,
         ):
             with attempt:
-                await http.send("POST", url, body=change.body(), seconds=self.timeout, what=what)
+                await http.send("POST", url, body=change.body(), seconds=_left(deadline), what=what)
         log.info("reload-hook-answered", version=change.pointer.version, hook=str(template))
 
-    async def _poll(self, template: UrlTemplate, change: Change) -> None:
+    async def _poll(self, template: UrlTemplate, change: Change, deadline: float) -> None:
         url = change.url(template)
         what = f"loaded probe {template}"
         async for attempt in aretrying(
             self.probe_backoff,
             retry_on=lambda exc: isinstance(exc, LoadError),
             before_sleep=self._note,
+            stop=lambda _n: time.monotonic() >= deadline,
         ):
             with attempt:
-                await http.send("GET", url, seconds=min(self.timeout, 10.0), what=what)
+                await http.send("GET", url, seconds=min(_left(deadline), 10.0), what=what)
 
     def _note(self, exc: BaseException, _wait: float) -> None:
         self.last_error = redact_text(str(exc))
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` plus a margin, so that the caller's ``asyncio.timeout`` on the
+    same deadline fires first (aiohttp turns a cancellation that meets its own timeout into a
+    ``TimeoutError``, which would read as one more transient failure)."""
+    return max(0.1, deadline - time.monotonic()) + 1.0

@@ -233,20 +233,26 @@ class LoadTracker:
             task.cancel()
 
     async def _run(self, reload: Reload, change: Change, *, hooks: bool) -> None:
+        timeout = self.options.timeout
         try:
-            async with asyncio.timeout(self.options.timeout):
+            async with asyncio.timeout(timeout):
                 if self.hooks.configured:
-                    via = await self.hooks.reload(change, hooks=hooks)
+                    via = await self.hooks.reload(change, hooks=hooks, seconds=timeout)
                 else:
                     await asyncio.Event().wait()  # an acknowledgement ends it (``_record``)
                     return
         except TimeoutError:
             last = f": {self.hooks.last_error}" if self.hooks.last_error else ""
-            await self._fail(reload, f"not loaded within {self.options.timeout:g}s{last}")
+            await self._fail(reload, f"not loaded within {timeout:g}s{last}")
             await self._late(reload, change)
             return
         except LoadError as exc:
-            await self._fail(reload, redact_text(str(exc)))
+            reason = redact_text(str(exc))
+            if time.monotonic() - reload.started >= timeout:  # retries ran out of time
+                await self._fail(reload, f"not loaded within {timeout:g}s: {reason}")
+                await self._late(reload, change)
+            else:
+                await self._fail(reload, reason)
             return
         await self._record(reload.version, reload.digest, via)
 
@@ -258,7 +264,7 @@ class LoadTracker:
             await asyncio.sleep(LATE_PROBE_SECONDS)
             with contextlib.suppress(LoadError, TimeoutError):
                 async with asyncio.timeout(LATE_PROBE_SECONDS):
-                    await self.hooks.reload(change, hooks=False)
+                    await self.hooks.reload(change, hooks=False, seconds=LATE_PROBE_SECONDS)
                     break
         await self._record(reload.version, reload.digest, Via.PROBE)
 

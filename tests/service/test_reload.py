@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+
 import pytest
 
-from pointercache.errors import ConfigError
+from pointercache.errors import ConfigError, HookUnavailable
 from pointercache.model.loaded import Ack, UrlTemplate, parse_hooks
+from pointercache.service.hooks import Change, ReloadHooks
 from pointercache.service.loaded import LoadOptions
-from tests.helpers import await_until
+from tests.helpers import await_until, make_pointer
 from tests.service.conftest import HookServer, Pod, PodFactory
 
 LOAD = "/v2/repository/models/{model}/load"
@@ -206,3 +211,33 @@ def test_bad_hook_urls_are_configuration_errors(text: str, message: str) -> None
     """A hook URL that cannot be used is refused at start-up, naming the flag."""
     with pytest.raises(ConfigError, match=message):
         UrlTemplate.parse(text, "--on-flip-url")
+
+
+async def test_a_secret_in_a_hook_url_reaches_no_status_log_or_event(
+    make_pod: PodFactory, hook_server: HookServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A token in the hook's query string is sent to the hook but redacted from /status, the
+    history (Events are made from it) and the log lines."""
+    hook_server.answers["/load"] = [403]
+    hooks = hook(hook_server, "/load?token=s3cret-hook-token&v={version}")
+    pod = await make_pod(LoadOptions(on_flip=hooks, timeout=30))
+    await pod.publish(2, "2")
+    await await_until(lambda: reload_state(pod) == "failed")
+    assert hook_server.paths() == ["/load?token=s3cret-hook-token&v=2"]
+    shown = repr(pod.refresher.loads.status()) + repr(list(pod.refresher.state.history))
+    out, err = capfd.readouterr()
+    assert "HTTP 403" in shown
+    assert "s3cret-hook-token" not in shown + out + err
+
+
+async def test_hook_retries_stop_at_the_deadline_on_their_own(hook_server: HookServer) -> None:
+    """Without any outer cancellation, a hanging hook's retries end at the reload's deadline with
+    the last failure (a lost cancellation cannot make a reload retry forever)."""
+    hook_server.hang.add("/load")
+    hooks = ReloadHooks(hook(hook_server, "/load"), timeout=0.5)
+    change = Change(make_pointer(), Path("/pointercache/versions/recommender/1-0/model"))
+    started = time.monotonic()
+    async with asyncio.timeout(30):
+        with pytest.raises(HookUnavailable, match="timed out"):
+            await hooks.reload(change)
+    assert time.monotonic() - started < 10
