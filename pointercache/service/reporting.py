@@ -59,6 +59,8 @@ _EVENTS: dict[Happening, tuple[str, Literal["Normal", "Warning"]]] = {
     Happening.RELOAD_FAILED: (pods.REASON_RELOAD_FAILED, "Warning"),
 }
 """Happenings that become a Kubernetes Event on the pod: (reason, type)."""
+_LOAD_HAPPENINGS = frozenset({Happening.LOADED, Happening.RELOAD_FAILED})
+"""What the model container did: reported on the pod, never mirrored to the cluster LKG."""
 
 
 class KubeReporter:
@@ -97,7 +99,8 @@ class KubeReporter:
         loaded: Loaded | None = None,
     ) -> None:
         """Mirror registry-confirmed pointers, annotate the pod, and emit an Event."""
-        if self.cluster is not None and pointer is not None and pointer.source == "registry":
+        mirror = happening not in _LOAD_HAPPENINGS  # a load changes nothing the LKG holds
+        if mirror and self.cluster is not None and pointer and pointer.source == "registry":
             await self.cluster.awrite(pointer)
         if self.pod is None:
             return
