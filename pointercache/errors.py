@@ -24,7 +24,18 @@
     │   ├── KubeNotFound ................... 404: no such object
     │   ├── KubeConflict ................... 409: changed or created meanwhile; re-read, retry
     │   └── KubeForbidden .................. 401/403: missing RBAC or credentials
-    └── ResolutionFailed ................... no step of the chain produced a servable model
+    ├── LoadError .......................... what the model container loaded is unknown or refused
+    │   ├── InvalidAck ..................... a malformed load acknowledgement (HTTP 400)
+    │   ├── NotStaged ...................... acknowledged version not on the volume (409)
+    │   ├── AckUnavailable (Transient) ..... the sidecar could not be reached to acknowledge
+    │   ├── HookUnavailable (Transient) .... the model server's hook timed out, refused, 5xx, 429
+    │   └── HookFailed ..................... the hook refused (4xx, 3xx) or the reload gave up
+    ├── ResolutionFailed ................... no step of the chain produced a servable model
+    └── PublishError ....................... a registration could not be queued or applied
+        ├── OutboxError .................... the outbox file cannot be created, written or read
+        ├── RegistrationConflict ........... the registry holds another artifact under that version
+        ├── ConcurrentUpdate (Transient) ... another writer changed the manifest meanwhile
+        └── UnsafeRegistry ................. the registry cannot refuse a blind overwrite
 
 ``Transient`` is a marker base: retry code asks ``isinstance(exc, Transient)`` and nothing else.
 Adapters translate library errors where they meet the library (``raise ... from exc``), by status
@@ -137,9 +148,53 @@ class KubeForbidden(KubeError):
     """401/403: the service account lacks a role binding, or the credentials are wrong."""
 
 
+class LoadError(PointercacheError):
+    """A load acknowledgement was refused, or a reload of the model server failed."""
+
+
+class InvalidAck(LoadError):
+    """A load acknowledgement is malformed (not JSON, wrong types, oversized)."""
+
+
+class NotStaged(LoadError):
+    """A load acknowledgement names a version and digest that is not staged on the volume."""
+
+
+class AckUnavailable(LoadError, Transient):
+    """The sidecar did not answer an acknowledgement (not listening yet, timeout, 5xx)."""
+
+
+class HookUnavailable(LoadError, Transient):
+    """A reload hook or the loaded probe did not answer in time, refused, or answered 5xx/429."""
+
+
+class HookFailed(LoadError):
+    """A reload hook refused the reload (4xx, a redirect), or the reload gave up."""
+
+
 class ResolutionFailed(PointercacheError):
     """No step of the resolution chain produced a servable, verified model."""
 
     def __init__(self, message: str, attempts: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.attempts = tuple(attempts)
+
+
+class PublishError(PointercacheError):
+    """A registration (``pointercache publish``) could not be queued or applied."""
+
+
+class OutboxError(PublishError):
+    """The outbox file cannot be created, written or read (full disk, read-only, corrupt)."""
+
+
+class RegistrationConflict(PublishError):
+    """The registry already holds a *different* artifact under that version; never retried."""
+
+
+class ConcurrentUpdate(PublishError, Transient):
+    """Another writer changed the manifest between our read and our conditional write."""
+
+
+class UnsafeRegistry(PublishError):
+    """The registry ignores conditional writes, so a write could silently lose another one."""

@@ -77,6 +77,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_NAME_HINT = (
+    "; a name that resolves there is never allowed: use the address itself in the registry URI"
+    " and name it in --allow"
+)
 
 
 def _embedded(ip: IPAddress) -> Iterator[IPAddress]:
@@ -219,7 +223,8 @@ class AddressPolicy:
         for addr in found:
             reason = forbidden_address(addr)
             if reason:
-                raise ForbiddenURI(f"{shown}: {host!r} resolves to {reason} ({addr})")
+                hint = "" if reason == "a cloud metadata address" else _NAME_HINT
+                raise ForbiddenURI(f"{shown}: {host!r} resolves to {reason} ({addr}){hint}")
         return found
 
     def admit(self, address: str, port: int) -> None:

@@ -37,9 +37,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urljoin, urlsplit
 
-from pointercache.adapters.addresses import AddressPolicy, Resolver
+from pointercache.adapters.addresses import (
+    AddressPolicy,
+    Resolver,
+    forbidden_address,
+    ip_literal,
+)
 from pointercache.base.redact import redact_uri
 from pointercache.errors import ConfigError, ForbiddenURI
+from pointercache.model.uris import canonical_uri
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -196,7 +202,7 @@ class AllowList:
         self._targets: list[_Target] = []
         for prefix in self.prefixes:
             try:
-                self._targets.append(parse_target(prefix))
+                self._targets.append(parse_target(canonical_uri(prefix)))
             except ForbiddenURI as exc:
                 raise ConfigError(f"--allow {redact_uri(prefix)!r}: {exc}") from None
             if "?" in prefix:
@@ -226,8 +232,12 @@ class AllowList:
         return None
 
     def check(self, uri: str) -> None:
-        """Raise ``ForbiddenURI`` unless ``uri`` may be fetched (no DNS lookup: see ``peers``)."""
-        target = parse_target(uri)
+        """Raise ``ForbiddenURI`` unless ``uri`` may be fetched (no DNS lookup: see ``peers``).
+
+        ``uri`` is checked in its canonical form (``model.uris.canonical_uri``): a raw space in
+        an S3 key or an HTTP path is fine, and matches a prefix written either way.
+        """
+        target = parse_target(canonical_uri(uri))
         match = self._match(target)
         shown = redact_uri(uri)
         if self._targets and match is None:
@@ -238,11 +248,31 @@ class AllowList:
                 " (name its directory in --allow to accept it)"
             )
         if target.connects:
-            self._peers.check_host(target.host, target.port, shown)
+            try:
+                self._peers.check_host(target.host, target.port, shown)
+            except ForbiddenURI as exc:
+                raise ForbiddenURI(f"{exc}{_hint(target)}") from None
 
     def check_redirect(self, current: str, location: str) -> str:
         """Validate one redirect hop like a first request; return the absolute next URI."""
         return check_redirect(self, current, location)
+
+
+def _hint(target: _Target) -> str:
+    """How to allow a loopback or private-address origin on purpose (an MLflow on this host).
+
+    Naming the host literally in ``--allow`` lets it through (``AddressPolicy``); the metadata
+    addresses and names get no suggestion. A DNS name that resolves to such an address is
+    refused when connecting, with its own hint (``AddressPolicy.addresses``).
+    """
+    literal = ip_literal(target.host)
+    if literal is None and target.host != "localhost":
+        return ""
+    if literal is not None and forbidden_address(literal) == "a cloud metadata address":
+        return ""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    port = f":{target.port}" if target.port is not None else ""
+    return f"; to fetch from it on purpose, add --allow {target.scheme}://{host}{port}/"
 
 
 def check_redirect(policy: AllowPolicy, current: str, location: str) -> str:

@@ -9,6 +9,7 @@ complete, verified version is installed, so a failed init leaves no pointer behi
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from pointercache.base.log import log
 from pointercache.errors import (
@@ -21,8 +22,8 @@ from pointercache.errors import (
     StoreError,
 )
 from pointercache.model.pointer import Pointer
-from pointercache.model.revision import below_persisted
-from pointercache.resolve.chain import Attempt
+from pointercache.model.revision import Claim, held_by, is_stale
+from pointercache.resolve.chain import Attempt, Chain, Resolution
 from pointercache.sync.pipeline import Publisher
 from pointercache.sync.wiring import Parts
 from pointercache.volume.lkg import read_mounted
@@ -37,45 +38,67 @@ def summarize(model: str, attempts: list[Attempt]) -> str:
 
 
 async def resolve_and_publish(parts: Parts) -> Pointer:
-    """Publish the first servable candidate of the chain; ``ResolutionFailed`` if none."""
+    """Publish the first servable candidate of the chain; ``ResolutionFailed`` if none.
+
+    A registry answer below the revision the cluster LKG holds for this selector from the same
+    registry is refused (``model.revision``): a lagging replica must not start a pod on an
+    older version than the fleet moved to. The node LKG is never held against a registry. A
+    fallback that names the cluster LKG's version keeps holding the cluster's claim, so the
+    sidecar goes on refusing the lagging answer (within its grace period).
+    """
     target = parts.target
     publisher = Publisher.for_parts(parts)
     attempts: list[Attempt] = []
-    rejected: dict[str, str] = {}
-    persisted = persisted_revision(parts)
-    async for resolution in parts.chain.candidates(target.model, target.selector, attempts):
-        revision = resolution.candidate.revision
-        if resolution.source == "registry" and below_persisted(revision, persisted):
-            reason = f"stale answer: revision {revision} is below the persisted {persisted}"
+    fleet = cluster_entry(parts)
+    held = held_by("lkg-cluster", fleet)
+    async for found in parts.chain.candidates(target.model, target.selector, attempts):
+        resolution = _with_fleet_claim(found, fleet, held)
+        offered = resolution.claim
+        if resolution.source == "registry" and offered is not None and is_stale(offered, held):
+            assert held is not None  # is_stale is False without a held claim
+            reason = (
+                f"version {resolution.candidate.version} refused: {offered.registry} answered"
+                f" revision {offered.revision}, below the revision {held.revision} it claimed"
+                " before (cluster LKG)"
+            )
             log.warning("stale-answer", registry=resolution.detail, reason=reason)
-            rejected[resolution.source] = reason
+            Chain.refuse(attempts, resolution, reason)
             continue
         try:
-            adopted = await publisher.adopt(resolution)
+            return (await publisher.adopt(resolution)).pointer
         except _FALL_THROUGH as exc:
             reason = f"version {resolution.candidate.version} rejected: {_reason(exc)}"
             log.warning("candidate-rejected", source=resolution.source, reason=reason)
-            rejected[resolution.source] = reason
+            Chain.refuse(attempts, resolution, reason)
             continue
-        return adopted.pointer
-    final = [Attempt(a.step, a.name, a.ok, rejected.get(a.step, a.reason)) for a in attempts]
-    raise ResolutionFailed(summarize(target.model, final), final)
+    raise ResolutionFailed(summarize(target.model, attempts), list(attempts))
 
 
-def persisted_revision(parts: Parts) -> int:
-    """The highest revision an LKG (node or cluster) holds for the model; 0 if none.
+def cluster_entry(parts: Parts) -> Pointer | None:
+    """The mounted cluster LKG pointer of the pod's model and selector, if any.
 
-    A registry answer below it comes from a lagging replica or a stale cache: it must not pull
-    a new pod back to an older version than its node or cluster already moved to.
+    An unreadable entry counts as none (logged).
     """
-    model = parts.target.model
-    pointers = [parts.lkg.read(model) if parts.lkg else None]
-    if parts.cluster_lkg_dir is not None:
-        try:
-            pointers.append(read_mounted(parts.cluster_lkg_dir, model))
-        except (InvalidPointer, OSError) as exc:
-            log.warning("lkg-cluster-unreadable", model=model, error=exc)
-    return max((p.revision for p in pointers if p is not None), default=0)
+    if parts.cluster_lkg_dir is None:
+        return None
+    target = parts.target
+    try:
+        return read_mounted(parts.cluster_lkg_dir, target.model, target.selector)
+    except (InvalidPointer, OSError) as exc:
+        log.warning("lkg-cluster-unreadable", model=target.model, error=exc)
+        return None
+
+
+def _with_fleet_claim(
+    resolution: Resolution, fleet: Pointer | None, held: Claim | None
+) -> Resolution:
+    """A fallback naming the cluster LKG's version and bytes holds the cluster's claim."""
+    cand = resolution.candidate
+    if resolution.source == "registry" or fleet is None or held is None:
+        return resolution
+    if (cand.version, cand.digest) != (fleet.version, fleet.digest):
+        return resolution
+    return replace(resolution, claim=held)
 
 
 def _reason(exc: PointercacheError) -> str:

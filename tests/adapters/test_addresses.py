@@ -115,6 +115,16 @@ def test_a_dns_name_in_a_prefix_does_not_exempt_what_it_resolves_to() -> None:
         allow.peers.addresses("meta.example.com", 443)
 
 
+def test_a_name_resolving_to_loopback_says_to_name_the_address() -> None:
+    """A DNS name answering loopback is refused with the hint to use and allow the address."""
+    with pytest.raises(ForbiddenURI) as info:
+        AllowList([], resolver=table(DNS)).peers.addresses("rebind.example.com", 443)
+    assert "use the address itself in the registry URI" in str(info.value)
+    with pytest.raises(ForbiddenURI) as info:
+        AllowList([], resolver=table(DNS)).peers.addresses("meta.example.com", 443)
+    assert "--allow" not in str(info.value)
+
+
 def test_named_localhost_is_allowed_on_its_port_only() -> None:
     """--allow http://localhost:5000 lets localhost:5000 resolve and connect, nothing else."""
     allow = AllowList(["http://localhost:5000/mlflow"], resolver=table(DNS))

@@ -7,7 +7,8 @@ weak ETag and a Last-Modified), ``/hang-headers``, ``/hang-body``,
 ``/redirect-meta`` (to the cloud metadata address), ``/loop`` (redirects to itself),
 ``/big`` (Content-Length over the test limit), ``/big-chunked`` (same, without Content-Length),
 ``/start`` (redirects to a presigned-looking ``/signed?...`` that breaks once),
-``/missing`` (404) and ``/error`` (503). Every request is recorded in ``hits``.
+``/missing`` (404), ``/error`` (503), and ``/credit model.bin`` and ``/modèle.bin`` (names a URL
+must percent-encode). Every request is recorded in ``hits``.
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ ROUTES: dict[str, Handler] = {
     "/big": _big,
     "/big-chunked": _big_chunked,
     "/error": _error,
+    "/credit model.bin": _file,  # a name with a space: requested as /credit%20model.bin
+    "/mod\u00e8le.bin": _file,
 }
 
 

@@ -181,3 +181,21 @@ async def test_presigned_query_is_sent_byte_for_byte(origin: Origin, tmp_path: P
     result, _ = await _fetch(origin, target, tmp_path / "m.bin")
     assert result.sha256 == hashlib.sha256(origin.data).hexdigest()  # type: ignore[attr-defined]
     assert [h.raw for h in origin.seen("/file")] == [target]
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        ("/credit model.bin", "/credit%20model.bin"),  # raw, as a registry may write it
+        ("/credit%20model.bin", "/credit%20model.bin"),  # already encoded: sent as written
+        ("/mod\u00e8le.bin", "/mod%C3%A8le.bin"),
+        ("/mod%C3%A8le.bin", "/mod%C3%A8le.bin"),
+    ],
+)
+async def test_names_with_spaces_and_accents_are_fetched(
+    origin: Origin, tmp_path: Path, written: str, sent: str
+) -> None:
+    """A path with a space or non-ASCII letter is percent-encoded once, and served."""
+    await _fetch(origin, written, tmp_path / "m.bin")
+    assert (tmp_path / "m.bin").read_bytes() == origin.data
+    assert [hit.raw for hit in origin.hits] == [sent]

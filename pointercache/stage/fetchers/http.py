@@ -44,6 +44,7 @@ from pointercache.errors import (
     ForbiddenURI,
     TooLarge,
 )
+from pointercache.model.uris import canonical_uri
 from pointercache.stage.allow import check_redirect
 from pointercache.stage.fetchers import FetchOptions, FetchResult, Progress
 from pointercache.stage.fetchers.parts import local_io_error
@@ -113,9 +114,14 @@ class HttpFetcher:
         self._session: aiohttp.ClientSession | None = None
 
     async def fetch(self, uri: str, dest: Path) -> FetchResult:
-        """Download ``uri`` to the file ``dest``; FetchError (never an aiohttp error) on failure."""
+        """Download ``uri`` to the file ``dest``; FetchError (never an aiohttp error) on failure.
+
+        A raw space or non-ASCII character in the path is percent-encoded first
+        (``model.uris.canonical_uri``); existing escapes are sent exactly as written.
+        """
         if urlsplit(uri).scheme.lower() not in {"http", "https"}:
             raise ForbiddenURI(f"not an HTTP URI: {redact_uri(uri)}")
+        uri = canonical_uri(uri)
         self._options.allow.check(uri)  # names are checked when resolved: see _client
         try:
             sink = await asyncio.to_thread(_Sink, dest)
@@ -222,7 +228,7 @@ class HttpFetcher:
             raise FetchError(f"redirect without Location from {redact_uri(url)}")
         if urlsplit(urljoin(url, location)).scheme.lower() not in {"http", "https"}:
             raise ForbiddenURI(f"redirect to a non-HTTP URI from {redact_uri(url)}")
-        target = check_redirect(self._options.allow, url, location)
+        target = check_redirect(self._options.allow, url, canonical_uri(location))
         log.info("http-redirect", uri=redact_uri(url), to=redact_uri(target))
         return target
 
