@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from pointercache.adapters import netprobe
-from pointercache.adapters.addresses import AddressPolicy
+from pointercache.adapters.addresses import AddressPolicy, Resolver
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
     ArtifactNotFound,
@@ -408,6 +408,7 @@ async def send(
     what: str,
     body: bytes | None = None,
     family: ErrorFamily = HOOK,
+    resolver: Resolver | None = None,
 ) -> int:
     """Send one request to an operator-configured URL; return its 2xx status.
 
@@ -420,13 +421,14 @@ async def send(
 
     The URL is the operator's (placeholders only fill its path and query), so its own host and
     port are named to the address policy (``AddressPolicy``): ``localhost`` or ``127.0.0.1``
-    written in it may be reached; a DNS name is still resolved once and checked like any other,
-    and a forbidden peer raises ``ForbiddenURI``.
+    written in it may be reached; a DNS name is still resolved once (through ``resolver``, tests
+    only; ``getaddrinfo`` by default) and checked like any other, and a forbidden peer raises
+    ``ForbiddenURI``.
     """
     import aiohttp
 
     headers = {"Content-Type": "application/json"} if body is not None else {}
-    peers = AddressPolicy([endpoint(url)])
+    peers = AddressPolicy([endpoint(url)], resolver=resolver)
     try:
         async with (
             client_session(client_timeout(seconds), peers=peers) as session,

@@ -8,6 +8,8 @@ Rebinding with a real DNS server that changes its answer: tests/e2e/test_rebindi
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import re
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -113,6 +115,51 @@ def test_a_dns_name_in_a_prefix_does_not_exempt_what_it_resolves_to() -> None:
     allow.check("https://meta.example.com/m.tgz")  # the URI is fine; the peer is not
     with pytest.raises(ForbiddenURI, match="metadata"):
         allow.peers.addresses("meta.example.com", 443)
+
+
+def _spellings(address: str) -> list[str]:
+    """``address`` written every way RFC 4291 section 2.2 allows (and in upper case)."""
+    ip = ipaddress.IPv6Address(address)
+    groups = ip.exploded.split(":")
+    tail = str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    high = re.sub(r"(^|:)0(:0)+(:|$)", "::", ":".join(g.lstrip("0") or "0" for g in groups[:6]), 1)
+    found = [
+        ip.compressed,
+        ip.exploded,  # every group, leading zeros
+        ":".join(g.lstrip("0") or "0" for g in groups),  # every group, no leading zeros
+        ip.compressed.upper(),
+        ip.exploded.upper(),
+        ":".join(groups[:6]) + ":" + tail,  # the low 32 bits as a dotted quad
+        high + ("" if high.endswith("::") else ":") + tail,  # compressed, dotted quad
+    ]
+    assert all(ipaddress.IPv6Address(each) == ip for each in found)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("spelling", "reason"),
+    [
+        (s, reason)
+        for address, reason in (
+            ("64:ff9b:1::a9fe:a9fe", "local-use NAT64"),
+            ("::ffff:0:a9fe:a9fe", "metadata"),
+            ("64:ff9b::a9fe:a9fe", "metadata"),
+            ("::ffff:a9fe:a9fe", "metadata"),
+        )
+        for s in _spellings(address)
+    ],
+)
+def test_embedded_forms_are_refused_in_every_spelling(spelling: str, reason: str) -> None:
+    """An IPv6 form carrying the metadata address is refused however it is written: in a URI,
+    in a DNS answer, and at connect()."""
+    assert reason in (forbidden_address(spelling) or "")
+    with pytest.raises(ForbiddenURI, match=reason):
+        AllowList([]).check(f"http://[{spelling}]:80/m.bin")
+    policy = AddressPolicy(resolver=table({"evil.example.com": [spelling]}))
+    with pytest.raises(ForbiddenURI, match=reason):
+        policy.addresses("evil.example.com", 80)
+    with pytest.raises(ForbiddenURI, match=reason):
+        policy.admit(spelling, 80)
 
 
 def test_a_name_resolving_to_loopback_says_to_name_the_address() -> None:

@@ -1,16 +1,28 @@
-"""One status table: every HTTP-speaking caller maps a status the same way."""
+"""One status table: every HTTP-speaking caller maps a status the same way; hooks are held to
+the address policy."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
 
-from pointercache.adapters.http import FETCH, SOURCE, StatusKind, classify_status, status_error
+import pytest
+from aiohttp import web
+
+from pointercache.adapters.http import (
+    FETCH,
+    SOURCE,
+    StatusKind,
+    classify_status,
+    send,
+    status_error,
+)
 from pointercache.adapters.kube.errors import Gone
 from pointercache.adapters.kube.errors import status_error as kube_status_error
 from pointercache.errors import (
     ArtifactNotFound,
     FetchError,
     FetchUnavailable,
+    ForbiddenURI,
     KubeConflict,
     KubeError,
     KubeForbidden,
@@ -59,3 +71,37 @@ def test_status_table(status: int, kind: StatusKind, source: type, fetch: type, 
 def test_no_response_at_all_is_a_transient_kube_error() -> None:
     """Status 0 (no response) from the Kubernetes client is KubeUnavailable."""
     assert isinstance(kube_status_error(0, "api"), KubeUnavailable)
+
+
+@pytest.fixture
+async def hook_server() -> AsyncIterator[int]:
+    """A loopback model server whose reload endpoint answers 200; yields its port."""
+
+    async def reload(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/reload", reload)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def test_send_names_only_the_hooks_own_host(hook_server: int) -> None:
+    """A hook URL naming 127.0.0.1 or localhost is reached; a DNS name answering loopback is not."""
+    port = hook_server
+    dns = {"localhost": ["127.0.0.1"], "hook.example.com": ["127.0.0.1"]}
+
+    def resolver(host: str, _port: int | None) -> list[str]:
+        return dns[host]
+
+    for host in ("127.0.0.1", "localhost"):
+        url = f"http://{host}:{port}/reload"
+        assert await send("POST", url, seconds=5, what="hook", resolver=resolver) == 200
+    url = f"http://hook.example.com:{port}/reload"
+    with pytest.raises(ForbiddenURI, match="loopback"):
+        await send("POST", url, seconds=5, what="hook", resolver=resolver)

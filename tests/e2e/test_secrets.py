@@ -125,8 +125,13 @@ def test_secrets_never_leak(
     finally:
         sidecar.stop(signal.SIGTERM)
     exposed += sidecar.lines
-    exposed += [p.read_text() for p in world.root.rglob("pointer.json") if p.is_file()]
-    exposed += [p.read_text() for p in world.lkg.glob("*.json")]
+    # every byte of every file written on the pod volumes and the node directories
+    for top in (world.root, world.lkg, world.base / "pod-failed", world.base / "empty-node"):
+        written = [p for p in top.rglob("*") if p.is_file() and not p.is_symlink()]
+        exposed += [p.read_bytes().decode("utf-8", "replace") for p in written]
+        exposed += [str(p) for p in written]
+    assert any(p.name == "pointer.json" for p in world.root.rglob("*"))
+    assert list(world.lkg.glob("*.json")), "no node LKG was written"
     text = "\n".join(exposed)
     assert sidecar.find("flipped") is not None
     for needle in NEEDLES:
@@ -150,6 +155,7 @@ URI_SECRETS = {
     "pinned-failing": "PinnedFailing0xB6",
     "fragment": "Fragment0xB4",
     "token-file": "RegistryBearer0xB5",
+    "hook-query": "HookToken0xB7",
 }
 """One distinct secret per place a URI (or a credential file) can carry one."""
 BODY = b"model weights\n" * 100
@@ -166,6 +172,9 @@ async def origin(world: World) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     async def artifact(request: web.Request) -> web.Response:
         return web.Response(body=BODY)
 
+    async def reload(request: web.Request) -> web.Response:
+        return web.Response(status=503)  # a failing reload: its error is shown and persisted
+
     async def redirect(request: web.Request) -> web.Response:
         location = (
             f"/art/2/model.bin?hmac={URI_SECRETS['location-hmac']}"
@@ -176,6 +185,7 @@ async def origin(world: World) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     app = web.Application()
     app.router.add_get("/m.json", manifest)
     app.router.add_get("/redirect", redirect)
+    app.router.add_post("/reload", reload)
     app.router.add_get("/art/{tail:.*}", artifact)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -266,6 +276,8 @@ async def test_secrets_in_every_uri_never_leak(
             *common,
             *("--poll-interval", "0.3", "--lkg-configmap", "ml/pointercache-lkg"),
             *("--report-to-pod", "--pod-name", "server-0", "--pod-namespace", "ml"),
+            *("--on-flip-url", f"{base}/reload?token={URI_SECRETS['hook-query']}&v={{version}}"),
+            *("--on-flip-timeout", "1"),
         ],
     )
     try:
@@ -278,7 +290,9 @@ async def test_secrets_in_every_uri_never_leak(
             else:
                 await asyncio.to_thread(wait_until, lambda v=version: failed_flip(sidecar, v), 30)
         await asyncio.to_thread(
-            wait_until, lambda: {"RegistryFallback", "ModelFlipped"} <= event_reasons(cluster), 15
+            wait_until,
+            lambda: {"RegistryFallback", "ModelFlipped", "ReloadFailed"} <= event_reasons(cluster),
+            15,
         )
         exposed += [sidecar.get("/status")[1].decode(), sidecar.get("/metrics")[1].decode()]
     finally:
@@ -291,8 +305,13 @@ async def test_secrets_in_every_uri_never_leak(
     failed = await asyncio.to_thread(run_init, env, *failing, "--termination-log", str(world.term))
     assert failed.returncode == 1
     exposed += [failed.stderr, world.term.read_text()]
-    exposed += [p.read_text() for p in world.root.rglob("pointer.json") if p.is_file()]
-    exposed += [p.read_text() for p in world.lkg.glob("*.json")]
+    # every byte of every file written on the pod volumes and the node directories
+    for top in (world.root, world.lkg, world.base / "pod-failed", world.base / "empty-node"):
+        written = [p for p in top.rglob("*") if p.is_file() and not p.is_symlink()]
+        exposed += [p.read_bytes().decode("utf-8", "replace") for p in written]
+        exposed += [str(p) for p in written]
+    assert any(p.name == "pointer.json" for p in world.root.rglob("*"))
+    assert list(world.lkg.glob("*.json")), "no node LKG was written"
     lkg_configmap = json.dumps(cluster.configmaps.objects.get(("ml", "pointercache-lkg")))
     exposed += [lkg_configmap]
     exposed += [json.dumps(plain(cluster.handler.objects["v1/pods", "ml", "server-0"]))]
@@ -309,3 +328,4 @@ async def test_secrets_in_every_uri_never_leak(
     assert f"{host}/missing/p.bin?<redacted>" in world.term.read_text()
     assert f"{host}/redirect?<redacted>" in lkg_configmap
     assert "pointercache.dev/version" in text
+    assert f"{host}/reload?<redacted>" in text
