@@ -122,7 +122,8 @@ def _spellings(address: str) -> list[str]:
     ip = ipaddress.IPv6Address(address)
     groups = ip.exploded.split(":")
     tail = str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    high = re.sub(r"(^|:)0(:0)+(:|$)", "::", ":".join(g.lstrip("0") or "0" for g in groups[:6]), 1)
+    short = ":".join(g.lstrip("0") or "0" for g in groups[:6])
+    high = re.sub(r"(^|:)0(:0)+(:|$)", "::", short, count=1)
     found = [
         ip.compressed,
         ip.exploded,  # every group, leading zeros
