@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pointercache.model.candidate import Selector
 from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import Pointer
 from pointercache.volume.lkg import NodeLKG
@@ -119,7 +120,8 @@ def test_lkg_with_a_remote_file_origin_is_refused(world: World, cli_env: dict[st
             source_detail="planted",
             resolved_at="2026-01-01T00:00:00Z",
             registry_seen_at=None,
-        )
+        ),
+        Selector.parse("alias:production"),  # what init asks for by default
     )
     world.manifest.unlink()
     proc = run_init(cli_env, *world.init_args())
