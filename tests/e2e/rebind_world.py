@@ -5,8 +5,8 @@
 - a DNS server (dnslib) on 127.0.0.1:53 whose answer for a name *changes*: the n-th A query for
   a name gets ``names[name][min(n, len - 1)]``; AAAA queries get no answer;
 - the "good" HTTP server on ``GOOD`` (10.213.0.1:8080): the artifact, a redirect to
-  ``hop.test``, a manifest, and the few MLflow REST and artifact-proxy answers the MLflow cases
-  ask for;
+  ``hop.test``, a manifest, a manifest redirect to ``manifest-hop.test``, and the few MLflow
+  REST and artifact-proxy answers the MLflow cases ask for;
 - witnesses on every forbidden address of ``WITNESSES`` (loopback, the metadata address): each
   records a ``connect`` event the moment a connection is accepted, then answers any request with
   ``EVIL`` bytes (what an attacker's server on that address would serve).
@@ -88,6 +88,9 @@ def good_app(config: dict[str, Any]) -> web.Application:
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(f"http://hop.test:{PORT}/art/model.bin")
 
+    async def manifest_redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://manifest-hop.test:{PORT}/m.json")
+
     async def manifest(request: web.Request) -> web.Response:
         doc = {
             "schema": 1,
@@ -118,6 +121,7 @@ def good_app(config: dict[str, Any]) -> web.Application:
     app.router.add_get("/art/model.bin", model)
     app.router.add_get("/art/redirect", redirect)
     app.router.add_get("/m.json", manifest)
+    app.router.add_get("/m-redirect", manifest_redirect)
     app.router.add_get(ARTIFACTS_API, listing)
     app.router.add_get(f"{ARTIFACTS_API}/model.bin", model)
     app.router.add_get("/api/2.0/mlflow/{endpoint:.+}", mlflow)

@@ -38,7 +38,8 @@ NAMES = {
     "hop.test": [GOOD, "127.0.0.1"],  # ...to a name that rebinds
     "proxy.test": [GOOD, "127.0.0.1"],  # an MLflow artifact proxy that rebinds
     "registry.test": [GOOD, "127.0.0.1"],  # an HTTP manifest registry that rebinds
-    "honest.test": [GOOD],  # an HTTP manifest registry that does not
+    "honest.test": [GOOD],  # an HTTP manifest registry that does not...
+    "manifest-hop.test": [GOOD, "127.0.0.1"],  # ...and redirects its manifest to one that does
     "mlflow.test": [GOOD, "169.254.169.254"],  # an MLflow registry that rebinds
 }
 
@@ -228,3 +229,15 @@ def test_honest_registry_name_is_served(
     assert outcome.connects == []
     assert outcome.published == GOOD_BYTES
     assert outcome.pointer is not None and outcome.pointer.source == "registry"
+
+
+def test_manifest_redirect_hop_is_fetched_from_the_checked_address(
+    netns: Namespace, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An HTTP registry redirecting its manifest to a name that rebinds: the hop is resolved
+    once, the manifest comes from that checked address, nothing reaches loopback."""
+    outcome = run_init_in(netns, cli_env, tmp_path, f"http://honest.test:{PORT}/m-redirect")
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.connects == []
+    assert outcome.published == GOOD_BYTES
+    assert outcome.lookups.count("manifest-hop.test") == 1
