@@ -34,11 +34,13 @@ from pointercache.errors import (
     SignatureMismatch,
     SourceError,
     SourceUnavailable,
+    Stalled,
     StoreError,
     StoreLocked,
     TooLarge,
     Transient,
     UnsafeArchive,
+    UnsafeNodeFile,
 )
 from pointercache.model.pointer import Pointer
 from pointercache.reader import LoadedModel, current, wait, watch
@@ -65,11 +67,13 @@ __all__ = [
     "SignatureMismatch",
     "SourceError",
     "SourceUnavailable",
+    "Stalled",
     "StoreError",
     "StoreLocked",
     "TooLarge",
     "Transient",
     "UnsafeArchive",
+    "UnsafeNodeFile",
     "current",
     "reader",
     "wait",
