@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pointercache.base.redact import redact_uri
 from pointercache.errors import ConfigError
@@ -21,7 +21,7 @@ _NAME_RE = re.compile(r"^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$")
 
 def file_path(uri: str) -> Path:
     """The absolute path of a ``file://`` URI; ``ConfigError`` if it has a host or query."""
-    parts = urlsplit(uri)
+    parts = _split(uri)
     if parts.scheme.lower() != "file" or parts.netloc not in ("", "localhost"):
         raise ConfigError(f"{redact_uri(uri)}: expected file:///absolute/path")
     if parts.query or parts.fragment:
@@ -34,7 +34,7 @@ def file_path(uri: str) -> Path:
 
 def configmap_ref(uri: str) -> tuple[str, str]:
     """``configmap://namespace/name`` → (namespace, name); ``ConfigError`` otherwise."""
-    parts = urlsplit(uri)
+    parts = _split(uri)
     namespace, name = parts.netloc, parts.path.strip("/")
     if (
         parts.scheme != "configmap"
@@ -45,6 +45,13 @@ def configmap_ref(uri: str) -> tuple[str, str]:
     ):
         raise ConfigError(f"registry {uri!r}: expected configmap://NAMESPACE/NAME")
     return namespace, name
+
+
+def _split(uri: str) -> SplitResult:
+    try:
+        return urlsplit(uri)
+    except ValueError as exc:  # "http://[1.2.3.4]/", an unclosed "[": not a URI at all
+        raise ConfigError(f"{redact_uri(uri)}: not a parseable URI ({exc})") from None
 
 
 def configmap_target(text: str) -> tuple[str, str]:
