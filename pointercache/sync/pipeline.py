@@ -1,8 +1,16 @@
 """Prestage → verify → gate → install → flip → persist: one path for init and sidecar.
 
 ``Publisher.adopt`` takes a ``Resolution`` and either publishes it (returning the new pointer) or
-raises, leaving what was published untouched. Blocking filesystem work runs in a thread so the
-sidecar's status server keeps answering during a large install.
+raises, leaving what was published untouched. It is two halves: ``prepare`` (the signature gate,
+then the download and verification into a staging directory of its own) may take long and may be
+cancelled at any point — a deadline, a newer registry answer — leaving nothing behind;
+``commit`` (install, flip, LKG, garbage collection) is local and short, and is never abandoned
+half-way, so two commits never race on the volume. Blocking filesystem work runs in a thread so
+the sidecar's status server keeps answering during a large install.
+
+After the flip everything is best effort: the flip is the commit point, so a full or locked node
+directory (the node LKG cannot be written) or a failed garbage collection is a warning carried in
+``Adopted.warnings``, never a failure of a version that is already served.
 """
 
 from __future__ import annotations
@@ -15,13 +23,13 @@ from typing import TYPE_CHECKING
 
 from pointercache.base.clock import utcnow
 from pointercache.base.log import log
-from pointercache.base.redact import redact_uri
-from pointercache.errors import SignatureMismatch
+from pointercache.base.redact import redact_text, redact_uri
+from pointercache.errors import SignatureMismatch, StoreError
 from pointercache.model.pointer import Pointer
 from pointercache.model.revision import carried_forward
 from pointercache.resolve.chain import Resolution
-from pointercache.stage.fetchers import FetchOptions
-from pointercache.stage.prestage import prestage
+from pointercache.stage.fetchers import FetchOptions, Progress
+from pointercache.stage.prestage import Staged, prestage
 from pointercache.volume import layout
 from pointercache.volume.cas import NodeCache
 from pointercache.volume.lkg import NodeLKG
@@ -40,6 +48,20 @@ class Adopted:
     version_dir: Path
     reused: bool
     """True when the version was already installed (no download)."""
+    warnings: tuple[str, ...] = ()
+    """What went wrong after the flip (node LKG not written, garbage not collected)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A candidate ready to install: verified bytes in staging, or a version installed already."""
+
+    resolution: Resolution
+    existing: Path | None = None
+    """An installed version with the same digest (nothing was downloaded)."""
+    staging: Path | None = None
+    """The staging directory that holds ``staged`` (removed by ``commit`` or ``discard``)."""
+    staged: Staged | None = None
 
 
 def _pointer(resolution: Resolution, digest: str, size_bytes: int) -> Pointer:
@@ -95,29 +117,62 @@ class Publisher:
         if warning:
             log.warning("signature-unchecked", version=resolution.candidate.version, reason=warning)
 
-    async def install(self, resolution: Resolution) -> Adopted:
-        """Stage, verify and install ``resolution`` without publishing it."""
+    async def prepare(
+        self, resolution: Resolution, *, progress: Progress | None = None
+    ) -> Prepared:
+        """Gate, download and verify ``resolution`` into staging; nothing published changes.
+
+        May be cancelled at any point: the staging directory is removed. ``progress`` also hears
+        the download's progress.
+        """
         self.check_signature(resolution)
         cand = resolution.candidate
-        existing = self.store.find(cand.model, cand.digest) if cand.digest else None
-        if existing is not None:
-            old = await asyncio.to_thread(Pointer.read, existing / layout.POINTER)
-            pointer = _pointer(resolution, old.digest, old.size_bytes)
-            # Same version: a pointer rewrite. Same bytes under another version: hard links.
-            version_dir = await asyncio.to_thread(self.store.install_from, existing, pointer)
-            return Adopted(pointer, version_dir, reused=True)
+        if cand.digest:
+            existing = await asyncio.to_thread(self.store.find, cand.model, cand.digest)
+            if existing is not None:
+                return Prepared(resolution, existing=existing)
         staging = await asyncio.to_thread(self.store.new_staging_dir)
         try:
-            staged = await prestage(cand, staging, fetch=self.fetch, cache=self.cache)
+            staged = await prestage(
+                cand, staging, fetch=self.fetch, cache=self.cache, progress=progress
+            )
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+            raise
+        return Prepared(resolution, staging=staging, staged=staged)
+
+    async def discard(self, prepared: Prepared) -> None:
+        """Remove what ``prepare`` staged (when it will not be committed)."""
+        if prepared.staging is not None:
+            await asyncio.to_thread(shutil.rmtree, prepared.staging, True)
+
+    async def install(self, resolution: Resolution) -> Adopted:
+        """Stage, verify and install ``resolution`` without publishing it."""
+        return await self._install(await self.prepare(resolution))
+
+    async def _install(self, prepared: Prepared) -> Adopted:
+        resolution = prepared.resolution
+        try:
+            if prepared.existing is not None:
+                old = await asyncio.to_thread(Pointer.read, prepared.existing / layout.POINTER)
+                pointer = _pointer(resolution, old.digest, old.size_bytes)
+                # Same version: a pointer rewrite. Same bytes under another version: hard links.
+                version_dir = await asyncio.to_thread(
+                    self.store.install_from, prepared.existing, pointer
+                )
+                return Adopted(pointer, version_dir, reused=True)
+            staged = prepared.staged
+            assert staged is not None
             pointer = _pointer(resolution, staged.digest, staged.size_bytes)
             version_dir = await asyncio.to_thread(self.store.install, staged.path, pointer)
+            return Adopted(pointer, version_dir, reused=False)
         finally:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
-        return Adopted(pointer, version_dir, reused=False)
+            await self.discard(prepared)
 
-    async def adopt(self, resolution: Resolution) -> Adopted:
-        """Install ``resolution``, flip ``current`` to it, persist the LKG and collect garbage."""
-        adopted = await self.install(resolution)
+    async def commit(self, prepared: Prepared) -> Adopted:
+        """Install what ``prepare`` staged, flip ``current`` to it, then persist the LKG and
+        collect garbage (best effort, see the module docstring)."""
+        adopted = await self._install(prepared)
         await asyncio.to_thread(self.store.publish, adopted.version_dir)
         log.info(
             "published",
@@ -128,18 +183,41 @@ class Publisher:
             detail=adopted.pointer.source_detail,
             reused=adopted.reused,
         )
-        await asyncio.to_thread(self._after_publish, adopted.pointer)
-        return adopted
+        warnings = await asyncio.to_thread(self._after_publish, adopted.pointer)
+        return replace(adopted, warnings=tuple(warnings))
 
-    def _after_publish(self, pointer: Pointer) -> None:
+    async def adopt(self, resolution: Resolution, *, progress: Progress | None = None) -> Adopted:
+        """``prepare`` then ``commit``: publish ``resolution`` or raise, leaving the volume as
+        it was."""
+        return await self.commit(await self.prepare(resolution, progress=progress))
+
+    def _after_publish(self, pointer: Pointer) -> list[str]:
+        warnings: list[str] = []
         protect: set[str] = {pointer.digest, *self.protect}
         if self.lkg is not None:
             if pointer.source == "registry":
-                self.lkg.write(pointer)
+                warnings += self._write_lkg(pointer)
             protect |= self.lkg.referenced_digests()
-        removed = self.store.gc(protect)
-        if removed:
-            log.info("gc", removed=[p.name for p in removed])
+        try:
+            removed = self.store.gc(protect)
+        except StoreError as exc:
+            log.warning("gc-failed", error=exc)
+            warnings.append(f"garbage collection failed: {exc}")
+        else:
+            if removed:
+                log.info("gc", removed=[p.name for p in removed])
+        return warnings
+
+    def _write_lkg(self, pointer: Pointer) -> list[str]:
+        """Persist the node LKG; a failure is a warning (the version is served already)."""
+        assert self.lkg is not None
+        try:
+            self.lkg.write(pointer)
+        except (OSError, StoreError) as exc:
+            reason = redact_text(f"node LKG not written: {type(exc).__name__}: {exc}")
+            log.warning("lkg-write-failed", model=pointer.model, reason=reason)
+            return [reason]
+        return []
 
     async def confirm(self, pointer: Pointer, registry: str, revision: int) -> Pointer:
         """A registry named the served version again: record its provenance and revision.
@@ -149,7 +227,7 @@ class Publisher:
         now = utcnow()
         updated = pointer.with_provenance("registry", registry, registry_seen_at=now)
         updated = replace(updated, revision=carried_forward(pointer.revision, revision))
-        version_dir = self.store.current_dir()
+        version_dir = await asyncio.to_thread(self.store.current_dir)
         if version_dir is None:
             return pointer
         same_source = pointer.source == "registry" and pointer.source_detail == registry
@@ -157,9 +235,9 @@ class Publisher:
             return pointer
         await asyncio.to_thread(self.store.update_pointer, version_dir, updated)
         if self.lkg is not None:
-            await asyncio.to_thread(self.lkg.write, updated)
+            await asyncio.to_thread(self._write_lkg, updated)
         log.info("confirmed", version=pointer.version, registry=registry, revision=updated.revision)
         return updated
 
 
-__all__ = ["Adopted", "Publisher", "SignatureMismatch"]
+__all__ = ["Adopted", "Prepared", "Publisher", "SignatureMismatch"]
