@@ -52,12 +52,15 @@ def kind_of(mode: int) -> str:
     return "a regular file" if stat.S_ISREG(mode) else "a special file"
 
 
-def read_node_file(path: Path, *, max_bytes: int, follow: bool = False) -> bytes:
+def read_node_file(
+    path: Path, *, max_bytes: int, follow: bool = False, keep_over: bool = False
+) -> bytes:
     """The bytes of the regular file ``path``, at most ``max_bytes`` of them.
 
     ``FileNotFoundError`` if it does not exist; ``UnsafeNodeFile`` if it is a symlink (unless
-    ``follow``), a FIFO, device, socket or directory, or larger than ``max_bytes``; other
-    ``OSError``s (``EACCES``, ``EIO``) unchanged.
+    ``follow``), a FIFO, device, socket or directory, or larger than ``max_bytes`` (with
+    ``keep_over``, its first ``max_bytes + 1`` bytes are returned instead, for a parser that
+    reports the size itself); other ``OSError``s (``EACCES``, ``EIO``) unchanged.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
@@ -76,12 +79,12 @@ def read_node_file(path: Path, *, max_bytes: int, follow: bool = False) -> bytes
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeNodeFile(f"{path}: {kind_of(info.st_mode)}, not a regular file")
-        if info.st_size > max_bytes:
+        if info.st_size > max_bytes and not keep_over:
             raise UnsafeNodeFile(f"{path}: {info.st_size} bytes is over the {max_bytes} limit")
         data = _read_up_to(fd, max_bytes + 1)
     finally:
         os.close(fd)
-    if len(data) > max_bytes:
+    if len(data) > max_bytes and not keep_over:
         raise UnsafeNodeFile(f"{path}: grew over the {max_bytes} limit while read")
     return data
 
