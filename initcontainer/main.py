@@ -45,12 +45,21 @@ def build_parser(prog: str = "pointercache init") -> argparse.ArgumentParser:
 
 
 def write_termination_log(path: Path, reason: str) -> None:
-    """Write the one-line reason where the kubelet reads it; skip silently if not writable."""
+    """Write the one-line reason where the kubelet reads it; skip silently if not writable.
+
+    Opened without blocking (a FIFO nobody reads is skipped, not waited on).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with path.open("w", encoding="utf-8") as fh:
-            fh.write(reason[:4000] + "\n")
+        fd = os.open(path, flags, 0o644)
     except OSError:
         return
+    try:
+        os.write(fd, (reason[:4000] + "\n").encode("utf-8", "replace"))
+    except OSError:
+        return
+    finally:
+        os.close(fd)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

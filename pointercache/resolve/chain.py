@@ -22,8 +22,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
+from pointercache.base.blocking import abandon_after
 from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from pointercache.volume.lkg import NodeLKG
 
 _Loader = Callable[[], Pointer | Candidate | None]
-T = TypeVar("T")
 
 LOCAL_READ_TIMEOUT = 2.0
 """Seconds one local step (a node or cluster LKG file) may take to read before it is skipped."""
@@ -91,25 +91,6 @@ class LocalAnswer:
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return redact_text(f"{type(exc).__name__}: {text}")
-
-
-async def abandon_after(seconds: float, fn: Callable[[], Any], *args: Any) -> Any:
-    """Run blocking ``fn(*args)`` in a thread and wait at most ``seconds`` (``TimeoutError``).
-
-    A thread that outlives the wait is left to finish on its own (a read on a hung disk).
-    """
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, fn, *args)
-    done, _ = await asyncio.wait({future}, timeout=max(seconds, 0.0))
-    if not done:
-        future.add_done_callback(_retrieve)
-        raise TimeoutError(f"no answer within {seconds:g}s")
-    return future.result()
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved, so asyncio does not warn about it
 
 
 class Chain:

@@ -23,13 +23,16 @@ from pointercache.errors import ConfigError, PointercacheError, ResolutionFailed
 from pointercache.model.pointer import Pointer
 from pointercache.model.revision import below_persisted
 from pointercache.resolve.chain import Attempt, LocalAnswer, Resolution
+from pointercache.stage.prestage import CACHE_LOCK_WAIT
 from pointercache.stage.progress import TransferWatch
 from pointercache.sync.budget import Budget
 from pointercache.sync.pipeline import Publisher
 from pointercache.sync.wiring import Parts
 
-CLOSE_WAIT = 1.0
+CLOSE_WAIT = 0.25
 """Seconds given to closing the sources (connections, watches) at the end of a one shot."""
+SETTLE_MARGIN = 0.1
+"""Seconds before the deadline at which the work after a flip (node LKG, gc) is left behind."""
 
 
 def summarize(model: str, attempts: Sequence[Attempt]) -> str:
@@ -69,7 +72,7 @@ async def resolve_and_publish(
         if resolution is None:
             continue
         later = sum(1 for a in local[index + 1 :] if a.answer is not None)
-        reason = await _try(publisher, resolution, budget.share(later) if budget else None)
+        reason = await _try(publisher, resolution, budget, later)
         if isinstance(reason, Pointer):
             return reason
         attempts.append(Attempt(answer.step, answer.name, ok=False, reason=reason))
@@ -92,7 +95,7 @@ async def _try_registry(
         reason = f"stale answer: revision {revision} is below the persisted {persisted}"
         log.warning("stale-answer", registry=found.detail, reason=reason)
     else:
-        outcome = await _try(publisher, found, budget.share(later) if budget else None)
+        outcome = await _try(publisher, found, budget, later)
         if isinstance(outcome, Pointer):
             return outcome
         reason = outcome
@@ -102,15 +105,19 @@ async def _try_registry(
 
 
 async def _try(
-    publisher: Publisher, resolution: Resolution, seconds: float | None
+    publisher: Publisher, resolution: Resolution, budget: Budget | None, later: int
 ) -> Pointer | str:
-    """Publish ``resolution``, preparing it within ``seconds``; the pointer, or why not."""
+    """Publish ``resolution``, preparing it within its share of ``budget`` (``later`` steps
+    after it have an answer); the pointer, or why not."""
     version = resolution.candidate.version
     watch = TransferWatch()
+    seconds = budget.share(later) if budget else None
+    lock_wait = CACHE_LOCK_WAIT if seconds is None else min(CACHE_LOCK_WAIT, seconds / 2)
     try:
         async with asyncio.timeout(seconds) as window:
-            prepared = await publisher.prepare(resolution, progress=watch)
-        adopted = await publisher.commit(prepared)
+            prepared = await publisher.prepare(resolution, progress=watch, lock_wait=lock_wait)
+        settle = None if budget is None else max(budget.left() - SETTLE_MARGIN, 0.0)
+        adopted = await publisher.commit(prepared, settle_within=settle)
     except TimeoutError:
         if not window.expired():
             return _rejected(resolution, version, TimeoutError("timed out"))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pointercache.base.blocking import abandon_after
 from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text, redact_uri
@@ -29,7 +30,7 @@ from pointercache.model.pointer import Pointer
 from pointercache.model.revision import carried_forward
 from pointercache.resolve.chain import Resolution
 from pointercache.stage.fetchers import FetchOptions, Progress
-from pointercache.stage.prestage import Staged, prestage
+from pointercache.stage.prestage import CACHE_LOCK_WAIT, Staged, prestage
 from pointercache.volume import layout
 from pointercache.volume.cas import NodeCache
 from pointercache.volume.lkg import NodeLKG
@@ -118,12 +119,17 @@ class Publisher:
             log.warning("signature-unchecked", version=resolution.candidate.version, reason=warning)
 
     async def prepare(
-        self, resolution: Resolution, *, progress: Progress | None = None
+        self,
+        resolution: Resolution,
+        *,
+        progress: Progress | None = None,
+        lock_wait: float = CACHE_LOCK_WAIT,
     ) -> Prepared:
         """Gate, download and verify ``resolution`` into staging; nothing published changes.
 
         May be cancelled at any point: the staging directory is removed. ``progress`` also hears
-        the download's progress.
+        the download's progress; ``lock_wait`` bounds the wait for another process's download
+        of the same digest (``stage.prestage``).
         """
         self.check_signature(resolution)
         cand = resolution.candidate
@@ -134,7 +140,12 @@ class Publisher:
         staging = await asyncio.to_thread(self.store.new_staging_dir)
         try:
             staged = await prestage(
-                cand, staging, fetch=self.fetch, cache=self.cache, progress=progress
+                cand,
+                staging,
+                fetch=self.fetch,
+                cache=self.cache,
+                progress=progress,
+                lock_wait=lock_wait,
             )
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, staging, True)
@@ -148,9 +159,10 @@ class Publisher:
 
     async def install(self, resolution: Resolution) -> Adopted:
         """Stage, verify and install ``resolution`` without publishing it."""
-        return await self._install(await self.prepare(resolution))
+        return await self.install_prepared(await self.prepare(resolution))
 
-    async def _install(self, prepared: Prepared) -> Adopted:
+    async def install_prepared(self, prepared: Prepared) -> Adopted:
+        """Install what ``prepare`` staged (or reuse the installed version), not published."""
         resolution = prepared.resolution
         try:
             if prepared.existing is not None:
@@ -169,10 +181,15 @@ class Publisher:
         finally:
             await self.discard(prepared)
 
-    async def commit(self, prepared: Prepared) -> Adopted:
+    async def commit(self, prepared: Prepared, *, settle_within: float | None = None) -> Adopted:
         """Install what ``prepare`` staged, flip ``current`` to it, then persist the LKG and
-        collect garbage (best effort, see the module docstring)."""
-        adopted = await self._install(prepared)
+        collect garbage (best effort, see the module docstring).
+
+        ``settle_within`` bounds the work after the flip (seconds; a node lock held elsewhere
+        waits up to ``volume.lkg.LOCK_WAIT``): past it the flip stands and a warning says the
+        node LKG may not be written.
+        """
+        adopted = await self.install_prepared(prepared)
         await asyncio.to_thread(self.store.publish, adopted.version_dir)
         log.info(
             "published",
@@ -183,7 +200,12 @@ class Publisher:
             detail=adopted.pointer.source_detail,
             reused=adopted.reused,
         )
-        warnings = await asyncio.to_thread(self._after_publish, adopted.pointer)
+        try:
+            warnings = await abandon_after(settle_within, self._after_publish, adopted.pointer)
+        except TimeoutError:
+            warning = f"node LKG and garbage collection not done within {settle_within:g}s"
+            log.warning("after-publish-abandoned", reason=warning)
+            warnings = [warning]
         return replace(adopted, warnings=tuple(warnings))
 
     async def adopt(self, resolution: Resolution, *, progress: Progress | None = None) -> Adopted:
