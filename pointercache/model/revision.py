@@ -27,6 +27,18 @@ def same_version(served: Pointer, offered: Candidate) -> bool:
     return redact_uri(offered.uri) == served.uri
 
 
+def same_candidate(first: Candidate, second: Candidate) -> bool:
+    """True if two answers name the same bytes of the same version: model, version, the digest
+    (when either gives one) and the redacted artifact URI. A download of ``first`` in flight
+    serves ``second`` too; anything else pre-empts it."""
+    return (first.model, first.version, first.digest, redact_uri(first.uri)) == (
+        second.model,
+        second.version,
+        second.digest,
+        redact_uri(second.uri),
+    )
+
+
 def is_stale(offered: int, served: int) -> bool:
     """A running sidecar refuses an answer whose revision is below the one it serves."""
     return offered < served

@@ -54,7 +54,7 @@ async def run(
     await asyncio.to_thread(store.ensure_layout)
     with store.lock(timeout=lock_timeout):
         await asyncio.to_thread(store.recover)
-        refresher.load_current()
+        await refresher.load_current()
         app = make_app(refresher, metrics=metrics, admin_token_file=server.admin_token_file)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()

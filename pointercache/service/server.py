@@ -3,14 +3,25 @@
 - ``GET /healthz``: the process is alive (always 200 while the loop runs).
 - ``GET /readyz``: 200 only once a verified model is published.
 - ``GET /status``: JSON — what is served, from where, how stale, why; LKG, staged versions,
-  last registry contact and error, fallback reason, blocked flip, recent history.
+  last registry contact and error, fallback reason, blocked flip, the download in flight
+  (version, bytes, total, rate, seconds without a byte), versions held off after a failure,
+  recent history.
 - ``GET /metrics``: Prometheus text from the registry the sidecar configured.
-- ``POST /refresh``: re-resolve now, bypassing caches. With ``--admin-token-file`` it needs
-  ``Authorization: Bearer <token>``; without one it answers only to loopback clients.
+- ``POST /refresh``: re-resolve now, bypassing caches and the hold-off of failed versions. It
+  answers within ``?wait=`` seconds (``REFRESH_WAIT`` by default, at most ``MAX_REFRESH_WAIT``):
+  ``200`` with the outcome when the refresh ended by then, else ``202`` with ``"outcome":
+  "in-progress"`` and the download in flight — the work goes on in the background. With
+  ``--admin-token-file`` it needs ``Authorization: Bearer <token>``; without one it answers only
+  to loopback clients.
+
+No handler touches a file on the event loop: the files ``/status`` shows are read on a thread of
+their own (``service.view``), so ``/healthz``, ``/readyz`` and ``/status`` answer while a refresh,
+a download or a hung disk is busy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 from collections.abc import Callable
@@ -20,12 +31,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pointercache.errors import PointercacheError
 from pointercache.service.refresher import Refresher
+from pointercache.service.state import Outcome
 
 REFRESHER = web.AppKey("refresher", Refresher)
 METRICS: web.AppKey[Callable[[], tuple[bytes, str]]] = web.AppKey("metrics")
 TOKEN_FILE = web.AppKey("token_file", Path)
+BACKGROUND: web.AppKey[set[asyncio.Task[Outcome]]] = web.AppKey("background")
+
+REFRESH_WAIT = 1.0
+"""Seconds ``POST /refresh`` waits for the outcome before answering 202 (``?wait=`` changes it)."""
+MAX_REFRESH_WAIT = 60.0
+"""The largest ``?wait=`` accepted (seconds)."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -37,31 +54,13 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def status_document(refresher: Refresher) -> dict[str, Any]:
-    """Build the ``/status`` JSON from the refresher's state and the volume."""
+async def status_document(refresher: Refresher) -> dict[str, Any]:
+    """Build the ``/status`` JSON from the refresher's state and a view of the files."""
     state = refresher.state
     parts = refresher.parts
     current = state.current
-    staged: list[dict[str, Any]] = []
-    try:
-        for version_dir, pointer in parts.store.versions(refresher.target.model):
-            staged.append(
-                {
-                    "version": pointer.version,
-                    "digest": pointer.digest,
-                    "dir": version_dir.name,
-                    "current": current is not None and pointer.digest == current.digest,
-                }
-            )
-    except (OSError, PointercacheError) as exc:
-        staged.append({"error": str(exc)})
-    lkg_node = None
-    if parts.lkg is not None:
-        try:
-            lkg_pointer = parts.lkg.read(refresher.target.model)
-            lkg_node = lkg_pointer.to_dict() if lkg_pointer else None
-        except (OSError, PointercacheError) as exc:
-            lkg_node = {"error": str(exc)}
+    view = await refresher.view.get(current.digest if current else None)
+    flight = refresher.flights.current
     return {
         "model": refresher.target.model,
         "selector": str(refresher.target.selector),
@@ -71,14 +70,17 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
         "fallback_reason": state.fallback_reason,
         "blocked": state.blocked.to_dict() if state.blocked else None,
         "prefetched": state.prefetched.to_dict() if state.prefetched else None,
+        "in_flight": flight.to_dict() if flight else None,
+        "held_off": refresher.failures.to_list(),
         "registry": {
             "sources": [s.name for s in parts.sources],
             "last_contact": state.last_contact,
             "last_error": state.last_error,
         },
         "last_refresh": state.last_refresh,
-        "lkg": {"node": lkg_node},
-        "staged": staged,
+        "lkg": {"node": view["lkg_node"], "write_error": state.lkg_error},
+        "staged": view["staged"],
+        "files_read_at": view["as_of"],
         "history": list(state.history),
     }
 
@@ -97,7 +99,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """The status document."""
-    return _json(status_document(request.app[REFRESHER]))
+    return _json(await status_document(request.app[REFRESHER]))
 
 
 async def metrics_text(request: web.Request) -> web.Response:
@@ -125,19 +127,38 @@ def _authorized(request: web.Request) -> bool:
 
 
 async def refresh(request: web.Request) -> web.Response:
-    """Re-resolve now, bypassing caches; answers with the outcome and the served pointer."""
+    """Re-resolve now, bypassing caches; answer with the outcome within ``?wait=`` seconds."""
     if not _authorized(request):
         return _json({"error": "forbidden"}, status=403)
+    try:
+        wait = float(request.query.get("wait", REFRESH_WAIT))
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_REFRESH_WAIT:
+        return _json({"error": f"wait: seconds from 0 to {MAX_REFRESH_WAIT:g}"}, status=400)
     refresher = request.app[REFRESHER]
-    outcome = await refresher.refresh("forced", force=True)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + wait
+    task = asyncio.create_task(refresher.safe_refresh("forced", force=True))
+    background = request.app[BACKGROUND]
+    background.add(task)  # it goes on after the answer: keep a reference until it ends
+    task.add_done_callback(background.discard)
+    done, _ = await asyncio.wait({task}, timeout=wait)
+    outcome: Outcome | None = task.result() if done else None
+    if outcome is Outcome.IN_PROGRESS:
+        outcome = await refresher.settled(until - loop.time()) or Outcome.IN_PROGRESS
     current = refresher.state.current
-    return _json(
-        {
-            "outcome": outcome,
-            "current": current.to_dict() if current else None,
-            "last_error": refresher.state.last_error,
-        }
-    )
+    flight = refresher.flights.current
+    body: dict[str, Any] = {
+        "outcome": outcome or Outcome.IN_PROGRESS,
+        "current": current.to_dict() if current else None,
+        "last_error": refresher.state.last_error,
+        "in_flight": flight.to_dict() if flight else None,
+    }
+    if outcome in (None, Outcome.IN_PROGRESS):
+        body["detail"] = "the refresh goes on in the background; GET /status shows its progress"
+        return _json(body, status=202)
+    return _json(body)
 
 
 def make_app(
@@ -150,6 +171,7 @@ def make_app(
     app = web.Application()
     app[REFRESHER] = refresher
     app[METRICS] = metrics
+    app[BACKGROUND] = set()
     if admin_token_file is not None:
         app[TOKEN_FILE] = admin_token_file
     app.router.add_get("/healthz", healthz)

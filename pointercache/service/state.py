@@ -41,6 +41,8 @@ class Outcome(enum.StrEnum):
     """No registry answered (or, before the first publication, no step of the chain)."""
     ERROR = "error"
     """An unexpected error; recorded, and the current version stays."""
+    IN_PROGRESS = "in-progress"
+    """A download runs in the background (not counted: its end is counted when it ends)."""
 
 
 class Happening(enum.StrEnum):
@@ -58,6 +60,9 @@ class Happening(enum.StrEnum):
     BOOTSTRAP_FAILED = "bootstrap-failed"
     PREFETCHED = "prefetched"
     PREFETCH_FAILED = "prefetch-failed"
+    DOWNLOADING = "downloading"
+    PREEMPTED = "preempted"
+    HELD_OFF = "held-off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,9 @@ class RefreshState:
     """Why the served version did not come from a registry, while it did not."""
     blocked: BlockedFlip | None = None
     prefetched: Pointer | None = None
+    lkg_error: str | None = None
+    """Why the last flip could not write the node LKG (a full or locked node disk), if it could
+    not."""
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     def record(self, happening: Happening, **fields: Any) -> None:

@@ -79,12 +79,17 @@ class Sidecar:
         return None
 
     def get(
-        self, path: str, *, headers: dict[str, str] | None = None, method: str = "GET"
+        self,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+        timeout: float = 10,
     ) -> tuple[int, bytes]:
         """An HTTP request to the status server: (status, body)."""
         req = urllib.request.Request(self.url + path, method=method, headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             with exc:  # closed here, not by the garbage collector (a ResourceWarning)

@@ -4,9 +4,10 @@ The file is read (bounded) in a thread on each resolution, the way every node-lo
 (``volume.nodefile``: non-blocking, so a FIFO in its place cannot hold the thread; the
 ConfigMap's ``..data`` links are followed, but must lead to a regular file). ``changes()``
 watches the file's *parent directory* with watchfiles and re-reads the file on any event,
-yielding only when the bytes differ. Event types and mtimes are never trusted: the kubelet updates a ConfigMap volume by
-renaming a ``..data`` symlink over the old one, so the watched file (``x.json -> ..data/x.json``)
-never sees an event of its own. A periodic re-read (every ``resync`` seconds) covers missed events.
+yielding only when the bytes differ. Event types and mtimes are never trusted: the kubelet
+updates a ConfigMap volume by renaming a ``..data`` symlink over the old one, so the watched file
+(``x.json -> ..data/x.json``) never sees an event of its own. A periodic re-read (every
+``resync`` seconds) covers missed events.
 """
 
 from __future__ import annotations
