@@ -16,6 +16,7 @@ directory (the node LKG cannot be written) or a failed garbage collection is a w
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -236,7 +237,10 @@ class Publisher:
         try:
             self.lkg.write(pointer)
         except (OSError, StoreError) as exc:
-            reason = redact_text(f"node LKG not written: {type(exc).__name__}: {exc}")
+            why = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
+                why = f"{errno.errorcode[exc.errno]} ({exc.strerror})"
+            reason = redact_text(f"node LKG not written: {why}")
             log.warning("lkg-write-failed", model=pointer.model, reason=reason)
             return [reason]
         return []

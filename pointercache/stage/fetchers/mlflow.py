@@ -50,6 +50,7 @@ from pointercache.errors import (
 from pointercache.model.digest import StreamHasher
 from pointercache.stage.allow import split_uri
 from pointercache.stage.fetchers import FetchOptions, FetchResult
+from pointercache.volume.fsutil import remove_path
 
 if TYPE_CHECKING:
     import aiohttp
@@ -113,9 +114,13 @@ class MlflowArtifactFetcher:
         try:
             return await self._fetch(base, root, dest, shown)
         except Exception as exc:
+            await asyncio.to_thread(remove_path, dest, ignore_errors=True)
             if not (isinstance(exc, TimeoutError) or is_client_error(exc)):
                 raise
             raise FetchUnavailable(f"{shown}: {type(exc).__name__}") from exc
+        except BaseException:  # cancelled: nothing may stay behind either
+            await asyncio.to_thread(remove_path, dest, ignore_errors=True)
+            raise
 
     async def _fetch(self, base: str, root: PurePosixPath, dest: Path, shown: str) -> FetchResult:
         tree = _Tree(shown)
