@@ -36,6 +36,7 @@ from pointercache.resolve.chain import Resolution
 from pointercache.resolve.sources import CachingSource, WatchableSource
 from pointercache.service.failures import DEFAULT_BACKOFF, FailedVersions
 from pointercache.service.inflight import Flight, Flights, Phase
+from pointercache.service.prefetch import Prefetcher
 from pointercache.service.reporting import Reporter
 from pointercache.service.state import BlockedFlip, Happening, Outcome, RefreshState
 from pointercache.service.telemetry import Telemetry
@@ -82,10 +83,21 @@ class Refresher:
         """Versions held off after a failure."""
         self.view = VolumeView(parts)
         """``/status``'s view of the files, read off the loop."""
-        self._prefetching: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one resolution at a time
         self._volume = asyncio.Lock()  # one change of the volume at a time
+        self.prefetcher: Prefetcher | None = None
+        """Installs ``--prefetch-selector``'s version in the background, if set."""
+        if self.options.prefetch is not None:
+            self.prefetcher = Prefetcher(
+                parts,
+                self.options.prefetch,
+                publisher=self.publisher,
+                state=self.state,
+                failures=self.failures,
+                volume=self._volume,
+                view=self.view,
+            )
         self.telemetry.bind(self.state)
 
     async def load_current(self) -> None:
@@ -145,8 +157,8 @@ class Refresher:
             return Outcome.UNAVAILABLE
         self.state.contacted()
         outcome = await self._apply(resolution, reason, force=force, started=started)
-        if self.options.prefetch is not None:
-            await self._prefetch(self.options.prefetch)
+        if self.prefetcher is not None:
+            await self.prefetcher.after_refresh()
         return outcome
 
     async def _apply(
@@ -317,36 +329,6 @@ class Refresher:
         await self._report(happening, pointer, message)
         return Outcome.FLIPPED
 
-    async def _prefetch(self, selector: Selector) -> None:
-        """Start installing the ``selector``'s version in the background (one at a time)."""
-        if self._prefetching is not None and not self._prefetching.done():
-            return
-        resolution, _ = await self.parts.chain.from_registries(self.target.model, selector)
-        prefetched = self.state.prefetched
-        if resolution is None or (
-            prefetched is not None and same_version(prefetched, resolution.candidate)
-        ):
-            return
-        if self.failures.holding(resolution.candidate) is None:
-            self._prefetching = asyncio.create_task(self._install_prefetch(resolution))
-
-    async def _install_prefetch(self, resolution: Resolution) -> None:
-        cand = resolution.candidate
-        try:
-            prepared = await self.publisher.prepare(resolution)
-            async with self._volume:
-                adopted = await self.publisher.install_prepared(prepared)
-        except Exception as exc:
-            error = redact_text(f"version {cand.version}: {type(exc).__name__}: {exc}")
-            self.failures.failed(cand, error)
-            self.state.record(Happening.PREFETCH_FAILED, version=cand.version, error=error)
-            return
-        self.failures.forget(cand)
-        self.state.prefetched = adopted.pointer
-        self.publisher.protect = {adopted.pointer.digest}
-        self.view.invalidate()
-        self.state.record(Happening.PREFETCHED, version=adopted.pointer.version)
-
     async def _report(self, happening: Happening, pointer: Pointer | None, message: str) -> None:
         if self.reporter is None:
             return
@@ -377,12 +359,14 @@ class Refresher:
                 await self._until_stopped(self.safe_refresh("poll"), stop)
                 await self._sleep(stop)
         finally:
-            for task in [*watchers, *([self._prefetching] if self._prefetching else [])]:
+            for task in watchers:
                 task.cancel()
             for task in watchers:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self.flights.stop()
+            if self.prefetcher is not None:
+                await self.prefetcher.stop()
 
     @staticmethod
     async def _until_stopped(coro: Coroutine[Any, Any, Outcome], stop: asyncio.Event) -> None:
