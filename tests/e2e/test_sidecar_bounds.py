@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import Pointer
 from pointercache.volume.fsutil import atomic_write_bytes
 from tests.e2e.conftest import World
-from tests.e2e.helpers import MODEL, Sidecar, make_artifact, run_init, wait_until
+from tests.e2e.helpers import MODEL, Sidecar, cli, make_artifact, run_init, wait_until
 from tests.helpers import fill, mount_tmpfs, unmount
 from tests.stage.origin import Origin, start_origin
 
@@ -96,6 +97,20 @@ async def test_a_newer_answer_preempts_a_trickling_download(
             "downloading",
         )
         assert flight["rate_bytes_per_s"] >= 0 and flight["idle_s"] >= 0
+        table = await asyncio.to_thread(
+            subprocess.run,
+            cli("status", "--url", sidecar.url),
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        rows = dict(line.split(None, 1) for line in table.stdout.splitlines() if " " in line)
+        assert (
+            rows["in-flight"].startswith("2 downloading")
+            and str(TRICKLE_BYTES) in rows["in-flight"]
+        )
         started = time.monotonic()
         code, body = await asyncio.to_thread(sidecar.get, "/refresh", method="POST", timeout=5)
         assert time.monotonic() - started < 5  # a bound on the wait, not a timing claim
@@ -138,6 +153,17 @@ async def test_a_stalled_download_is_an_error_and_held_off(
         assert (held["version"], held["failures"]) == ("2", 1) and held["retry_in_s"] > 0
         await asyncio.sleep(4)  # four polls name v2 again
         assert len(origin.seen("/trickle")) == 1
+        table = await asyncio.to_thread(
+            subprocess.run,
+            cli("status", "--url", sidecar.url),
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        rows = dict(line.split(None, 1) for line in table.stdout.splitlines() if " " in line)
+        assert rows["held-off"].startswith("2 (1x, retry in")
     finally:
         await asyncio.to_thread(sidecar.stop, signal.SIGTERM)
 
