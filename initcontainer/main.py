@@ -110,8 +110,11 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
         return loop.run_until_complete(main)
     finally:
         try:
-            for task in asyncio.all_tasks(loop):
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
                 task.cancel()
+            if tasks:  # a task that ignores its cancellation is left, not waited for
+                loop.run_until_complete(asyncio.wait(tasks, timeout=0.25))
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()  # shuts the default executor down without waiting
