@@ -220,12 +220,12 @@ class Refresher:
 
     async def _confirm(self, current: Pointer, resolution: Resolution) -> Outcome:
         cand = resolution.candidate
+        self.state.confirm_served()  # the registry's answer is the confirmation, not our write
         async with self._volume:
             confirmed = await self.publisher.confirm(current, resolution.detail, cand.revision)
         if confirmed is not current:
             await self._report(Happening.CONFIRMED, confirmed, f"registry confirms {cand.version}")
         self.state.current = confirmed
-        self.state.confirm_served()
         self.state.fallback_reason = None
         self.state.blocked = None
         self.state.last_error = None
