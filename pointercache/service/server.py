@@ -25,14 +25,18 @@ import asyncio
 import hmac
 import ipaddress
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from pointercache.base.blocking import abandon_after
+from pointercache.errors import PointercacheError
 from pointercache.service.refresher import Refresher
 from pointercache.service.state import Outcome
+from pointercache.volume.nodefile import read_node_file
 
 REFRESHER = web.AppKey("refresher", Refresher)
 METRICS: web.AppKey[Callable[[], tuple[bytes, str]]] = web.AppKey("metrics")
@@ -43,6 +47,8 @@ REFRESH_WAIT = 1.0
 """Seconds ``POST /refresh`` waits for the outcome before answering 202 (``?wait=`` changes it)."""
 MAX_REFRESH_WAIT = 60.0
 """The largest ``?wait=`` accepted (seconds)."""
+TOKEN_READ_WAIT = 1.0
+"""Seconds the admin token file may take to read (a mounted Secret; 403 past it)."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -110,7 +116,7 @@ async def metrics_text(request: web.Request) -> web.Response:
     return resp
 
 
-def _authorized(request: web.Request) -> bool:
+async def _authorized(request: web.Request) -> bool:
     token_file = request.app.get(TOKEN_FILE)
     if token_file is None:
         peer = request.remote or ""
@@ -118,9 +124,12 @@ def _authorized(request: web.Request) -> bool:
             return ipaddress.ip_address(peer).is_loopback
         except ValueError:
             return False
-    try:
-        expected = token_file.read_text().strip()
-    except OSError:
+    try:  # read off the loop and without blocking: a FIFO in its place is refused, not waited on
+        data = await abandon_after(
+            TOKEN_READ_WAIT, partial(read_node_file, token_file, max_bytes=4096, follow=True)
+        )
+        expected = data.decode().strip()
+    except (OSError, UnicodeDecodeError, PointercacheError):
         return False
     given = request.headers.get("Authorization", "")
     return bool(expected) and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
@@ -128,7 +137,7 @@ def _authorized(request: web.Request) -> bool:
 
 async def refresh(request: web.Request) -> web.Response:
     """Re-resolve now, bypassing caches; answer with the outcome within ``?wait=`` seconds."""
-    if not _authorized(request):
+    if not await _authorized(request):
         return _json({"error": "forbidden"}, status=403)
     try:
         wait = float(request.query.get("wait", REFRESH_WAIT))
