@@ -95,11 +95,7 @@ def no_traceback(proc: CompletedProcess[str]) -> None:
 async def test_a_trickling_artifact_is_abandoned_and_the_node_lkg_serves(
     world: World, cli_env: dict[str, str], origin: Origin
 ) -> None:
-    """v2 trickles (10 MiB announced, a byte every 2 s): init --deadline 10 serves the LKG v1.
-
-    The registry candidate gets half of the deadline while the LKG and pinned steps have an
-    answer; the stall is named in source_detail.
-    """
+    """v2 trickles (a byte every 2 s): init --deadline 10 gives it half, then serves the LKG."""
     assert (await timed_init(cli_env, *world.init_args()))[0].returncode == 0
     answer(world, 2, origin.url("/trickle"))
     allow = ["--allow", origin.url("/"), "--allow", world.base.as_uri()]

@@ -189,12 +189,10 @@ async def test_presigned_query_is_sent_byte_for_byte(origin: Origin, tmp_path: P
 async def test_a_resume_answered_with_other_bytes_starts_over(
     origin: Origin, tmp_path: Path, path: str
 ) -> None:
-    """A resume answered with a part that is not the bytes asked for is never spliced in.
-
-    The download breaks after 3 MiB of 8 MiB; the server answers the Range with a 200 carrying
-    Content-Range and the tail, a 206 from byte 0, or the tail alone as a 200 under the same
-    ETag: the fetcher starts over and gets the whole, never a shorter or shifted file.
-    """
+    """A resume answered with other bytes (a 200 with the tail, a 206 from 0) starts over."""
+    # The body breaks after 3 MiB of 8 MiB; the server answers the Range with a 200 carrying
+    # Content-Range and the tail, a 206 from byte 0, or the tail alone as a 200 under the same
+    # ETag: the fetcher must never splice those in (a shorter or shifted file).
     result, _ = await _fetch(origin, path, tmp_path / "m.bin")
     assert (tmp_path / "m.bin").read_bytes() == origin.big
     assert result.sha256 == hashlib.sha256(origin.big).hexdigest()  # type: ignore[attr-defined]
