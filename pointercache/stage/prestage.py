@@ -17,6 +17,7 @@ without the lock (the cache keeps whichever complete copy lands first).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -78,17 +79,17 @@ async def prestage(
         if cache is not None:
             await _cache_put(cache, staged)
         return staged
-    try:
-        async with cache.alock(candidate.digest, max_wait=lock_wait):
-            return await _cached_or_fetched(candidate, staging, fetch, fetcher, cache)
-    except StoreLocked:
-        log.warning(
-            "cache-lock-busy",
-            digest=candidate.digest,
-            waited_s=lock_wait,
-            action="fetching without the node lock",
-        )
-    return await _cached_or_fetched(candidate, staging, fetch, fetcher, cache)
+    async with contextlib.AsyncExitStack() as held:
+        try:
+            await held.enter_async_context(cache.alock(candidate.digest, max_wait=lock_wait))
+        except StoreLocked:
+            log.warning(
+                "cache-lock-busy",
+                digest=candidate.digest,
+                waited_s=lock_wait,
+                action="fetching without the node lock",
+            )
+        return await _cached_or_fetched(candidate, staging, fetch, fetcher, cache)
 
 
 async def _cached_or_fetched(

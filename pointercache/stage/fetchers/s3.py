@@ -19,8 +19,9 @@ blocking, so all of it runs in this fetcher's thread pool. On any failure ``dest
 Bounds: bodies are read a socket read at a time (``adapters.s3.read_some``) and counted by an
 ``adapters.pace`` meter per GET (the rate shared by ``concurrency`` threads), so a store that
 trickles fails the fetch with ``Stalled``; each HEAD and each listing page must answer within
-``connect_timeout + read_timeout + pace.window`` seconds; a prefix lists at most ``MAX_OBJECTS``
-objects. A failed or cancelled fetch waits at most ``DRAIN`` seconds for its threads.
+``connect_timeout + read_timeout + pace.window`` seconds per attempt; a prefix lists at most
+``MAX_OBJECTS`` objects in ``MAX_PAGES`` pages. A failed or cancelled fetch waits at most
+``DRAIN`` seconds for its threads.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ T = TypeVar("T")
 MiB = 1 << 20
 MAX_OBJECTS = 100_000
 """Objects under one prefix, at most (a listing of more fails with ``TooLarge``)."""
+MAX_PAGES = 1_000
+"""Listing pages for one prefix, at most (a store that always says "truncated" is refused)."""
 DRAIN = 1.0
 """Seconds a failed or cancelled fetch waits for its threads before leaving them behind."""
 
@@ -185,9 +188,10 @@ class S3Fetcher:
         """A small request with retries, answered within one request's bound each time
         (botocore reads a non-streaming answer whole, so a trickle is stopped from here)."""
         o = self._options
-        limit = o.connect_timeout + o.read_timeout + o.pace.window
+        limit = (o.connect_timeout + o.read_timeout + o.pace.window) * o.backoff.attempts
+        limit += o.backoff.maximum * (o.backoff.attempts - 1)  # the waits between attempts
         try:
-            async with asyncio.timeout(limit * o.backoff.attempts + o.backoff.maximum):
+            async with asyncio.timeout(limit):
                 return await self._run(self._retrying, uri, None, fn, *args)
         except TimeoutError:
             raise FetchUnavailable(f"{uri}: {what} not answered within {limit:g}s") from None
@@ -196,7 +200,7 @@ class S3Fetcher:
         """Every object under ``prefix``, page by page (each page bounded like a HEAD)."""
         found: list[_Object] = []
         token: str | None = None
-        while True:
+        for _ in range(MAX_PAGES):
             page, token = await self._bounded(
                 uri, "listing", self._list_page, bucket, prefix, token
             )
@@ -205,6 +209,7 @@ class S3Fetcher:
                 raise TooLarge(f"{uri}: more than {MAX_OBJECTS} objects under the prefix")
             if token is None:
                 return found
+        raise TooLarge(f"{uri}: more than {MAX_PAGES} listing pages under the prefix")
 
     def _make_client(self) -> Any:
         return s3.client(
