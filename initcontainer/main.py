@@ -9,12 +9,10 @@ and exits if the one shot has not returned by then (``pointercache.sync.watchdog
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from pointercache.adapters.kube.config import KubeConfig
 from pointercache.base.log import log
@@ -22,13 +20,11 @@ from pointercache.errors import ConfigError, PointercacheError
 from pointercache.sync import bootstrap
 from pointercache.sync.budget import Budget
 from pointercache.sync.settings import INIT, add_arguments, from_namespace
-from pointercache.sync.watchdog import Watchdog
+from pointercache.sync.watchdog import Watchdog, run_detached
 from pointercache.sync.wiring import build
 
 WATCHDOG_SLACK = 0.75
 """Seconds past ``--deadline`` at which the watchdog ends a one shot that has not returned."""
-
-T = TypeVar("T")
 
 DESCRIPTION = """\
 Resolve which model version to serve (registries in order, then the node's last-known-good,
@@ -80,7 +76,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     watchdog.start()
     try:
         parts = build(settings, kube=KubeConfig.from_environ(env))
-        pointer = _run(bootstrap.run_once(parts, deadline=deadline, budget=budget))
+        pointer = run_detached(bootstrap.run_once(parts, deadline=deadline, budget=budget))
     except ConfigError as exc:
         watchdog.settle(2)
         return _fail(2, f"configuration: {exc}", termination_log)
@@ -100,24 +96,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         detail=pointer.source_detail,
     )
     return 0
-
-
-def _run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` without waiting for worker threads at the end: one stuck in a read (on a
-    hung disk, say) is left behind instead of holding the exit (the watchdog ends it)."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(main)
-    finally:
-        try:
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            if tasks:  # a task that ignores its cancellation is left, not waited for
-                loop.run_until_complete(asyncio.wait(tasks, timeout=0.25))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()  # shuts the default executor down without waiting
 
 
 def _report(reason: str, termination_log: Path) -> None:

@@ -61,11 +61,11 @@ async def run(
         site = web.TCPSite(runner, server.listen.host, server.listen.port)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else server.listen.port
-        log.info("listening", host=server.listen.host, port=bound)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before "listening": a SIGTERM right
+            loop.add_signal_handler(sig, stop.set)  # after it must stop us gracefully too
+        log.info("listening", host=server.listen.host, port=bound)
         try:
             await refresher.run(stop)
         finally:

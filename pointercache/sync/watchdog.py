@@ -10,19 +10,24 @@ thread pool that the interpreter joins at exit can keep the process alive after 
 
 Once the one shot has a result, ``settle(code)`` re-arms it for a short grace: if the process has
 not exited by then (a worker thread the interpreter waits for at exit), it exits with ``code``
-without a second message. Python threads get the interpreter lock at least every
+without a second message. ``run_detached`` and ``exit_within`` give the sidecar the same clean
+exit after SIGTERM. Python threads get the interpreter lock at least every
 ``sys.getswitchinterval()`` seconds, so the watchdog fires even while the loop is busy in
 pure-Python CPU work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 EXIT_GRACE = 1.0
 """Seconds after ``settle`` in which the process must have exited on its own."""
@@ -66,3 +71,32 @@ class Watchdog:
             except (OSError, ValueError):  # closed or broken: exit anyway
                 continue
         os._exit(code)
+
+
+def run_detached(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` without waiting for worker threads at the end.
+
+    A thread stuck in a read (a hung disk, a registry that trickles into a library's blocking
+    read) is left behind instead of holding the process; tasks that ignore their cancellation are
+    given a quarter of a second. Pair it with ``exit_within``: the interpreter itself still
+    joins executor threads at exit.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.wait(tasks, timeout=0.25))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()  # shuts the default executor down without waiting
+
+
+def exit_within(code: int, seconds: float = EXIT_GRACE) -> None:
+    """Make sure the process ends with ``code`` within ``seconds`` from now, whatever thread the
+    interpreter would wait for at exit (nothing is reported)."""
+    Watchdog(seconds, lambda: None).start().settle(code, within=seconds)
