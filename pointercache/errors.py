@@ -26,7 +26,12 @@
     │   ├── KubeNotFound ................... 404: no such object
     │   ├── KubeConflict ................... 409: changed or created meanwhile; re-read, retry
     │   └── KubeForbidden .................. 401/403: missing RBAC or credentials
-    └── ResolutionFailed ................... no step of the chain produced a servable model
+    ├── ResolutionFailed ................... no step of the chain produced a servable model
+    └── PublishError ....................... a registration could not be queued or applied
+        ├── OutboxError .................... the outbox file cannot be created, written or read
+        ├── RegistrationConflict ........... the registry holds another artifact under that version
+        ├── ConcurrentUpdate (Transient) ... another writer changed the manifest meanwhile
+        └── UnsafeRegistry ................. the registry cannot refuse a blind overwrite
 
 ``Transient`` is a marker base: retry code asks ``isinstance(exc, Transient)`` and nothing else.
 Adapters translate library errors where they meet the library (``raise ... from exc``), by status
@@ -160,3 +165,23 @@ class ResolutionFailed(PointercacheError):
     def __init__(self, message: str, attempts: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.attempts = tuple(attempts)
+
+
+class PublishError(PointercacheError):
+    """A registration (``pointercache publish``) could not be queued or applied."""
+
+
+class OutboxError(PublishError):
+    """The outbox file cannot be created, written or read (full disk, read-only, corrupt)."""
+
+
+class RegistrationConflict(PublishError):
+    """The registry already holds a *different* artifact under that version; never retried."""
+
+
+class ConcurrentUpdate(PublishError, Transient):
+    """Another writer changed the manifest between our read and our conditional write."""
+
+
+class UnsafeRegistry(PublishError):
+    """The registry ignores conditional writes, so a write could silently lose another one."""

@@ -21,6 +21,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pointercache_cli.fleet_cmds",
         "wait for the fleet to stage a version, move the alias",
     ),
+    "publish": (
+        "pointercache_cli.publish_cmds",
+        "register a model version: durable outbox first, then the registry",
+    ),
+    "outbox": (
+        "pointercache_cli.publish_cmds",
+        "list, drain or keep draining an outbox (exactly once, in order)",
+    ),
     "demo": ("pointercache_cli.demo", "run the embedded end-to-end scenario (no cluster)"),
 }
 
@@ -63,6 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     if module.__name__ == "pointercache_cli.tools":
         return int(module.run(name, rest))
-    if module.__name__ == "pointercache_cli.fleet_cmds":
+    if module.__name__ in {"pointercache_cli.fleet_cmds", "pointercache_cli.publish_cmds"}:
         return int(getattr(module, name)(rest))
     return int(module.main(rest))

@@ -15,9 +15,10 @@ Kubernetes API (kmock)."""
 REPO = Path(__file__).resolve().parent.parent
 SLOW_TIMEOUT = 600
 """Seconds a test marked ``slow`` may take (the default, from pyproject, is much shorter)."""
-SERVER_FIXTURES = frozenset({"mlflow_server", "moto_server"})
-"""Session servers whose start-up (up to a minute or more on a loaded machine) may fall in the
-first test of a worker that uses them: such tests get ``SLOW_TIMEOUT`` too."""
+SERVER_FIXTURES = frozenset({"mlflow_server", "moto_server", "image_env"})
+"""Session fixtures whose start-up (a server, the image's virtualenv: up to a minute or more on a
+loaded machine) may fall in the first test of a worker that uses them: such tests get
+``SLOW_TIMEOUT`` too."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -42,6 +42,17 @@ _TRANSIENT = frozenset(
 _DENIED = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
 
 
+def error_code(body: bytes) -> str:
+    """The ``error_code`` of an MLflow error answer ("" if the body has none)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(parsed, dict) and isinstance(parsed.get("error_code"), str):
+        return str(parsed["error_code"])
+    return ""
+
+
 def api_error(
     status: int, body: bytes, what: str, *, invalid: type[SourceError]
 ) -> PointercacheError:
@@ -50,13 +61,7 @@ def api_error(
     ``invalid`` is the error for ``INVALID_PARAMETER_VALUE``: ``NotFound`` where the parameter
     is the user's selector (no such alias, stage or version), ``InvalidManifest`` elsewhere.
     """
-    code = ""
-    try:
-        parsed = orjson.loads(body)
-        if isinstance(parsed, dict) and isinstance(parsed.get("error_code"), str):
-            code = parsed["error_code"]
-    except orjson.JSONDecodeError:
-        pass
+    code = error_code(body)
     if code in _NOT_FOUND:
         return NotFound(f"{what}: {code}")
     if code == "INVALID_PARAMETER_VALUE":
@@ -126,6 +131,15 @@ class MlflowRest:
         body = await self.get(f"{API}/{endpoint}", params, max_bytes=limit, invalid=invalid)
         return self._object(endpoint, body)
 
+    async def _send_post(self, endpoint: str, payload: dict[str, Any]) -> tuple[int, bytes]:
+        headers = self.credentials.headers()
+        url = f"{self.base}{API}/{endpoint}"
+        async with self._client().post(
+            url, json=payload, headers=headers, allow_redirects=False
+        ) as response:
+            body = await read_limited(response, self.max_answer_bytes, self.name, InvalidManifest)
+            return response.status, body
+
     async def post(
         self,
         endpoint: str,
@@ -137,15 +151,22 @@ class MlflowRest:
 
         No redirects are followed; errors are mapped by ``error_code`` like ``call``.
         """
-        headers = self.credentials.headers()
-        url = f"{self.base}{API}/{endpoint}"
-        async with self._client().post(
-            url, json=payload, headers=headers, allow_redirects=False
-        ) as response:
-            body = await read_limited(response, self.max_answer_bytes, self.name, InvalidManifest)
-            if response.status != 200:  # noqa: PLR2004
-                raise api_error(response.status, body, f"{self.name} {endpoint}", invalid=invalid)
+        status, body = await self._send_post(endpoint, payload)
+        if status != 200:  # noqa: PLR2004
+            raise api_error(status, body, f"{self.name} {endpoint}", invalid=invalid)
         return self._object(endpoint, body)
+
+    async def post_unless_exists(
+        self, endpoint: str, payload: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """``post`` a creation; None when MLflow answers ``RESOURCE_ALREADY_EXISTS`` (someone
+        created it first), any other error mapped as by ``post``."""
+        status, body = await self._send_post(endpoint, payload)
+        if status == 200:  # noqa: PLR2004
+            return self._object(endpoint, body)
+        if error_code(body) == "RESOURCE_ALREADY_EXISTS":
+            return None
+        raise api_error(status, body, f"{self.name} {endpoint}", invalid=InvalidManifest)
 
     def _object(self, endpoint: str, body: bytes | None) -> dict[str, Any]:
         try:
@@ -161,6 +182,28 @@ class MlflowRest:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def registry_base(uri: str) -> str:
+    """``mlflow+http(s)://host[:port][/prefix]`` → ``http(s)://host[:port][/prefix]``.
+
+    ``ConfigError`` for another scheme, no host, user info, a query or a fragment (credentials
+    belong in the token files, never in the URI).
+    """
+    from urllib.parse import urlsplit
+
+    from pointercache.base.redact import redact_uri
+    from pointercache.errors import ConfigError
+
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme not in ("mlflow+http", "mlflow+https") or not parts.hostname:
+        raise ConfigError(f"registry {redact_uri(uri)}: expected mlflow+http(s)://host[:port]")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"registry {redact_uri(uri)}: no user info, query or fragment (use the token file)"
+        )
+    return f"{scheme.removeprefix('mlflow+')}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 def obj(value: object, what: str) -> dict[str, Any]:

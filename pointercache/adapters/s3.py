@@ -251,3 +251,84 @@ def _read_bounded(body: Any, limit: int, deadline: float | None) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+"""Answers of a conditional write that lost the race (S3: 412, or 409 while another conditional
+write to the key is in flight)."""
+PROBE_SUFFIX = ".pointercache-conditional-write-probe"
+"""Key suffix of the small object ``conditional_writes_supported`` creates once."""
+
+
+def get_object_with_etag(
+    client: Any, bucket: str, key: str, max_bytes: int
+) -> tuple[bytes | None, str | None]:
+    """GET a small object: (body, ETag), or (None, None) if the key does not exist.
+
+    Raises ``TooLarge`` past ``max_bytes``; other failures are raw boto3/botocore exceptions
+    (pass them to ``translate``).
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        return get_object_if_changed(client, bucket, key, None, max_bytes)
+    except ClientError as exc:
+        code, status = error_code(exc)
+        if code in {"NoSuchKey", "404", "NotFound"} or status == 404:  # noqa: PLR2004
+            return None, None
+        raise
+
+
+def put_object_conditional(
+    client: Any, bucket: str, key: str, body: bytes, *, etag: str | None
+) -> str:
+    """PUT ``body`` only if the object is still the one with ``etag`` (None: only if absent).
+
+    S3 conditional writes (``If-Match`` / ``If-None-Match: *`` on PutObject,
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html): a 412
+    PreconditionFailed or 409 ConditionalRequestConflict means another writer changed the key
+    first, raised as ``ConcurrentUpdate``. Returns the new ETag. Other failures are raw
+    boto3/botocore exceptions.
+    """
+    from botocore.exceptions import ClientError
+
+    from pointercache.errors import ConcurrentUpdate
+
+    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        response = client.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType="application/json", **condition
+        )
+    except ClientError as exc:
+        code, status = error_code(exc)
+        if code in _CONFLICT_CODES or status in {409, 412}:
+            raise ConcurrentUpdate(f"s3://{bucket}/{key} changed meanwhile ({code})") from exc
+        raise
+    return str(response.get("ETag") or "")
+
+
+def conditional_writes_supported(client: Any, bucket: str, key: str) -> bool:
+    """Tell whether the store refuses a PutObject whose ``If-None-Match: *`` does not hold.
+
+    Puts a small probe object at ``key + PROBE_SUFFIX`` with ``If-None-Match: *`` twice: a store
+    that honours conditional writes refuses (412) at the latest the second time; one that ignores
+    the header accepts both, and writing a manifest there could silently lose another writer's
+    change. A 501 (the header is not implemented) also means no. Other failures are raw
+    boto3/botocore exceptions.
+    """
+    from botocore.exceptions import ClientError
+
+    from pointercache.errors import ConcurrentUpdate
+
+    for _ in range(2):
+        try:
+            put_object_conditional(
+                client, bucket, key + PROBE_SUFFIX, b"conditional write probe\n", etag=None
+            )
+        except ConcurrentUpdate:
+            return True
+        except ClientError as exc:
+            if error_code(exc)[1] == 501:  # noqa: PLR2004
+                return False
+            raise
+    return False

@@ -16,16 +16,31 @@ from urllib.parse import urlsplit
 import orjson
 
 from pointercache.base.redact import redact_uri
-from pointercache.errors import ConfigError, InvalidManifest, NotFound
+from pointercache.errors import ConcurrentUpdate, ConfigError, InvalidManifest, NotFound
 from pointercache.model.manifest import parse
 from pointercache.resolve.sources import SourceOptions
-from pointercache.volume.fsutil import atomic_write_bytes
+from pointercache.volume.fsutil import LockBusy, atomic_write_bytes, held, lock_beside
 
 MAX_MANIFEST = 1 << 20
 
 
-def move_file_alias(path: Path, model: str, alias: str, version: str) -> int:
-    """Point ``alias`` at ``version`` in a manifest file, bump its revision; return it."""
+def move_file_alias(
+    path: Path, model: str, alias: str, version: str, *, lock_timeout: float = 10.0
+) -> int:
+    """Point ``alias`` at ``version`` in a manifest file, bump its revision; return it.
+
+    The read-modify-write holds the manifest's lock (``lock_beside``), like ``pointercache
+    publish``, so neither loses the other's change; ``ConcurrentUpdate`` if it stays busy for
+    ``lock_timeout`` seconds.
+    """
+    try:
+        with held(lock_beside(path), timeout=lock_timeout):
+            return _move_file_alias(path, model, alias, version)
+    except LockBusy as exc:
+        raise ConcurrentUpdate(f"manifest {path}: locked by pid {exc.holder}") from exc
+
+
+def _move_file_alias(path: Path, model: str, alias: str, version: str) -> int:
     try:
         data = path.read_bytes()
     except OSError as exc:

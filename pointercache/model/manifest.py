@@ -6,9 +6,13 @@ One document per model::
      "aliases": {"production": "8", "candidate": "9"},
      "stages": {"Production": "8"},
      "versions": {"8": {"uri": "s3://models/recommender/8/", "digest": "sha256:...",
-                        "size_bytes": 1234, "signature": null}}}
+                        "size_bytes": 1234, "signature": null,
+                        "idempotency_key": "pc1-...", "tags": {"team": "recs"}}}}
 
-``stages`` is optional and works like ``aliases`` for ``stage:NAME`` selectors. Validation is
+``stages`` is optional and works like ``aliases`` for ``stage:NAME`` selectors. In a version
+entry, ``idempotency_key`` (written by ``pointercache publish``: it tells a retried
+registration from a different artifact under the same version) and ``tags`` (string → string)
+are optional; manifests without them read as before. Validation is
 strict: the size is checked before parsing, every field is type-checked, unknown fields are
 rejected, model and version names must be safe path components, and every alias or stage must name
 a listed version. Each failure is one ``InvalidManifest`` line that names the field.
@@ -16,8 +20,9 @@ a listed version. Each failure is one ``InvalidManifest`` line that names the fi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,7 +36,11 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 _TOP_FIELDS = frozenset({"schema", "model", "revision", "aliases", "stages", "versions"})
-_VERSION_FIELDS = frozenset({"uri", "digest", "size_bytes", "signature"})
+_VERSION_FIELDS = frozenset({"uri", "digest", "size_bytes", "signature", "idempotency_key", "tags"})
+IDEMPOTENCY_KEY_RE = re.compile(r"^pc1-[0-9a-f]{64}$")
+"""Shape of a version's ``idempotency_key`` (see ``pointercache.publish.registration``)."""
+MAX_TAG_CHARS = 5000
+"""Longest tag key or value accepted in a manifest (MLflow's limit for a version tag value)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,10 @@ class VersionEntry:
     """Promised total bytes of the staged artifact, or None."""
     signature: dict[str, Any] | None
     """The model's input signature, or None."""
+    idempotency_key: str | None = None
+    """``pc1-<64 hex>`` of the registration that wrote this entry (``pointercache publish``)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Free-form string tags of the version (written by ``pointercache publish --tag``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,9 +191,27 @@ def _entry(where: str, raw: object) -> VersionEntry:
         not isinstance(signature, dict) or not isinstance(signature.get("inputs", []), list)
     ):
         raise InvalidManifest(f"{where}.signature: expected null or an object with 'inputs' list")
+    key = raw.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not IDEMPOTENCY_KEY_RE.match(key)):
+        raise InvalidManifest(f"{where}.idempotency_key: {key!r} is not 'pc1-<64 hex>'")
     return VersionEntry(
         uri=uri,
         digest=digest,
         size_bytes=None if size is None else _count(f"{where}.size_bytes", size),
         signature=signature,
+        idempotency_key=key,
+        tags=_tags(f"{where}.tags", raw.get("tags")),
     )
+
+
+def _tags(where: str, value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidManifest(f"{where}: expected an object, got {type(value).__name__}")
+    for key, text in value.items():
+        if not key or len(key) > MAX_TAG_CHARS:
+            raise InvalidManifest(f"{where}: a key is empty or over {MAX_TAG_CHARS} characters")
+        if not isinstance(text, str) or len(text) > MAX_TAG_CHARS:
+            raise InvalidManifest(f"{where}.{key}: expected a string of at most {MAX_TAG_CHARS}")
+    return dict(value)

@@ -5,7 +5,8 @@ A ``revision`` is the monotonic counter a source puts on its answer (a manifest'
 MLflow's ``pointercache.revision`` tag or its stand-in). Every component that compares
 revisions asks this module: the sidecar before it flips, the init container against the
 persisted LKGs, the node LKG and the cluster LKG before they are overwritten, and the sidecar
-when a registry confirms what it serves.
+when a registry confirms what it serves. Writers that change a registry (``pointercache
+publish``) take the next revision from ``raised``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ def may_replace(stored: Pointer, offered: Pointer, *, same_digest_refresh: bool)
     if offered.revision >= stored.revision:
         return True
     return same_digest_refresh and offered.digest == stored.digest
+
+
+def raised(previous: int | None, now_ms: int | None = None) -> int:
+    """The revision a writer sets with a change: always above ``previous`` (None: no revision
+    yet). With ``now_ms`` (MLflow, whose stand-in revision is the epoch ms an answer was first
+    seen) it is at least that, so a registry tag and the stand-in keep moving the same way.
+    """
+    floor = 0 if previous is None else previous + 1
+    return floor if now_ms is None else max(floor, now_ms)
 
 
 def is_rollback(previous: Pointer, new: Pointer, served_before: Iterable[str]) -> bool:

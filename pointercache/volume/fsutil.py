@@ -20,7 +20,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TMP_PREFIX = ".pc-tmp-"
@@ -130,6 +130,25 @@ def flock_exclusive(path: Path, *, timeout: float) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def lock_beside(path: Path) -> Path:
+    """The lock file guarding read-modify-writes of ``path``: ``.<name>.lock`` in its directory.
+
+    Every writer of a manifest file takes it (``pointercache publish``, ``pointercache promote``).
+    """
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def held(lock: Path, *, timeout: float) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock`` while the block runs (``LockBusy`` after
+    ``timeout`` seconds); a killed holder releases it."""
+    fd = flock_exclusive(lock, timeout=timeout)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def remove_path(path: Path, *, ignore_errors: bool = False) -> None:
