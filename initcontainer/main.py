@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run the init container; return the process exit code."""
     args = build_parser().parse_args(argv)
     env = os.environ if environ is None else environ
-    termination_log = Path(env.get("POINTERCACHE_TERMINATION_LOG", "/dev/termination-log"))
+    # Known before the settings validate, so a configuration error is written there too.
+    termination_log = args.termination_log or Path(
+        env.get("POINTERCACHE_TERMINATION_LOG", "/dev/termination-log")
+    )
     try:
         settings = from_namespace(args, INIT, env)
     except ConfigError as exc:

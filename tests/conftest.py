@@ -15,7 +15,7 @@ Kubernetes API (kmock)."""
 REPO = Path(__file__).resolve().parent.parent
 SLOW_TIMEOUT = 600
 """Seconds a test marked ``slow`` may take (the default, from pyproject, is much shorter)."""
-SERVER_FIXTURES = frozenset({"mlflow_server", "moto_server", "image_env"})
+SERVER_FIXTURES = frozenset({"mlflow_server", "mlflow_s3_server", "moto_server", "image_env"})
 """Session fixtures whose start-up (a server, the image's virtualenv: up to a minute or more on a
 loaded machine) may fall in the first test of a worker that uses them: such tests get
 ``SLOW_TIMEOUT`` too."""

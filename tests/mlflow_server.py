@@ -4,15 +4,20 @@ Use it from a topic's conftest.py::
 
     from tests.mlflow_server import mlflow, mlflow_outage, mlflow_server  # noqa: F401
 
-``mlflow_server`` is session-scoped: ``mlflow server`` with a sqlite backend and the artifact
-proxy (``--serve-artifacts``), one worker, its background job runner disabled, in its own process
-group. Startup takes 15-20 s on a small machine (more under load), so the xdist workers of one
-run *share* one server (coordinated with flock in the run's common temp dir) and the last worker
-to finish stops it. No worker holds a ``Popen`` for it: a wrapper shell starts it in the
-background and exits at once, so any worker can stop or restart it by its process group. Tests
-take the function-scoped ``mlflow`` fixture; a test that stops the server (``stop()`` ends the
-group: SIGTERM, then SIGKILL) takes ``mlflow_outage`` instead, which holds the other workers'
-MLflow tests back meanwhile; the next test restarts it (``start()``: same port, same database).
+``mlflow_server`` is session-scoped: ``mlflow server`` with a sqlite backend and the artifact proxy
+(``--serve-artifacts``), one worker, its background job runner disabled, in its own process group.
+``mlflow_s3_server`` is a second one set up as production usually is: ``--no-serve-artifacts
+--default-artifact-root s3://mlflow-s3/``; clients (the tests, pointercache) write and read the
+artifacts in S3 themselves. The server never touches S3, so each xdist worker points its clients at
+its own moto server, where the fixture ``mlflow_s3`` creates the bucket: the paths MLflow records
+are the same in every worker's moto. Startup takes 15-20 s on a small machine (more under load), so
+the xdist workers of one run *share* each server (coordinated with flock in the run's common temp
+dir) and the last worker to finish stops it. No worker holds a ``Popen`` for it: a wrapper shell
+starts it in the background and exits at once, so any worker can stop or restart it by its process
+group. Tests take the function-scoped ``mlflow`` fixture; a test that stops the server (``stop()``
+ends the group: SIGTERM, then SIGKILL) takes ``mlflow_outage`` instead, which holds the other
+workers' MLflow tests back meanwhile; the next test restarts it (``start()``: same port, same
+database).
 Give every test its own model name (``server.new_model()``).
 """
 
@@ -103,8 +108,10 @@ class MlflowServer:
     worker stopped, or still serving another worker, would warn at interpreter exit.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, s3_bucket: str = "") -> None:
         self.workdir = workdir
+        self.s3_bucket = s3_bucket
+        """With a bucket, artifacts go to ``s3://<bucket>/`` and the proxy is off."""
         self.state = workdir / "server.json"
         if port is None and self.state.exists():
             port = int(json.loads(self.state.read_text())["port"])
@@ -134,11 +141,20 @@ class MlflowServer:
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", HOME=str(self.workdir))
+        artifacts = [
+            "--artifacts-destination",
+            str(self.workdir / "artifacts"),
+            "--serve-artifacts",
+        ]
+        if self.s3_bucket:
+            artifacts = [
+                "--default-artifact-root",
+                f"s3://{self.s3_bucket}/",
+                "--no-serve-artifacts",
+            ]
         cmd = [
             str(MLFLOW_BIN), "server",
-            "--backend-store-uri", f"sqlite:///{self.db}",
-            "--artifacts-destination", str(self.workdir / "artifacts"),
-            "--serve-artifacts",
+            "--backend-store-uri", f"sqlite:///{self.db}", *artifacts,
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
         with (self.workdir / "server.log").open("ab") as out:
@@ -311,17 +327,14 @@ class _Shared:
         return count
 
 
-def _shared_root(factory: pytest.TempPathFactory) -> Path:
+def _shared_root(factory: pytest.TempPathFactory, name: str = "mlflow-shared") -> Path:
     base = factory.getbasetemp()
     # Under xdist every worker has its own basetemp inside the run's common one.
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "mlflow-shared"
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """One MLflow server per test run, shared by the xdist workers; stopped by the last one."""
-    shared = _Shared(_shared_root(tmp_path_factory))
-    server = MlflowServer(shared.root)
+def _shared_server(shared: _Shared, server: MlflowServer) -> Iterator[MlflowServer]:
+    """Count this worker in, start the server if needed, and stop it after the last worker."""
     server.shared = shared
     with shared.locked("session.lock", fcntl.LOCK_EX):
         shared.add_user(+1)
@@ -333,6 +346,33 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         with shared.locked("session.lock", fcntl.LOCK_EX):
             if shared.add_user(-1) == 0:
                 server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One MLflow server per test run, shared by the xdist workers; stopped by the last one."""
+    shared = _Shared(_shared_root(tmp_path_factory))
+    yield from _shared_server(shared, MlflowServer(shared.root))
+
+
+S3_BUCKET = "mlflow-s3"
+"""The artifact root bucket of ``mlflow_s3_server`` (created in each worker's moto server)."""
+
+
+@pytest.fixture(scope="session")
+def mlflow_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One ``--no-serve-artifacts --default-artifact-root s3://mlflow-s3/`` server per run."""
+    shared = _Shared(_shared_root(tmp_path_factory, "mlflow-s3-shared"))
+    yield from _shared_server(shared, MlflowServer(shared.root, s3_bucket=S3_BUCKET))
+
+
+@pytest.fixture
+def mlflow_s3(mlflow_s3_server: MlflowServer, moto_server: Any) -> MlflowServer:
+    """The S3-backed server for one test, its bucket present in this worker's moto server."""
+    client = moto_server.client()
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=S3_BUCKET)
+    return mlflow_s3_server
 
 
 @pytest.fixture

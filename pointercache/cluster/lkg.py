@@ -1,10 +1,13 @@
 """Cluster last-known-good: a ConfigMap that sidecars keep at the newest verified pointer.
 
-Layout: data key ``<model>.json`` holds a pointer document (``pointer.json``, schema 1), so one
-ConfigMap can serve several models. Sidecars write it through the API with optimistic concurrency:
-read, compare, then replace with the read ``metadata.resourceVersion``; a 409 means another writer
-got there first, so the writer reads again and decides again. A stored pointer with a higher
-revision is left alone (the revision never goes down); the ConfigMap is created on 404.
+Layout: data key ``layout.lkg_entry(model, selector)`` (``recommender.alias-production.json``)
+holds a pointer document (``pointer.json``, schema 1), so one ConfigMap serves several models and
+selectors, and a canary never overwrites production's entry. Sidecars write it through the API
+with optimistic concurrency: read, compare, then replace with the read
+``metadata.resourceVersion``; a 409 means another writer got there first, so the writer reads
+again and decides again. ``model.revision.may_replace`` decides: a higher claim of the same
+registry is left alone unless the writer accepted the lower answer after its grace period. The
+ConfigMap is created on 404. Keys of earlier releases (``<model>.json``) are left in place.
 
 Init containers read it from an ``optional: true`` ConfigMap volume
 (``pointercache.volume.lkg.read_mounted``), so no API
@@ -21,15 +24,17 @@ from pointercache.adapters.kube.client import KubeClient
 from pointercache.adapters.retry import Backoff, retrying
 from pointercache.base.log import log
 from pointercache.errors import InvalidPointer, KubeConflict, KubeNotFound
+from pointercache.model.candidate import Selector
 from pointercache.model.pointer import Pointer
 from pointercache.model.revision import may_replace
+from pointercache.volume import layout
 
 Outcome = Literal["created", "written", "unchanged", "kept-newer"]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "pointercache"}
 
 
-def _stored(obj: dict[str, Any], model: str) -> Pointer | None:
-    text = (obj.get("data") or {}).get(f"{model}.json")
+def _stored(obj: dict[str, Any], model: str, selector: Selector) -> Pointer | None:
+    text = (obj.get("data") or {}).get(layout.lkg_entry(model, selector))
     if not isinstance(text, str):
         return None
     try:
@@ -50,17 +55,22 @@ class ClusterLKG:
         self._client = client
         self._max_attempts = max_attempts
 
-    def read(self, model: str) -> Pointer | None:
-        """GET the ConfigMap and return the stored pointer of ``model`` (None if absent)."""
+    def read(self, model: str, selector: Selector) -> Pointer | None:
+        """GET the ConfigMap; the stored pointer of (``model``, ``selector``), None if absent."""
         try:
             obj = self._client.get_configmap(self.namespace, self.name)
         except KubeNotFound:
             return None
-        return _stored(obj, model)
+        return _stored(obj, model, selector)
 
-    def write(self, pointer: Pointer) -> Outcome:
-        """Store ``pointer`` unless a higher revision is stored; retry on 409 after a re-read.
+    def write(
+        self, pointer: Pointer, selector: Selector, *, accepted_lower: bool = False
+    ) -> Outcome:
+        """Store ``pointer`` under its selector's key unless ``may_replace`` keeps what is
+        stored; retry on 409 after a re-read.
 
+        ``accepted_lower``: the writer accepted this answer although it is below the claim it
+        held (after the grace period), so a higher stored claim of the same registry gives way.
         Blocking. Raises ``KubeConflict`` after ``max_attempts`` lost races, other ``KubeError``
         subclasses as they come.
         """
@@ -68,7 +78,7 @@ class ClusterLKG:
         try:
             for attempt in retrying(backoff, retry_on=lambda e: isinstance(e, KubeConflict)):
                 with attempt:
-                    return self._write_once(pointer)
+                    return self._write_once(pointer, selector, accepted_lower)
         except KubeConflict:
             raise KubeConflict(
                 f"cluster LKG {self.namespace}/{self.name}: gave up after "
@@ -77,26 +87,32 @@ class ClusterLKG:
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover - retrying re-raises
 
-    def _write_once(self, pointer: Pointer) -> Outcome:
+    def _write_once(self, pointer: Pointer, selector: Selector, accepted_lower: bool) -> Outcome:
         """Read, decide, write; ``KubeConflict`` when another writer got there first."""
-        key = f"{pointer.model}.json"
+        key = layout.lkg_entry(pointer.model, selector)
         try:
             obj = self._client.get_configmap(self.namespace, self.name)
         except KubeNotFound:
             self._create(key, pointer)  # KubeConflict: created meanwhile; read it again
             return "created"
-        stored = _stored(obj, pointer.model)
-        if stored is not None and not may_replace(stored, pointer, same_digest_refresh=False):
+        stored = _stored(obj, pointer.model, selector)
+        if stored is not None and not may_replace(
+            stored, pointer, shared=True, accepted_lower=accepted_lower
+        ):
             return "kept-newer"
         if stored is not None and _same(stored, pointer):
             return "unchanged"
         self._replace(obj, key, pointer)
         return "written"
 
-    async def awrite(self, pointer: Pointer) -> Outcome | None:
+    async def awrite(
+        self, pointer: Pointer, selector: Selector, *, accepted_lower: bool = False
+    ) -> Outcome | None:
         """``write`` in a thread for the refresh loop: failures are logged, never raised."""
         try:
-            outcome = await asyncio.to_thread(self.write, pointer)
+            outcome = await asyncio.to_thread(
+                self.write, pointer, selector, accepted_lower=accepted_lower
+            )
         except Exception as exc:
             log.warning(
                 "lkg-cluster-write-failed",
@@ -110,6 +126,7 @@ class ClusterLKG:
             "lkg-cluster-write",
             configmap=f"{self.namespace}/{self.name}",
             model=pointer.model,
+            selector=str(selector),
             version=pointer.version,
             revision=pointer.revision,
             outcome=outcome,

@@ -15,9 +15,17 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from pointercache.adapters.mlflow import obj, tags
 from pointercache.base.redact import redact_uri
-from pointercache.errors import ConcurrentUpdate, ConfigError, InvalidManifest, NotFound
+from pointercache.errors import (
+    ConcurrentUpdate,
+    ConfigError,
+    InvalidManifest,
+    InvalidPointer,
+    NotFound,
+)
 from pointercache.model.manifest import parse
+from pointercache.model.revision import raised
 from pointercache.resolve.sources import SourceOptions
 from pointercache.volume.fsutil import LockBusy, atomic_write_bytes, held, lock_beside
 
@@ -58,7 +66,12 @@ def _move_file_alias(path: Path, model: str, alias: str, version: str) -> int:
 async def move_mlflow_alias(
     uri: str, model: str, alias: str, version: str, options: SourceOptions
 ) -> int:
-    """Set the MLflow alias and the ``pointercache.revision`` tag (epoch ms); return it."""
+    """Set the MLflow alias and bump the ``pointercache.revision`` tag; return the new revision.
+
+    The new revision is the current time in epoch ms, but always above the tag's current value:
+    a promotion from a machine whose clock runs behind the last one's still moves the counter
+    forward (the sidecars compare it with the revision they hold, ``model.revision``).
+    """
     from pointercache.adapters.http import is_transport_error, transport_error
     from pointercache.adapters.mlflow import MlflowRest
     from pointercache.resolve.sources.mlflow import REVISION_TAG
@@ -72,11 +85,12 @@ async def move_mlflow_alias(
         max_answer_bytes=options.max_manifest_bytes,
         credentials=options.credentials,
     )
-    revision = time.time_ns() // 1_000_000
     try:
         await rest.call(
             "model-versions/get", {"name": model, "version": version}, invalid=InvalidManifest
         )
+        current = await rest.call("registered-models/get", {"name": model})
+        revision = _next_revision(obj(current.get("registered_model"), "registered_model"))
         await rest.post(
             "registered-models/alias", {"name": model, "alias": alias, "version": version}
         )
@@ -91,6 +105,22 @@ async def move_mlflow_alias(
     finally:
         await rest.aclose()
     return revision
+
+
+def _next_revision(registered_model: dict[str, Any]) -> int:
+    """Epoch ms now, but above the ``pointercache.revision`` tag the model already has
+    (``model.revision.raised``); ``InvalidManifest`` if no higher revision fits."""
+    from pointercache.resolve.sources.mlflow import REVISION_TAG
+
+    tagged = tags(registered_model).get(REVISION_TAG)
+    current = int(tagged) if tagged is not None and tagged.isdigit() else None
+    try:
+        return raised(current, time.time_ns() // 1_000_000)
+    except InvalidPointer:
+        raise InvalidManifest(
+            f"{REVISION_TAG} is {current}: no higher revision fits; set the tag lower by hand"
+            " (sidecars accept the lower revision after --stale-grace)"
+        ) from None
 
 
 async def move_alias(

@@ -21,7 +21,7 @@ a listed version. Each failure is one ``InvalidManifest`` line that names the fi
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,12 @@ import orjson
 
 from pointercache.errors import InvalidManifest, InvalidPointer, NotFound
 from pointercache.model.candidate import Candidate, Selector
-from pointercache.model.pointer import check_digest, check_name
+from pointercache.model.pointer import (
+    check_digest,
+    check_model_name,
+    check_name,
+    check_revision,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -115,13 +120,13 @@ def parse(data: bytes, *, model: str, max_bytes: int) -> Manifest:
     schema = raw.get("schema")
     if schema != SCHEMA_VERSION or isinstance(schema, bool):
         raise InvalidManifest(f"schema: {schema!r} is not supported (expected {SCHEMA_VERSION})")
-    name = _name("model", raw.get("model"))
+    name = _name("model", raw.get("model"), check_model_name)
     if name != model:
         raise InvalidManifest(f"model: manifest is for {name!r}, not {model!r}")
     versions = _versions(raw.get("versions"))
     return Manifest(
         model=name,
-        revision=_count("revision", raw.get("revision")),
+        revision=_revision(raw.get("revision")),
         aliases=_links("aliases", raw.get("aliases"), versions, required=True),
         stages=_links("stages", raw.get("stages", {}), versions, required=False),
         versions=versions,
@@ -134,9 +139,16 @@ def _no_unknown(where: str, raw: dict[str, Any], known: frozenset[str]) -> None:
         raise InvalidManifest(f"{where}.{unknown[0]}: unknown field")
 
 
-def _name(field: str, value: object) -> str:
+def _name(field: str, value: object, check: Callable[[str, object], str] = check_name) -> str:
     try:
-        return check_name(field, value)
+        return check(field, value)
+    except InvalidPointer as exc:
+        raise InvalidManifest(str(exc)) from None
+
+
+def _revision(value: object) -> int:
+    try:
+        return check_revision("revision", value)
     except InvalidPointer as exc:
         raise InvalidManifest(str(exc)) from None
 

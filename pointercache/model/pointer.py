@@ -7,6 +7,7 @@ credential or a presigned query string: ``uri`` is redacted before a pointer is 
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,13 +28,61 @@ SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-"""Model names and versions become path components: no separators, no dot-dot, bounded."""
+"""Versions (and manifest aliases): plain names, usable as path components as they are."""
+MAX_REVISION = 2**63 - 1
+"""The largest revision accepted anywhere (a Kubernetes/JSON int64); above it is invalid."""
+MAX_MODEL_NAME = 256
+"""Characters in a registered model name (MLflow's ``registered_models.name`` column)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_name(field: str, value: object) -> str:
-    """Validate a model name or version that will become a path component."""
+    """Validate a version (or a manifest alias): ``[A-Za-z0-9._-]``, 1-200, not ``.``/``..``.
+
+    Raises ``InvalidPointer`` naming ``field``. Versions become part of a directory name on the
+    volume as they are; MLflow's are integers.
+    """
     if not isinstance(value, str) or not NAME_RE.match(value) or value in {".", ".."}:
         raise InvalidPointer(f"{field}: {value!r} is not a valid name ([A-Za-z0-9._-], 1-200)")
+    return value
+
+
+def check_model_name(field: str, value: object) -> str:
+    """Validate a registered model name: what a supported registry may call a model.
+
+    The names MLflow's Model Registry accepts (``mlflow.utils.validation._validate_model_name``):
+    not blank, no ``/`` or ``:``, not ``.`` and not starting with ``..``, at most
+    ``MAX_MODEL_NAME`` characters; and no control characters. Spaces, dots, ``@``, ``%`` and
+    non-ASCII letters are fine (``Credit Risk``). Such a name is never used on disk as it is:
+    ``pointercache.volume.layout.disk_name`` derives a safe file name from it. Raises
+    ``InvalidPointer`` naming ``field``.
+    """
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_MODEL_NAME
+        or "/" in value
+        or ":" in value
+        or _CONTROL.search(value)
+        or value == "."
+        or value.startswith("..")
+        or posixpath.normpath(value) != value
+    ):
+        raise InvalidPointer(
+            f"{field}: {value!r} is not a model name a registry accepts (1-{MAX_MODEL_NAME}"
+            " characters, not blank, no '/', ':' or control characters, not '.' or '..*')"
+        )
+    return value
+
+
+def check_revision(field: str, value: object) -> int:
+    """Validate a revision: an integer 0..``MAX_REVISION`` (2**63-1), not a bool.
+
+    Raises ``InvalidPointer`` naming ``field``. The rule for comparing revisions is
+    ``pointercache.model.revision``.
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REVISION:
+        raise InvalidPointer(f"{field}: expected an integer from 0 to 2**63-1, got {value!r}")
     return value
 
 
@@ -59,7 +108,8 @@ class Pointer:
     size_bytes: int
     """Total bytes of the artifact's regular files."""
     revision: int
-    """Monotonic revision of the source's answer (0 where the source has none)."""
+    """The answering registry's revision (its own counter; 0 where it has none). Compared only
+    with the same registry's (``pointercache.model.revision``)."""
     signature: dict[str, Any] | None
     """The model's input signature, or None when the source gives none."""
     source: SourceKind
@@ -136,12 +186,12 @@ class Pointer:
         if unknown:
             raise InvalidPointer(f"{min(unknown)}: unknown field")
         return cls(
-            model=check_name("model", raw.get("model")),
+            model=check_model_name("model", raw.get("model")),
             version=check_name("version", raw.get("version")),
             uri=_str(raw, "uri"),
             digest=check_digest("digest", raw.get("digest")),
             size_bytes=_int(raw, "size_bytes"),
-            revision=_int(raw, "revision"),
+            revision=check_revision("revision", raw.get("revision")),
             signature=_signature(raw.get("signature")),
             source=_source(raw.get("source")),
             source_detail=_str(raw, "source_detail", allow_empty=True),

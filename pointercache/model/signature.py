@@ -252,6 +252,8 @@ def gate(
 ) -> str | None:
     """Raise ``SignatureMismatch`` if the model must not be served; else return a warning or None.
 
+    The warning (an unsigned model allowed) is the caller's to log, once per candidate.
+
     ``model_sig`` may be a raw signature object (as in ``Candidate.signature``); a malformed or
     tensor-based one counts as unsigned. With no ``expected`` signature the gate is off.
     """
@@ -267,9 +269,7 @@ def gate(
     if diff.unsigned:
         if unsigned == "refuse":
             raise SignatureMismatch("model has no comparable input signature", diff.as_dict())
-        reason = "model has no comparable input signature; the signature gate was skipped"
-        log.warning("signature-unchecked", reason=reason)
-        return reason
+        return "model has no comparable input signature; the signature gate was skipped"
     if not diff.ok:
         raise SignatureMismatch(f"signature mismatch ({mode}): {diff.summary()}", diff.as_dict())
     return None

@@ -47,6 +47,7 @@ from pointercache.publish.edit import apply
 from pointercache.publish.registration import Receipt, Registration
 from pointercache.resolve.sources import SourceOptions
 from pointercache.resolve.sources.configmap import SINGLE_KEY
+from pointercache.volume import layout
 from pointercache.volume.fsutil import LockBusy, atomic_write_bytes, held, lock_beside
 
 CAS_ATTEMPTS = 8
@@ -183,7 +184,7 @@ class ConfigMapRegistrar:
 
     def _data_key(self, obj: dict[str, Any] | None, model: str) -> str:
         data = (obj or {}).get("data") or {}
-        own = f"{model}.json"
+        own = f"{layout.disk_name(model)}.json"  # the key ConfigMapSource reads
         return SINGLE_KEY if own not in data and SINGLE_KEY in data else own
 
     def _attempt(self, registration: Registration) -> Receipt:

@@ -24,7 +24,7 @@ import orjson
 from pointercache.base.redact import redact_uri
 from pointercache.errors import ConfigError, InvalidManifest, InvalidPointer
 from pointercache.model.manifest import MAX_TAG_CHARS
-from pointercache.model.pointer import check_digest, check_name
+from pointercache.model.pointer import check_digest, check_model_name, check_name
 from pointercache.model.signature import Signature
 
 KEY_PREFIX = "pc1-"
@@ -77,7 +77,7 @@ class Registration:
     def check(self) -> None:
         """Raise ``ConfigError`` (naming the flag) if a field is malformed."""
         try:
-            check_name("--model", self.model)
+            check_model_name("--model", self.model)
             check_name("--version", self.version)
             if self.alias is not None:
                 check_name("--alias", self.alias)

@@ -2,7 +2,12 @@
 
 ``Chain.candidates`` yields one ``Resolution`` per step that has an answer, in order; the caller
 stages the first one it can and stops. Each resolution carries the ``Attempt``s before it, so the
-pointer and ``/status`` can say which step answered and why the earlier ones did not.
+pointer and ``/status`` can say which step answered and why the earlier ones did not. A caller
+that turns an answer down says why with ``refuse``: the reason is recorded against that answer's
+own attempt (never against another registry of the same step), and the pointer of a later
+fallback repeats it.
+
+LKG steps read the entry of the pod's own model **and selector** (``volume.lkg``).
 
 Each registry is bounded by its own timeout (``SourceOptions.timeout`` of the source, else the
 chain's ``timeout``), and all of them together by ``within`` when the caller gives one (the init
@@ -28,10 +33,12 @@ from pointercache.base.blocking import abandon_after
 from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text
-from pointercache.errors import InvalidPointer
+from pointercache.errors import InvalidPointer, NotFound
 from pointercache.model.candidate import Candidate, Selector
 from pointercache.model.pointer import Pointer, SourceKind
+from pointercache.model.revision import Claim
 from pointercache.resolve.sources import Source, SourceOptions
+from pointercache.volume import layout
 from pointercache.volume.lkg import read_mounted
 
 if TYPE_CHECKING:
@@ -57,6 +64,8 @@ class Attempt:
     """True if the step produced a candidate (that the caller has not yet turned down)."""
     reason: str
     """Why it did not (redacted), or what it answered."""
+    not_found: bool = False
+    """The registry answered that the model, alias, version or stage does not exist."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,12 @@ class Resolution:
     """When a registry confirmed this version (now, for a registry answer)."""
     attempts: tuple[Attempt, ...]
     """The steps tried before this one."""
+    index: int = -1
+    """Where this answer's own attempt is in the caller's record (for ``refuse``)."""
+    claim: Claim | None = None
+    """The registry claim the version holds once published (``model.revision``): the answering
+    registry's for a registry answer, the one the cluster LKG recorded for an ``lkg-cluster``
+    answer; None from the node LKG (a node-local file) or the pinned version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +173,9 @@ class Chain:
             try:
                 candidate = _same_model(await self._ask(source, model, selector, left), model)
             except Exception as exc:
-                attempts.append(Attempt("registry", source.name, ok=False, reason=_reason(exc)))
+                missing = isinstance(exc, NotFound)
+                attempt = Attempt("registry", source.name, False, _reason(exc), not_found=missing)
+                attempts.append(attempt)
                 log.warning("registry-failed", registry=source.name, error=_reason(exc))
                 continue
             attempts.append(
@@ -170,6 +187,8 @@ class Chain:
                 detail=source.name,
                 registry_seen_at=utcnow(),
                 attempts=tuple(attempts[:-1]),
+                index=len(attempts) - 1,
+                claim=Claim.of(candidate),
             )
             return resolution, attempts
         if not self.sources:
@@ -187,6 +206,18 @@ class Chain:
         attempts = record if record is not None else []
         async for resolution in self._candidates(model, selector, attempts):
             yield resolution
+            if attempts[resolution.index].ok:  # the caller moved on without saying why
+                attempts[resolution.index] = _not_used(attempts[resolution.index])
+
+    @staticmethod
+    def refuse(record: list[Attempt], resolution: Resolution, reason: str) -> None:
+        """Record why the caller turned ``resolution`` down, against its own attempt.
+
+        Call it before asking for the next step: the pointer of a later fallback names the
+        reason (``source_detail``), and so does the one-line failure of an init container.
+        """
+        answered = record[resolution.index]
+        record[resolution.index] = Attempt(answered.step, answered.name, ok=False, reason=reason)
 
     async def _candidates(
         self, model: str, selector: Selector, attempts: list[Attempt]
@@ -195,25 +226,24 @@ class Chain:
         attempts.extend(asked)
         if found is not None:
             yield found
-            attempts[-1] = _not_used(attempts[-1])
         else:
             log.warning("registries-unavailable", model=model, attempts=len(attempts))
-        for local in await self.fallback_answers(model):
+        for local in await self.fallback_answers(model, selector):
             resolution = self.fallback_resolution(local, attempts)
             if resolution is None:
                 continue
-            yield resolution
             answered = f"version {resolution.candidate.version}"
-            attempts.append(_not_used(Attempt(local.step, local.name, ok=True, reason=answered)))
+            attempts.append(Attempt(local.step, local.name, ok=True, reason=answered))
+            yield resolution
 
-    async def fallback_answers(self, model: str) -> list[LocalAnswer]:
+    async def fallback_answers(self, model: str, selector: Selector) -> list[LocalAnswer]:
         """Read every configured local step now (node LKG, cluster LKG, pinned), in order.
 
         Each read runs in a worker thread within ``LOCAL_READ_TIMEOUT``; any failure (damaged,
         foreign, planted, unreadable, too slow) becomes the step's ``reason``.
         """
         answers: list[LocalAnswer] = []
-        for step, name, loader in self._fallbacks(model):
+        for step, name, loader in self._fallbacks(model, selector):
             try:
                 value = await abandon_after(LOCAL_READ_TIMEOUT, loader)
             except Exception as exc:
@@ -225,31 +255,41 @@ class Chain:
         return answers
 
     def fallback_resolution(self, local: LocalAnswer, attempts: list[Attempt]) -> Resolution | None:
-        """The resolution of a local step, given the ``attempts`` before it; None (and the
-        reason appended to ``attempts``) when the step has no answer."""
+        """The resolution of a local step, given the ``attempts`` before it.
+
+        None (and the reason appended to ``attempts``) when the step has no answer; else the
+        caller appends the step's own attempt (at ``Resolution.index``) when it uses it. An
+        ``lkg-cluster`` answer carries the claim the cluster LKG recorded (``model.revision``).
+        """
         value = local.answer
         if value is None:
             attempts.append(Attempt(local.step, local.name, ok=False, reason=local.reason))
             return None
         candidate = value if isinstance(value, Candidate) else _candidate(value, local.name)
         seen = None if isinstance(value, Candidate) else value.registry_seen_at
+        claim = None
+        if local.step == "lkg-cluster" and isinstance(value, Pointer):
+            claim = Claim.recorded(value)
         return Resolution(
             candidate=candidate,
             source=local.step,  # type: ignore[arg-type]
             detail=_fallback_detail(local.step, local.name, attempts),
             registry_seen_at=seen,
             attempts=tuple(attempts),
+            index=len(attempts),
+            claim=claim,
         )
 
-    def _fallbacks(self, model: str) -> list[tuple[str, str, _Loader]]:
+    def _fallbacks(self, model: str, selector: Selector) -> list[tuple[str, str, _Loader]]:
         steps: list[tuple[str, str, _Loader]] = []
         if self.lkg is not None:
             lkg = self.lkg
-            steps.append(("lkg-node", str(lkg.pointer_path(model)), lambda: lkg.read(model)))
+            path = str(lkg.pointer_path(model, selector))
+            steps.append(("lkg-node", path, lambda: lkg.read(model, selector)))
         if self.cluster_lkg_dir is not None:
             directory = self.cluster_lkg_dir
-            path = directory / f"{model}.json"
-            steps.append(("lkg-cluster", str(path), lambda: read_mounted(directory, model)))
+            path = str(directory / layout.lkg_entry(model, selector))
+            steps.append(("lkg-cluster", path, lambda: read_mounted(directory, model, selector)))
         if self.pinned is not None:
             pinned = self.pinned
             steps.append(("pinned", "pinned", lambda: _check_pinned(pinned, model)))

@@ -8,10 +8,14 @@ progress. A version that failed to download or verify is held off with exponenti
 (``service.failures``) instead of being fetched again on every poll.
 
 A refresh never raises: every failure is recorded in ``RefreshState`` (shown by ``/status``) and
-the last good version keeps being served. Revisions only move forward (``model.revision``): an
-answer with a lower revision than the one served — or than the one being downloaded — (a lagging
-replica, a stale CDN edge) is refused and recorded. Changes of the volume (a flip, a
-confirmation, a prefetched install) happen one at a time.
+the last good version keeps being served. Revisions are claims of one registry
+(``model.revision``): an answer below the revision the same registry claimed for the served
+version — or for the version being downloaded — (a lagging replica, a stale CDN edge) is refused
+— visibly: ``/status.refused``, a warning, an Event, ``pointercache_refreshes_total{outcome=
+"stale"}`` — until that registry has kept giving it for ``stale_grace`` seconds; then it is
+accepted (``revision-reset``). Changes of the volume (a flip, a confirmation, a prefetched
+install, a collection after a reload) happen one at a time. After each flip the model container
+is asked to reload (``service.loaded``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import random
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pointercache.adapters.retry import Backoff
@@ -31,13 +36,21 @@ from pointercache.base.redact import redact_text
 from pointercache.errors import PointercacheError, SignatureMismatch
 from pointercache.model.candidate import Candidate, Selector
 from pointercache.model.pointer import Pointer
-from pointercache.model.revision import is_rollback, is_stale, same_candidate, same_version
-from pointercache.resolve.chain import Resolution
+from pointercache.model.revision import Claim, is_rollback, is_stale, same_candidate, same_version
+from pointercache.resolve.chain import Attempt, Resolution
 from pointercache.resolve.sources import CachingSource, WatchableSource
 from pointercache.service.failures import DEFAULT_BACKOFF, FailedVersions
 from pointercache.service.inflight import Flight, Flights, Phase
+from pointercache.service.loaded import LoadOptions, LoadTracker
 from pointercache.service.prefetch import Prefetcher
 from pointercache.service.reporting import Reporter
+from pointercache.service.stale import (
+    Verdict,
+    held_claim,
+    judge,
+    refused_message,
+    reset_message,
+)
 from pointercache.service.state import BlockedFlip, Happening, Outcome, RefreshState
 from pointercache.service.telemetry import Telemetry
 from pointercache.service.view import VolumeView
@@ -58,6 +71,9 @@ class RefreshOptions:
     """Also prestage this selector without serving it (``--prefetch-selector``)."""
     failure_backoff: Backoff = DEFAULT_BACKOFF
     """Hold-off of a version that failed: 15 s after the first failure, doubling to 15 min."""
+    stale_grace: float = 600.0
+    """Seconds a registry must keep giving an answer below the revision it claimed for the
+    served version before that answer is accepted (``--stale-grace``; 0: at once)."""
 
 
 class Refresher:
@@ -69,6 +85,7 @@ class Refresher:
         options: RefreshOptions | None = None,
         telemetry: Telemetry | None = None,
         reporter: Reporter | None = None,
+        loads: LoadOptions | None = None,
     ) -> None:
         self.parts = parts
         self.target = parts.target
@@ -99,16 +116,24 @@ class Refresher:
                 view=self.view,
             )
         self.telemetry.bind(self.state)
+        self.loads = LoadTracker(parts.store, self.target.model, loads, telemetry=self.telemetry)
+        """What the model container has loaded, and the reload after each flip."""
+        self.loads.notify, self.loads.collect = self._loads_happened, self.collect
+        self.publisher.holds.append(self.loads.protected)
 
     async def load_current(self) -> None:
-        """Read what the init container (or an earlier run) published."""
+        """Read what the init container (or an earlier run) published, its claim and the
+        load saved before a restart (off the event loop)."""
         try:
             self.state.current = await asyncio.to_thread(self.parts.store.current)
         except PointercacheError as exc:
             self.state.last_error = f"current pointer unreadable: {exc}"
             log.error("current-unreadable", error=exc)
-        if self.state.current is not None and self.state.current.source != "registry":
-            self.state.fallback_reason = self.state.current.source_detail
+        current = self.state.current
+        self.state.claim = await asyncio.to_thread(held_claim, self.parts.store, current)
+        if current is not None and current.source != "registry":
+            self.state.fallback_reason = current.source_detail
+        await asyncio.to_thread(self.loads.restore, current)
 
     def trigger(self) -> None:
         """Ask the loop to refresh now (watch event or ``POST /refresh``)."""
@@ -150,50 +175,79 @@ class Refresher:
             self.target.model, self.target.selector
         )
         if resolution is None:
-            summary = "; ".join(f"{a.name}: {a.reason}" for a in attempts) or "no registry"
-            if self.state.last_error != summary:
-                self.state.record(Happening.REGISTRY_UNAVAILABLE, reason=summary)
-            self.state.last_error = summary
-            return Outcome.UNAVAILABLE
+            return self._no_answer(attempts)
         self.state.contacted()
         outcome = await self._apply(resolution, reason, force=force, started=started)
         if self.prefetcher is not None:
             await self.prefetcher.after_refresh()
         return outcome
 
+    def _no_answer(self, attempts: list[Attempt]) -> Outcome:
+        """No registry answered with a version: an outage, or the selector is gone."""
+        summary = "; ".join(f"{a.name}: {a.reason}" for a in attempts) or "no registry"
+        not_found = bool(attempts) and all(a.not_found for a in attempts)
+        if not_found:
+            self.state.blocked = None  # the blocked version is no longer what the selector names
+            self.state.refused = None
+        if self.state.last_error != summary:
+            happening = (
+                Happening.SELECTOR_NOT_FOUND if not_found else Happening.REGISTRY_UNAVAILABLE
+            )
+            self.state.record(happening, selector=str(self.target.selector), reason=summary)
+        self.state.last_error = summary
+        return Outcome.NOT_FOUND if not_found else Outcome.UNAVAILABLE
+
     async def _apply(
         self, resolution: Resolution, reason: str, *, force: bool, started: float
     ) -> Outcome:
         cand = resolution.candidate
-        early = await self._against_flight(resolution)
+        offered = resolution.claim or Claim.of(cand)
+        early = await self._against_flight(resolution, offered)
         if early is not None:
             return early
         current = self.state.current
         if current is not None and same_version(current, cand):
-            return await self._confirm(current, resolution)
+            return await self._confirm(current, offered)
         blocked = self.state.blocked
         if blocked and (blocked.version, blocked.revision) == (cand.version, cand.revision):
             return Outcome.BLOCKED  # already refused and reported; wait for the registry to move
-        if current is not None and is_stale(cand.revision, current.revision):
-            return self._stale(resolution, current.revision)
+        verdict = judge(self.state, resolution, offered, self.options.stale_grace)
+        if verdict is Verdict.REFUSE_NEW:
+            refused = self.state.refused
+            assert refused is not None  # judge records what it refuses
+            self.state.record(Happening.STALE_ANSWER, **refused.to_dict())
+            await self._report(Happening.STALE_ANSWER, None, refused_message(refused))
+        if verdict in (Verdict.REFUSE_NEW, Verdict.REFUSE):
+            return Outcome.STALE
         held = None if force else self.failures.holding(cand)
         if held is not None:
             log.debug("held-off", version=cand.version, failures=held.failures)
             return Outcome.FAILED
-        self.flights.start(resolution, reason, self._fly, started=started)
+        reset = verdict is Verdict.RESET
+        self.flights.start(resolution, reason, partial(self._fly, reset=reset), started=started)
         return Outcome.IN_PROGRESS
 
-    async def _against_flight(self, resolution: Resolution) -> Outcome | None:
+    async def _against_flight(self, resolution: Resolution, offered: Claim) -> Outcome | None:
         """Weigh an answer against the download in flight: the same candidate goes on; an
-        answer older than it is stale; any other pre-empts it (then None: decide as usual)."""
+        answer below the claim of the same registry behind it is stale; any other pre-empts it
+        (then None: decide as usual)."""
         cand = resolution.candidate
         flight = self.flights.current
         if flight is None:
             return None
         if same_candidate(flight.candidate, cand):
             return Outcome.IN_PROGRESS  # already on its way
-        if is_stale(cand.revision, flight.candidate.revision):
-            return self._stale(resolution, flight.candidate.revision)
+        flying = flight.resolution.claim
+        if is_stale(offered, flying):
+            assert flying is not None  # is_stale is False without a claim
+            self.state.record(
+                Happening.STALE_ANSWER,
+                version=cand.version,
+                revision=cand.revision,
+                downloading_revision=flying.revision,
+                registry=resolution.detail,
+            )
+            return Outcome.STALE
         why = f"the registry now names version {cand.version}"
         gone = await self.flights.preempt(why)
         if gone is not None:
@@ -207,32 +261,25 @@ class Refresher:
             )
         return None
 
-    def _stale(self, resolution: Resolution, served_revision: int) -> Outcome:
-        cand = resolution.candidate
-        self.state.record(
-            Happening.STALE_ANSWER,
-            version=cand.version,
-            revision=cand.revision,
-            served_revision=served_revision,
-            registry=resolution.detail,
-        )
-        return Outcome.STALE
-
-    async def _confirm(self, current: Pointer, resolution: Resolution) -> Outcome:
-        cand = resolution.candidate
+    async def _confirm(self, current: Pointer, offered: Claim) -> Outcome:
         self.state.confirm_served()  # the registry's answer is the confirmation, not our write
         async with self._volume:
-            confirmed = await self.publisher.confirm(current, resolution.detail, cand.revision)
+            confirmed, claim = await self.publisher.confirm(current, self.state.claim, offered)
         if confirmed is not current:
-            await self._report(Happening.CONFIRMED, confirmed, f"registry confirms {cand.version}")
-        self.state.current = confirmed
+            message = f"registry confirms {confirmed.version}"
+            await self._report(Happening.CONFIRMED, confirmed, message)
+        self.state.current, self.state.claim = confirmed, claim
         self.state.fallback_reason = None
         self.state.blocked = None
+        self.state.refused = None
         self.state.last_error = None
         return Outcome.UNCHANGED
 
-    async def _fly(self, flight: Flight) -> Outcome:
-        """Adopt ``flight``'s candidate: download (pre-emptible), then install and flip."""
+    async def _fly(self, flight: Flight, *, reset: bool = False) -> Outcome:
+        """Adopt ``flight``'s candidate: download (pre-emptible), then install and flip.
+
+        ``reset``: the answer is below the claim held, accepted after the grace period.
+        """
         cand = flight.candidate
         self.state.record(
             Happening.DOWNLOADING,
@@ -250,7 +297,7 @@ class Refresher:
         except Exception as exc:  # any failure of one candidate: recorded, held off
             outcome = self._failed(cand, exc)
         else:
-            outcome = await self._flipped(adopted, flight)
+            outcome = await self._flipped(adopted, flight, reset=reset)
         self.telemetry.refreshed(outcome, time.monotonic() - flight.started)
         self.view.invalidate()
         return outcome
@@ -275,17 +322,31 @@ class Refresher:
         )
         return Outcome.FAILED
 
-    async def _flipped(self, adopted: Adopted, flight: Flight) -> Outcome:
+    async def _flipped(self, adopted: Adopted, flight: Flight, *, reset: bool) -> Outcome:
         pointer = adopted.pointer
+        resolution = flight.resolution
         previous = self.state.current
+        held = self.state.claim
         served_before = self.state.served_before()
         self.failures.forget(flight.candidate)
-        self.state.current = pointer
+        self.state.current, self.state.claim = pointer, resolution.claim
         self.state.confirm_served()
         self.state.fallback_reason = None
         self.state.blocked = None
+        self.state.refused = None
         self.state.last_error = None
         self.state.lkg_error = "; ".join(adopted.warnings) or None
+        if reset:
+            self.telemetry.revision_reset()
+            self.state.record(
+                Happening.REVISION_RESET,
+                version=pointer.version,
+                revision=pointer.revision,
+                held_revision=held.revision if held else None,
+                registry=resolution.detail,
+            )
+            message = reset_message(resolution.detail, pointer, self.options.stale_grace)
+            await self._report(Happening.REVISION_RESET, pointer, message)
         rollback = previous is not None and is_rollback(previous, pointer, served_before)
         happening = Happening.ROLLBACK if rollback else Happening.FLIPPED
         self.state.record(
@@ -295,7 +356,9 @@ class Refresher:
             previous=previous.version if previous else None,
             trigger=flight.trigger,
         )
-        await self._report(happening, pointer, f"now serving {pointer.version}")
+        self.loads.flipped(previous, pointer)
+        if not reset:
+            await self._report(happening, pointer, f"now serving {pointer.version}")
         return Outcome.ROLLBACK if rollback else Outcome.FLIPPED
 
     async def _bootstrap(self) -> Outcome:
@@ -309,6 +372,7 @@ class Refresher:
             self.state.last_error = str(exc)
             return Outcome.UNAVAILABLE
         self.state.current = pointer
+        self.state.claim = await asyncio.to_thread(held_claim, self.parts.store, pointer)
         self.view.invalidate()
         if pointer.source == "registry":
             self.state.contacted()
@@ -324,10 +388,21 @@ class Refresher:
             previous=None,
             trigger="bootstrap",
         )
+        self.loads.flipped(None, pointer)
         happening = Happening.FLIPPED if pointer.source == "registry" else Happening.FALLBACK
         message = f"now serving {pointer.version} from {pointer.source}"
         await self._report(happening, pointer, message)
         return Outcome.FLIPPED
+
+    async def collect(self) -> None:
+        """Garbage-collect the volume now, between changes of it (a reload ended)."""
+        async with self._volume:
+            await asyncio.to_thread(self.publisher.collect, self.state.current)
+        self.view.invalidate()
+
+    async def _loads_happened(self, happening: Happening, message: str, fields: Any) -> None:
+        self.state.record(happening, **fields)
+        await self._report(happening, self.state.current, message)
 
     async def _report(self, happening: Happening, pointer: Pointer | None, message: str) -> None:
         if self.reporter is None:
@@ -335,7 +410,7 @@ class Refresher:
         try:
             versions = await asyncio.to_thread(self.parts.store.versions, self.target.model)
             staged = [p.version for _, p in versions]
-            await self.reporter.report(happening, pointer, message, staged)
+            await self.reporter.report(happening, pointer, message, staged, self.loads.loaded)
         except Exception as exc:
             log.warning("report-failed", event_name=happening.value, error=exc)
 
@@ -354,11 +429,13 @@ class Refresher:
             message = f"serving {current.version} from {current.source}: {current.source_detail}"
             happening = Happening.FALLBACK if fell_back else Happening.STARTED
             await self._report(happening, current, message)
+        self.loads.started()
         try:
             while not stop.is_set():
                 await self._until_stopped(self.safe_refresh("poll"), stop)
                 await self._sleep(stop)
         finally:
+            await self.loads.aclose()
             for task in watchers:
                 task.cancel()
             for task in watchers:
@@ -383,10 +460,10 @@ class Refresher:
                 await task
 
     async def safe_refresh(self, reason: str, *, force: bool = False) -> Outcome:
-        """``refresh`` that never raises (the sidecar never dies on a refresh error)."""
+        """``refresh`` that never raises: an unexpected error is recorded (``Outcome.ERROR``)."""
         try:
             return await self.refresh(reason, force=force)
-        except Exception as exc:
+        except Exception as exc:  # the sidecar never dies on a refresh error
             self.state.last_error = redact_text(f"{type(exc).__name__}: {exc}")
             log.error("refresh-crashed", error=exc)
             return Outcome.ERROR

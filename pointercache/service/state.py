@@ -17,6 +17,7 @@ from typing import Any
 from pointercache.base.clock import parse_time, utcnow
 from pointercache.base.log import log
 from pointercache.model.pointer import Pointer
+from pointercache.model.revision import Claim
 
 HISTORY = 50
 """Entries kept in the recent history (``/status``)."""
@@ -32,13 +33,17 @@ class Outcome(enum.StrEnum):
     UNCHANGED = "unchanged"
     """The registry named what is served."""
     STALE = "stale"
-    """The answer's revision is below the served one; refused."""
+    """The registry answered below the revision it claimed for the served version; refused
+    (until the grace period ends)."""
     BLOCKED = "blocked"
     """The signature gate refused the candidate."""
     FAILED = "failed"
     """The candidate could not be staged or verified; the current version stays."""
     UNAVAILABLE = "unavailable"
     """No registry answered (or, before the first publication, no step of the chain)."""
+    NOT_FOUND = "not-found"
+    """A registry answered that the model, alias, version or stage does not exist (and none
+    answered with a version); the current version stays."""
     ERROR = "error"
     """An unexpected error; recorded, and the current version stays."""
     IN_PROGRESS = "in-progress"
@@ -56,13 +61,72 @@ class Happening(enum.StrEnum):
     BLOCKED = "flip-blocked"
     FLIP_FAILED = "flip-failed"
     STALE_ANSWER = "stale-answer"
+    REVISION_RESET = "revision-reset"
     REGISTRY_UNAVAILABLE = "registry-unavailable"
+    SELECTOR_NOT_FOUND = "selector-not-found"
     BOOTSTRAP_FAILED = "bootstrap-failed"
     PREFETCHED = "prefetched"
     PREFETCH_FAILED = "prefetch-failed"
     DOWNLOADING = "downloading"
     PREEMPTED = "preempted"
     HELD_OFF = "held-off"
+    LOADED = "loaded"
+    """The model container has loaded a version (acknowledged, hook or probe)."""
+    RELOAD_FAILED = "reload-failed"
+    """The reload after a flip was refused or did not finish within --on-flip-timeout."""
+
+
+WARNINGS = frozenset(
+    {
+        Happening.BLOCKED,
+        Happening.FLIP_FAILED,
+        Happening.STALE_ANSWER,
+        Happening.REVISION_RESET,
+        Happening.REGISTRY_UNAVAILABLE,
+        Happening.SELECTOR_NOT_FOUND,
+        Happening.BOOTSTRAP_FAILED,
+        Happening.PREFETCH_FAILED,
+        Happening.FALLBACK,
+    }
+)
+"""Happenings logged at warning level: an answer refused, a version not served, no answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedAnswer:
+    """A registry answer refused as stale, and since when (``/status.refused``)."""
+
+    registry: str
+    version: str
+    revision: int
+    served_revision: int
+    """The revision of the claim it was refused against (same registry)."""
+    since: str
+    """When it was first refused (RFC 3339)."""
+    since_monotonic: float
+    """The same, on this process's monotonic clock (the grace period is measured on it)."""
+    grace: float
+    """Seconds the registry must keep giving it before it is accepted."""
+
+    def same_answer(self, registry: str, version: str, revision: int) -> bool:
+        """True if (``registry``, ``version``, ``revision``) is the answer refused here."""
+        return (self.registry, self.version, self.revision) == (registry, version, revision)
+
+    def refused_for(self) -> float:
+        """Seconds since it was first refused."""
+        return time.monotonic() - self.since_monotonic
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``/status`` form."""
+        left = max(0.0, self.grace - self.refused_for())
+        return {
+            "registry": self.registry,
+            "version": self.version,
+            "revision": self.revision,
+            "served_revision": self.served_revision,
+            "since": self.since,
+            "accepted_in_seconds": round(left, 3),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +154,11 @@ class RefreshState:
 
     current: Pointer | None = None
     """The served pointer (the volume's ``current``), None before the first publication."""
+    claim: Claim | None = None
+    """The registry claim held against answers for the served version (``model.revision``);
+    None when it came from the node LKG or the pinned version, or its registry has no counter."""
+    refused: RefusedAnswer | None = None
+    """The answer currently refused as stale, while the registry keeps giving it."""
     last_contact: str | None = None
     """When a registry last answered (RFC 3339)."""
     confirmed_monotonic: float | None = None
@@ -106,10 +175,13 @@ class RefreshState:
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     def record(self, happening: Happening, **fields: Any) -> None:
-        """Append an entry to the recent history (and log it)."""
+        """Append an entry to the recent history and log it (``WARNINGS`` at warning level)."""
         entry = {"ts": utcnow(), "event": happening.value, **fields}
         self.history.appendleft(entry)
-        log.info(happening.value, **fields)
+        if happening in WARNINGS:
+            log.warning(happening.value, **fields)
+        else:
+            log.info(happening.value, **fields)
 
     def contacted(self) -> None:
         """A registry answered just now."""

@@ -80,7 +80,7 @@ class VolumeView:
         lkg_node: dict[str, Any] | None = None
         if parts.lkg is not None:
             try:
-                found = parts.lkg.read(model)
+                found = parts.lkg.read(model, parts.target.selector)
                 lkg_node = found.to_dict() if found else None
             except (OSError, PointercacheError) as exc:
                 lkg_node = {"error": redact_text(f"{type(exc).__name__}: {exc}")}

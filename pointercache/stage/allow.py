@@ -31,6 +31,7 @@ from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from pointercache.base.redact import redact_uri
 from pointercache.errors import ConfigError, FetchUnavailable, ForbiddenURI
+from pointercache.model.uris import canonical_uri
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -246,7 +247,7 @@ class AllowList:
         self._targets: list[_Target] = []
         for prefix in self.prefixes:
             try:
-                self._targets.append(parse_target(prefix))
+                self._targets.append(parse_target(canonical_uri(prefix)))
             except ForbiddenURI as exc:
                 raise ConfigError(f"--allow {redact_uri(prefix)!r}: {exc}") from None
             if "?" in prefix:
@@ -261,8 +262,12 @@ class AllowList:
         return None
 
     def check(self, uri: str) -> None:
-        """Raise ``ForbiddenURI`` unless ``uri`` may be fetched (``FetchUnavailable`` on DNS)."""
-        target = parse_target(uri)
+        """Raise ``ForbiddenURI`` unless ``uri`` may be fetched (``FetchUnavailable`` on DNS).
+
+        ``uri`` is checked in its canonical form (``model.uris.canonical_uri``): a raw space in
+        an S3 key or an HTTP path is fine, and matches a prefix written either way.
+        """
+        target = parse_target(canonical_uri(uri))
         match = self._match(target)
         if self._targets and match is None:
             raise ForbiddenURI(f"{redact_uri(uri)}: not under any --allow prefix")
@@ -273,7 +278,8 @@ class AllowList:
     def _check_host(self, target: _Target, shown: str) -> None:
         host = target.host
         if host in LOCAL_NAMES or host.endswith(".localhost"):
-            raise ForbiddenURI(f"{shown}: {host!r} is a local or metadata host")
+            hint = _hint(target, None) if host == "localhost" else ""
+            raise ForbiddenURI(f"{shown}: {host!r} is a local or metadata host{hint}")
         ip = _literal(host, shown)
         if ip is not None:
             addresses = [ip]
@@ -287,11 +293,30 @@ class AllowList:
         for addr in addresses:
             reason = forbidden_address(addr)
             if reason:
-                raise ForbiddenURI(f"{shown}: {host!r} is {reason} ({addr})")
+                raise ForbiddenURI(f"{shown}: {host!r} is {reason} ({addr}){_hint(target, ip)}")
 
     def check_redirect(self, current: str, location: str) -> str:
         """Validate one redirect hop like a first request; return the absolute next URI."""
         return check_redirect(self, current, location)
+
+
+def _hint(target: _Target, literal: IPAddress | None) -> str:
+    """How to allow a loopback or private-address origin on purpose (an MLflow on this host).
+
+    Naming the host literally in ``--allow`` lets it through; a DNS name that resolves there
+    never does, so then the hint is to use the address itself.
+    """
+    if literal is not None and forbidden_address(literal) == "a cloud metadata address":
+        return ""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    port = f":{target.port}" if target.port is not None else ""
+    prefix = f"{target.scheme}://{host}{port}/"
+    if literal is None and target.host != "localhost":
+        return (
+            "; a name that resolves there is never allowed: use the address itself in the"
+            " registry URI and name it in --allow"
+        )
+    return f"; to fetch from it on purpose, add --allow {prefix}"
 
 
 def resolve(host: str, port: int | None) -> list[str]:

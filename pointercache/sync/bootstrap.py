@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import traceback
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text
 from pointercache.errors import ConfigError, PointercacheError, ResolutionFailed, SignatureMismatch
 from pointercache.model.pointer import Pointer
-from pointercache.model.revision import below_persisted
-from pointercache.resolve.chain import Attempt, LocalAnswer, Resolution
+from pointercache.model.revision import Claim, held_by, is_stale
+from pointercache.resolve.chain import Attempt, Chain, LocalAnswer, Resolution
 from pointercache.stage.prestage import CACHE_LOCK_WAIT
 from pointercache.stage.progress import TransferWatch
 from pointercache.sync.budget import Budget
@@ -49,19 +50,27 @@ async def resolve_and_publish(
     ``budget`` (init) bounds the registries and each candidate (``sync.budget``); ``attempts``,
     when given, receives every step and its outcome as they happen (so a caller whose deadline
     passed can still say what was tried).
+
+    A registry answer below the revision the cluster LKG holds for this selector from the same
+    registry is refused (``model.revision``): a lagging replica must not start a pod on an
+    older version than the fleet moved to. The node LKG is never held against a registry. A
+    fallback that names the cluster LKG's version keeps holding the cluster's claim, so the
+    sidecar goes on refusing the lagging answer (within its grace period).
     """
     target, chain = parts.target, parts.chain
     attempts = [] if attempts is None else attempts
     publisher = Publisher.for_parts(parts)
-    local = await chain.fallback_answers(target.model)
+    local = await chain.fallback_answers(target.model, target.selector)
     answers = [a for a in local if a.answer is not None]
+    fleet = cluster_entry(local)
+    held = held_by("lkg-cluster", fleet)
     within = budget.share(len(answers)) if budget else None
     found, asked = await chain.from_registries(target.model, target.selector, within=within)
     attempts.extend(asked)
     if found is not None:
         found = _noting_skipped(found, local)
         pointer = await _try_registry(
-            publisher, found, local=local, attempts=attempts, budget=budget, later=len(answers)
+            publisher, found, held=held, attempts=attempts, budget=budget, later=len(answers)
         )
         if pointer is not None:
             return pointer
@@ -71,6 +80,7 @@ async def resolve_and_publish(
         resolution = chain.fallback_resolution(answer, attempts)
         if resolution is None:
             continue
+        resolution = _with_fleet_claim(resolution, fleet, held)
         later = sum(1 for a in local[index + 1 :] if a.answer is not None)
         reason = await _try(publisher, resolution, budget, later)
         if isinstance(reason, Pointer):
@@ -79,28 +89,52 @@ async def resolve_and_publish(
     raise ResolutionFailed(summarize(target.model, attempts), attempts)
 
 
+def cluster_entry(local: Sequence[LocalAnswer]) -> Pointer | None:
+    """The cluster LKG pointer of the pod's model and selector among the local answers, if any
+    (an unreadable entry was already recorded as the step's reason, and counts as none)."""
+    for answer in local:
+        if answer.step == "lkg-cluster" and isinstance(answer.answer, Pointer):
+            return answer.answer
+    return None
+
+
+def _with_fleet_claim(
+    resolution: Resolution, fleet: Pointer | None, held: Claim | None
+) -> Resolution:
+    """A fallback naming the cluster LKG's version and bytes holds the cluster's claim."""
+    cand = resolution.candidate
+    if resolution.source == "registry" or fleet is None or held is None:
+        return resolution
+    if (cand.version, cand.digest) != (fleet.version, fleet.digest):
+        return resolution
+    return replace(resolution, claim=held)
+
+
 async def _try_registry(
     publisher: Publisher,
     found: Resolution,
     *,
-    local: list[LocalAnswer],
+    held: Claim | None,
     attempts: list[Attempt],
     budget: Budget | None,
     later: int,
 ) -> Pointer | None:
-    """Stage the registry's answer unless it is below what an LKG holds; record why not."""
-    persisted = max((a.answer.revision for a in local if isinstance(a.answer, Pointer)), default=0)
-    revision = found.candidate.revision
-    if below_persisted(revision, persisted):
-        reason = f"stale answer: revision {revision} is below the persisted {persisted}"
+    """Stage the registry's answer unless the same registry claimed a higher revision in the
+    cluster LKG; record why not against the answer's own attempt."""
+    offered = found.claim
+    if offered is not None and held is not None and is_stale(offered, held):
+        reason = (
+            f"version {found.candidate.version} refused: {offered.registry} answered"
+            f" revision {offered.revision}, below the revision {held.revision} it claimed"
+            " before (cluster LKG)"
+        )
         log.warning("stale-answer", registry=found.detail, reason=reason)
     else:
         outcome = await _try(publisher, found, budget, later)
         if isinstance(outcome, Pointer):
             return outcome
         reason = outcome
-    last = attempts[-1]
-    attempts[-1] = Attempt(last.step, last.name, ok=False, reason=reason)
+    Chain.refuse(attempts, found, reason)
     return None
 
 
@@ -158,8 +192,6 @@ def _noting_skipped(found: Resolution, local: list[LocalAnswer]) -> Resolution:
     skipped = [s for s in skipped if not s.endswith("nothing stored")]
     if not skipped:
         return found
-    from dataclasses import replace
-
     return replace(found, detail=f"{found.detail} ({'; '.join(skipped)})")
 
 

@@ -1,4 +1,5 @@
-"""Prestage → verify → gate → install → flip → persist: one path for init and sidecar.
+"""Read the signature → gate → prestage → verify → install → flip → persist: one path for
+init and sidecar.
 
 ``Publisher.adopt`` takes a ``Resolution`` and either publishes it (returning the new pointer) or
 raises, leaving what was published untouched. It is two halves: ``prepare`` (the signature gate,
@@ -11,6 +12,11 @@ the sidecar's status server keeps answering during a large install.
 After the flip everything is best effort: the flip is the commit point, so a full or locked node
 directory (the node LKG cannot be written) or a failed garbage collection is a warning carried in
 ``Adopted.warnings``, never a failure of a version that is already served.
+
+The signature gate runs before any weight is downloaded: an MLflow model's ``MLmodel`` is read
+first, through the store that holds it (``stage.mlmodel``). The registry claim behind each
+published version is recorded beside its pointer (``Store.write_claim``) and carried forward
+when a registry confirms it (``model.revision``).
 """
 
 from __future__ import annotations
@@ -18,19 +24,22 @@ from __future__ import annotations
 import asyncio
 import errno
 import shutil
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pointercache.base.blocking import abandon_after
-from pointercache.base.clock import utcnow
+from pointercache.base.clock import age_seconds, utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text, redact_uri
-from pointercache.errors import SignatureMismatch, StoreError
+from pointercache.errors import PointercacheError, SignatureMismatch, StoreError
+from pointercache.model.candidate import DEFAULT_SELECTOR, Selector
 from pointercache.model.pointer import Pointer
-from pointercache.model.revision import carried_forward
+from pointercache.model.revision import Claim, carried_forward
 from pointercache.resolve.chain import Resolution
 from pointercache.stage.fetchers import FetchOptions, Progress
+from pointercache.stage.mlmodel import with_signature
 from pointercache.stage.prestage import CACHE_LOCK_WAIT, Staged, prestage
 from pointercache.volume import layout
 from pointercache.volume.cas import NodeCache
@@ -40,6 +49,11 @@ from pointercache.volume.store import Store
 if TYPE_CHECKING:
     from pointercache.model.signature import SignatureGate
     from pointercache.sync.wiring import Parts
+
+
+SEEN_REFRESH = 300.0
+"""Seconds after which a registry's confirmation of the unchanged served version is written
+again (``registry_seen_at`` of ``pointer.json`` and the node LKG)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,24 +109,58 @@ class Publisher:
         lkg: NodeLKG | None = None,
         cache: NodeCache | None = None,
         gate: SignatureGate | None = None,
+        selector: Selector = DEFAULT_SELECTOR,
     ) -> None:
         self.store = store
         self.fetch = fetch
         self.lkg = lkg
         self.cache = cache
         self.gate = gate
+        self.selector = selector
+        """The pod's selector: the node LKG entry written is this selector's."""
         self.protect: set[str] = set()
         """Digests garbage collection must keep besides the current one (a prefetched candidate)."""
+        self.holds: list[Callable[[], Collection[str]]] = []
+        """More digests to keep, asked at each collection (what the model container serves)."""
 
     @classmethod
     def for_parts(cls, parts: Parts) -> Publisher:
         """The publisher of a wired role (init container or sidecar)."""
         return cls(
-            parts.store, fetch=parts.fetch, lkg=parts.lkg, cache=parts.cache, gate=parts.gate
+            parts.store,
+            fetch=parts.fetch,
+            lkg=parts.lkg,
+            cache=parts.cache,
+            gate=parts.gate,
+            selector=parts.target.selector,
         )
 
+    async def signed(self, resolution: Resolution) -> Resolution:
+        """``resolution`` with its model's signature read from its ``MLmodel`` (when the source
+        left it to be read), for the gate and for ``pointer.json``.
+
+        With the gate on, a failure to read it (a timeout, a 5xx) fails the candidate: it is
+        never admitted unchecked. With the gate off, the signature is only information: such a
+        failure is logged and the candidate goes on without one.
+        """
+        cand = resolution.candidate
+        if cand.signature_from is None or cand.signature is not None:
+            return resolution
+        scratch = await asyncio.to_thread(self.store.new_staging_dir)
+        try:
+            signed = await with_signature(cand, self.fetch, scratch / "mlmodel")
+        except PointercacheError as exc:
+            if self.gate is not None:
+                raise
+            log.warning("mlmodel-unread", version=cand.version, error=exc)
+            signed = replace(cand, signature_from=None)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+        return replace(resolution, candidate=signed)
+
     def check_signature(self, resolution: Resolution) -> None:
-        """Raise ``SignatureMismatch`` if the candidate does not fit the serving code."""
+        """Raise ``SignatureMismatch`` if the candidate does not fit the serving code; log
+        ``signature-unchecked`` once when the gate let an unsigned model through."""
         if self.gate is None:
             return
         warning = self.gate.check(resolution.candidate.signature)
@@ -126,12 +174,14 @@ class Publisher:
         progress: Progress | None = None,
         lock_wait: float = CACHE_LOCK_WAIT,
     ) -> Prepared:
-        """Gate, download and verify ``resolution`` into staging; nothing published changes.
+        """Read the signature, gate, download and verify ``resolution`` into staging; nothing
+        published changes.
 
         May be cancelled at any point: the staging directory is removed. ``progress`` also hears
         the download's progress; ``lock_wait`` bounds the wait for another process's download
         of the same digest (``stage.prestage``).
         """
+        resolution = await self.signed(resolution)
         self.check_signature(resolution)
         cand = resolution.candidate
         if cand.digest:
@@ -173,11 +223,13 @@ class Publisher:
                 version_dir = await asyncio.to_thread(
                     self.store.install_from, prepared.existing, pointer
                 )
+                await asyncio.to_thread(self.store.write_claim, version_dir, resolution.claim)
                 return Adopted(pointer, version_dir, reused=True)
             staged = prepared.staged
             assert staged is not None
             pointer = _pointer(resolution, staged.digest, staged.size_bytes)
             version_dir = await asyncio.to_thread(self.store.install, staged.path, pointer)
+            await asyncio.to_thread(self.store.write_claim, version_dir, resolution.claim)
             return Adopted(pointer, version_dir, reused=False)
         finally:
             await self.discard(prepared)
@@ -216,10 +268,20 @@ class Publisher:
 
     def _after_publish(self, pointer: Pointer) -> list[str]:
         warnings: list[str] = []
-        protect: set[str] = {pointer.digest, *self.protect}
+        if self.lkg is not None and pointer.source == "registry":
+            warnings += self._write_lkg(pointer)
+        return warnings + self.collect(pointer)
+
+    def collect(self, current: Pointer | None = None) -> list[str]:
+        """Garbage-collect the store, keeping ``current``, ``protect``, ``holds`` and LKGs.
+
+        Returns the warnings (a failed collection is one: the version is served already).
+        """
+        warnings: list[str] = []
+        protect: set[str] = {*self.protect, *(d for hold in self.holds for d in hold())}
+        if current is not None:
+            protect.add(current.digest)
         if self.lkg is not None:
-            if pointer.source == "registry":
-                warnings += self._write_lkg(pointer)
             protect |= self.lkg.referenced_digests()
         try:
             removed = self.store.gc(protect)
@@ -235,7 +297,7 @@ class Publisher:
         """Persist the node LKG; a failure is a warning (the version is served already)."""
         assert self.lkg is not None
         try:
-            self.lkg.write(pointer)
+            self.lkg.write(pointer, self.selector)
         except (OSError, StoreError) as exc:
             why = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
@@ -245,25 +307,39 @@ class Publisher:
             return [reason]
         return []
 
-    async def confirm(self, pointer: Pointer, registry: str, revision: int) -> Pointer:
-        """A registry named the served version again: record its provenance and revision.
+    async def confirm(
+        self, pointer: Pointer, held: Claim | None, offered: Claim
+    ) -> tuple[Pointer, Claim]:
+        """A registry named the served version again: record its provenance and claim.
 
-        The revision moves forward with the registry (``model.revision.carried_forward``).
+        ``held`` is the claim behind the served version, ``offered`` the confirming answer's;
+        the new claim is ``model.revision.carried_forward`` (forward with the same registry,
+        replaced by another's). Returns the (possibly unchanged) pointer and claim.
+
+        Nothing changed but the time: ``registry_seen_at`` in ``pointer.json`` and the node LKG
+        is rewritten at most every ``SEEN_REFRESH`` seconds, so readers of those files (the pod
+        annotation, ``pointercache fleet``) see a bounded staleness without a disk write per poll.
         """
+        claim = carried_forward(held, offered)
         now = utcnow()
-        updated = pointer.with_provenance("registry", registry, registry_seen_at=now)
-        updated = replace(updated, revision=carried_forward(pointer.revision, revision))
+        updated = pointer.with_provenance("registry", offered.registry, registry_seen_at=now)
+        updated = replace(updated, revision=claim.revision)
         version_dir = await asyncio.to_thread(self.store.current_dir)
         if version_dir is None:
-            return pointer
-        same_source = pointer.source == "registry" and pointer.source_detail == registry
-        if same_source and updated.revision == pointer.revision:
-            return pointer
+            return pointer, claim
+        same_source = pointer.source == "registry" and pointer.source_detail == offered.registry
+        unchanged = same_source and updated.revision == pointer.revision and claim == held
+        seen = age_seconds(pointer.registry_seen_at)
+        if unchanged and seen is not None and 0 <= seen < SEEN_REFRESH:
+            return pointer, claim
         await asyncio.to_thread(self.store.update_pointer, version_dir, updated)
+        await asyncio.to_thread(self.store.write_claim, version_dir, claim)
         if self.lkg is not None:
             await asyncio.to_thread(self._write_lkg, updated)
-        log.info("confirmed", version=pointer.version, registry=registry, revision=updated.revision)
-        return updated
+        log.info(
+            "confirmed", version=pointer.version, registry=offered.registry, revision=claim.revision
+        )
+        return updated, claim
 
 
 __all__ = ["Adopted", "Prepared", "Publisher", "SignatureMismatch"]

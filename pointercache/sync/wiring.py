@@ -17,7 +17,7 @@ from pointercache.errors import ConfigError, PointercacheError
 from pointercache.model.candidate import Candidate, Selector
 from pointercache.model.pointer import check_digest
 from pointercache.resolve.chain import Chain
-from pointercache.resolve.sources import Source, SourceOptions, open_source
+from pointercache.resolve.sources import CheckingSource, Source, SourceOptions, open_source
 from pointercache.stage.fetchers import FetchOptions
 from pointercache.sync.settings import Settings
 from pointercache.volume.cas import NodeCache
@@ -112,6 +112,22 @@ def signature_gate(settings: Settings) -> SignatureGate | None:
     )
 
 
+def check_selectors(sources: tuple[Source, ...], settings: Settings) -> None:
+    """Ask each registry that can tell whether it accepts ``--selector`` and
+    ``--prefetch-selector``; ``ConfigError`` (exit 2) naming the flag if one never can."""
+    flags = [("--selector", settings.selector)]
+    if settings.prefetch_selector is not None:
+        flags.append(("--prefetch-selector", settings.prefetch_selector))
+    for source in sources:
+        if not isinstance(source, CheckingSource):
+            continue
+        for flag, selector in flags:
+            try:
+                source.check_selector(selector)
+            except ConfigError as exc:
+                raise ConfigError(f"{flag} {selector}: {exc}") from None
+
+
 def _check_secret(path: Path | None, flag: str) -> None:
     if path is not None and not path.is_file():
         raise ConfigError(f"{flag} {path}: not a readable file")
@@ -134,6 +150,7 @@ def build(settings: Settings, *, kube: KubeConfig | None = None) -> Parts:
         kube=kube,
     )
     sources = tuple(open_source(uri, source_options) for uri in settings.registry)
+    check_selectors(sources, settings)
     lkg = cache = None
     if settings.lkg_dir is not None:
         lkg = NodeLKG(settings.lkg_dir)

@@ -29,6 +29,12 @@ TMP_PREFIX = ".pc-tmp-"
 CHUNK = 1 << 20
 """Copy buffer size (1 MiB): bounded memory whatever the artifact size."""
 
+FILE_MODE = 0o644
+"""Mode of every published file, whatever the process umask: the model container may run as
+another user (readable by all, writable by the owner only)."""
+DIR_MODE = 0o755
+"""Mode of every published directory, whatever the process umask."""
+
 Writer = Callable[[int, memoryview], int]
 """``os.write``-compatible callable: ``(fd, data) -> bytes written``."""
 
@@ -72,6 +78,7 @@ def atomic_write_bytes(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
+            os.fchmod(fd, mode)  # the umask (077, say) must not narrow a published file
             write_all(fd, data, write)
             os.fsync(fd)
         finally:
@@ -161,6 +168,23 @@ def remove_path(path: Path, *, ignore_errors: bool = False) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def publish_modes(path: Path) -> None:
+    """Give ``path`` and everything under it the published modes: ``FILE_MODE`` for regular
+    files, ``DIR_MODE`` for directories, whatever umask or fetcher created them (symlinks are
+    left alone; an artifact has none)."""
+    if path.is_symlink():
+        return
+    if not path.is_dir():
+        path.chmod(FILE_MODE)
+        return
+    path.chmod(DIR_MODE)
+    for dirpath, dirs, files in os.walk(path):
+        for name in dirs:
+            Path(dirpath, name).chmod(DIR_MODE, follow_symlinks=False)
+        for name in files:
+            Path(dirpath, name).chmod(FILE_MODE, follow_symlinks=False)
 
 
 def fsync_tree(path: Path) -> None:

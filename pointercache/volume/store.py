@@ -9,6 +9,7 @@
       versions/<model>/<version>-<digest12>/{model,pointer.json}  complete, verified, durable
       .staging/    in-progress work (fetches, version dirs being built, versions being deleted)
       .lock        single-writer lock (flock)
+      .state/      the sidecar's small documents (``save_state``), kept across its restarts
 
 A version directory is built inside ``.staging`` (artifact moved in, ``pointer.json`` written and
 fsynced) and renamed into ``versions/`` whole, so it never exists half-built. Publishing is one
@@ -29,6 +30,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +38,10 @@ from typing import TYPE_CHECKING
 from pointercache.base.log import log
 from pointercache.errors import ConfigError, StoreError, StoreLocked
 from pointercache.model.pointer import Pointer, check_digest
+from pointercache.model.revision import Claim
+from pointercache.volume import claims, layout
 from pointercache.volume.fsutil import (
+    DIR_MODE,
     TMP_PREFIX,
     LockBusy,
     Writer,
@@ -46,18 +51,19 @@ from pointercache.volume.fsutil import (
     flock_exclusive,
     fsync_dir,
     fsync_tree,
+    publish_modes,
     remove_path,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
 
-CURRENT = "current"
-MODEL = "model"
-POINTER = "pointer.json"
-VERSIONS = "versions"
-STAGING = ".staging"
-LOCK = ".lock"
+CURRENT = layout.CURRENT
+MODEL = layout.MODEL
+POINTER = layout.POINTER
+VERSIONS = layout.VERSIONS
+STAGING = layout.STAGING
+LOCK = layout.LOCK
 
 
 @contextlib.contextmanager
@@ -93,10 +99,16 @@ class Store:
         return self.root / STAGING
 
     def ensure_layout(self) -> None:
-        """Create ``root/``, ``root/versions/`` and ``root/.staging/`` if missing."""
+        """Create ``root/``, ``root/versions/`` and ``root/.staging/`` if missing.
+
+        ``versions/`` gets ``DIR_MODE`` (0755) whatever the umask, so a model container running
+        as another user can reach the published version.
+        """
         with _translate("ensure-layout"):
             for path in (self.root, self.versions_dir, self.staging_dir):
                 path.mkdir(parents=True, exist_ok=True)
+            if stat.S_IMODE(self.versions_dir.stat().st_mode) != DIR_MODE:
+                self.versions_dir.chmod(DIR_MODE)
 
     @contextlib.contextmanager
     def lock(self, *, timeout: float = 0.0) -> Iterator[None]:
@@ -139,6 +151,8 @@ class Store:
         with _translate("recover"):
             removed += sorted(self.staging_dir.iterdir())
             dirs = [self.root, *self._model_dirs()]
+            if (self.root / layout.STATE).is_dir():
+                dirs.append(self.root / layout.STATE)
             dirs += [v for d in dirs[1:] for v in d.iterdir() if v.is_dir()]
             removed += [p for d in dirs for p in d.iterdir() if p.name.startswith(TMP_PREFIX)]
             for path in removed:
@@ -184,7 +198,7 @@ class Store:
         self._require_lock()
         artifact = Path(artifact)
         entry = self._staging_entry(artifact)
-        target = self.versions_dir / pointer.model / pointer.short
+        target = self.root / layout.version_dir(pointer.model, pointer.short)
         try:
             if target.is_dir():
                 self.update_pointer(target, pointer)
@@ -204,12 +218,15 @@ class Store:
         wrap = self.new_staging_dir()
         try:
             with _translate("install"):
+                publish_modes(artifact)  # 0644/0755, whatever the umask and the fetcher did
                 fsync_tree(artifact)
                 artifact.rename(wrap / MODEL)
                 atomic_write_bytes(wrap / POINTER, pointer.to_json(), write=self._write)
+                wrap.chmod(DIR_MODE)
                 fsync_dir(wrap)
                 if not target.parent.is_dir():
                     target.parent.mkdir()
+                    target.parent.chmod(DIR_MODE)
                     fsync_dir(self.versions_dir)
                 wrap.rename(target)
                 fsync_dir(target.parent)
@@ -248,12 +265,22 @@ class Store:
         with _translate("update-pointer"):
             atomic_write_bytes(version_dir / POINTER, pointer.to_json(), write=self._write)
 
+    def write_claim(self, version_dir: Path, claim: Claim | None) -> None:
+        """Record the registry claim behind ``version_dir``'s pointer (``volume.claims``)."""
+        self._require_lock()
+        with _translate("write-claim"):
+            claims.write(Path(version_dir), claim, write=self._write)
+
+    def read_claim(self, version_dir: Path) -> Claim | None:
+        """The claim recorded beside ``version_dir``'s pointer; None if none or unreadable."""
+        return claims.read(Path(version_dir))
+
     def publish(self, version_dir: Path) -> None:
         """Flip ``current`` to an installed version: one rename of a temp link, root fsynced."""
         self._require_lock()
         version_dir = Path(version_dir)
         pointer = self._read_pointer(version_dir)
-        rel = f"{VERSIONS}/{pointer.model}/{pointer.short}"
+        rel = layout.version_dir(pointer.model, pointer.short)
         if version_dir.resolve() != (self.root / rel).resolve():
             raise StoreError(f"{version_dir}: not an installed version of {self.root}")
         if not os.path.lexists(version_dir / MODEL):
@@ -292,15 +319,21 @@ class Store:
         """Return installed versions with their pointers, newest first (damaged ones skipped)."""
         out: list[tuple[int, Path, Pointer]] = []
         for model_dir in self._model_dirs(model):
-            for vdir in model_dir.iterdir():
-                if vdir.name.startswith(TMP_PREFIX) or not vdir.is_dir():
-                    continue
-                try:
-                    out.append((vdir.stat().st_mtime_ns, vdir, self._read_pointer(vdir)))
-                except (StoreError, FileNotFoundError) as exc:
-                    log.warning("store-version-damaged", path=str(vdir), error=exc)
+            out.extend(self._versions_in(model_dir))
         out.sort(key=lambda item: (item[0], item[1].name), reverse=True)
         return [(path, pointer) for _, path, pointer in out]
+
+    def _versions_in(self, model_dir: Path) -> list[tuple[int, Path, Pointer]]:
+        """(mtime, dir, pointer) of each installed version in one model directory."""
+        out: list[tuple[int, Path, Pointer]] = []
+        for vdir in model_dir.iterdir():
+            if vdir.name.startswith(TMP_PREFIX) or not vdir.is_dir():
+                continue
+            try:
+                out.append((vdir.stat().st_mtime_ns, vdir, self._read_pointer(vdir)))
+            except (StoreError, FileNotFoundError) as exc:
+                log.warning("store-version-damaged", path=str(vdir), error=exc)
+        return out
 
     def find(self, model: str, digest: str) -> Path | None:
         """Return an installed version dir of ``model`` whose artifact has ``digest``, or None."""
@@ -317,7 +350,10 @@ class Store:
         removed: list[Path] = []
         with _translate("gc"):
             for model_dir in self._model_dirs():
-                for index, (path, pointer) in enumerate(self.versions(model_dir.name)):
+                newest = sorted(
+                    self._versions_in(model_dir), key=lambda v: (v[0], v[1].name), reverse=True
+                )
+                for index, (_, path, pointer) in enumerate(newest):
                     if index < self.keep_versions or path == current:
                         continue
                     if pointer.digest in protect_digests:
@@ -331,9 +367,31 @@ class Store:
             log.debug("store-gc", root=str(self.root), removed=[p.name for p in removed])
         return removed
 
+    def save_state(self, name: str, data: bytes) -> None:
+        """Durably replace the document ``.state/<name>`` (a name from ``layout``)."""
+        self._require_lock()
+        with _translate("save-state"):
+            state = self.root / layout.STATE
+            if not state.is_dir():
+                state.mkdir()
+                fsync_dir(self.root)
+            atomic_write_bytes(state / name, data, write=self._write)
+
+    def read_state(self, name: str, max_bytes: int) -> bytes | None:
+        """The document ``.state/<name>``, or None if absent or larger than ``max_bytes``."""
+        path = self.root / layout.STATE / name
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"{path}: unreadable ({exc.strerror})") from exc
+        return None if len(data) > max_bytes else data
+
     def _model_dirs(self, model: str | None = None) -> list[Path]:
         if model is not None:
-            path = self.versions_dir / model
+            path = self.versions_dir / layout.disk_name(model)
             return [path] if path.is_dir() else []
         if not self.versions_dir.is_dir():
             return []

@@ -63,10 +63,37 @@ SCHEMA_RULES = [
         id="no-inline-token",
     ),
     pytest.param(pc(signature={"mode": "loose"}), "at '/signature/mode'", id="signature-mode"),
+    pytest.param(pc(sidecar={"staleGrace": -1}), "at '/sidecar/staleGrace'", id="stale-grace"),
     pytest.param(
         pc(signature={"unsignedModel": "warn"}),
         "at '/signature/unsignedModel'",
         id="unsigned-model-enum",
+    ),
+    pytest.param(
+        pc(sidecar={"readyWhen": "served"}), "at '/sidecar/readyWhen'", id="ready-when-enum"
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"onFlipUrls": "http://127.0.0.1/load"}}),
+        "at '/sidecar/reload/onFlipUrls': got string, want array",
+        id="hooks-list",
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"onFlipUrls": ["unix:///run/model.sock"]}}),
+        "at '/sidecar/reload/onFlipUrls/0'",
+        id="hook-scheme",
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"onFlipUrls": ["http://127.0.0.1/a b"]}}),
+        "at '/sidecar/reload/onFlipUrls/0'",
+        id="hook-no-space",  # the environment variable is a space-separated list
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"loadedProbeUrl": "127.0.0.1:8080/ready"}}),
+        "at '/sidecar/reload/loadedProbeUrl'",
+        id="probe-scheme",
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"timeout": 0}}), "at '/sidecar/reload/timeout'", id="reload-timeout"
     ),
     pytest.param(
         {"ingress": {"rateLimit": {"rps": 50}}},
@@ -148,6 +175,11 @@ GUARDS = [
         id="host-path-root",
     ),
     pytest.param(
+        pc(sidecar={"reload": {"onFlipUrls": ["http://admin:pw@127.0.0.1:8080/load"]}}),
+        "carries credentials in the URI",
+        id="hook-userinfo",
+    ),
+    pytest.param(
         pc(nodeCache={"type": "pvc", "claimName": "c", "prepare": True}),
         "prepare is for type=hostPath only",
         id="prepare-hostpath-only",
@@ -201,6 +233,11 @@ GUARDS = [
         {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
         "minReplicas must not exceed",
         id="hpa-bounds",
+    ),
+    pytest.param(
+        pc(signature={"unsignedModel": "refuse"}),
+        "unsignedModel=refuse needs pointercache.signature.configMap",
+        id="refuse-needs-a-gate",
     ),
 ]
 

@@ -85,9 +85,12 @@ class Sidecar:
         headers: dict[str, str] | None = None,
         method: str = "GET",
         timeout: float = 10,
+        body: bytes | None = None,
     ) -> tuple[int, bytes]:
         """An HTTP request to the status server: (status, body)."""
-        req = urllib.request.Request(self.url + path, method=method, headers=headers or {})
+        req = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, resp.read()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import Pointer
 from tests.e2e.conftest import World
-from tests.e2e.helpers import run_init
+from tests.e2e.helpers import run_init, write_manifest
 
 
 def served(root: Path) -> Pointer:
@@ -28,7 +29,7 @@ def test_init_publishes_from_the_registry(world: World, cli_env: dict[str, str])
     assert (pointer.version, pointer.source, pointer.revision) == ("1", "registry", 1)
     assert pointer.registry_seen_at is not None
     assert os.readlink(world.root / "model") == "current/model"
-    assert (world.lkg / "recommender.json").is_file()
+    assert (world.lkg / "recommender.alias-production.json").is_file()
 
 
 def test_init_falls_back_to_the_node_lkg(world: World, cli_env: dict[str, str]) -> None:
@@ -151,19 +152,47 @@ def test_init_skips_an_unwritable_termination_log(world: World, cli_env: dict[st
     assert "Traceback" not in proc.stderr
 
 
-def test_init_refuses_a_registry_answer_older_than_the_lkg(
+ENTRY = "recommender.alias-production.json"
+
+
+def test_init_refuses_a_registry_answer_below_the_cluster_lkg(
     world: World, cli_env: dict[str, str]
 ) -> None:
-    """A lagging registry (lower revision than the node LKG) does not pull a new pod back."""
+    """A lagging registry (below what it claimed in the cluster LKG) does not pull a pod back."""
     world.publish(7, "2")
     assert run_init(cli_env, *world.init_args()).returncode == 0
+    cluster = world.base / "cluster-lkg"
+    cluster.mkdir()
+    shutil.copy(world.lkg / ENTRY, cluster / ENTRY)  # what the fleet's sidecars recorded
+    world.publish(3, "1")
+    pod2 = world.base / "pod2"
+    proc = run_init(cli_env, *world.init_args("--lkg-cluster-dir", str(cluster), root=pod2))
+    assert proc.returncode == 0, proc.stderr
+    pointer = served(pod2)
+    assert (pointer.version, pointer.source) == ("2", "lkg-node")
+    assert "version 1 refused" in pointer.source_detail
+    assert "below the revision 7 it claimed before (cluster LKG)" in pointer.source_detail
+    claim = json.loads((pod2 / "current" / "claim.json").read_bytes())
+    assert claim == {"registry": world.manifest.as_uri(), "revision": 7}  # the sidecar holds it
+    assert '"level":"warning","event":"stale-answer"' in proc.stderr
+
+
+def test_a_node_lkg_never_refuses_a_registry_answer(world: World, cli_env: dict[str, str]) -> None:
+    """A node LKG entry at revision 9e18 (planted, or bogus) does not keep an answer out."""
+    world.publish(7, "2")
+    assert run_init(cli_env, *world.init_args()).returncode == 0
+    planted = replace(Pointer.read(world.lkg / ENTRY), revision=9 * 10**18)
+    (world.lkg / ENTRY).write_bytes(planted.to_json())
     world.publish(3, "1")
     pod2 = world.base / "pod2"
     proc = run_init(cli_env, *world.init_args(root=pod2))
     assert proc.returncode == 0, proc.stderr
-    pointer = served(pod2)
-    assert (pointer.version, pointer.source, pointer.revision) == ("2", "lkg-node", 7)
-    assert "stale answer" in proc.stderr
+    assert (served(pod2).version, served(pod2).source, served(pod2).revision) == (
+        "1",
+        "registry",
+        3,
+    )
+    assert Pointer.read(world.lkg / ENTRY).revision == 3  # and the node LKG is repaired
 
 
 SIG_CODE = {
@@ -198,3 +227,39 @@ def test_init_falls_back_past_an_incompatible_signature(
     assert fresh.returncode == 1
     assert "geo_lat" in world.term.read_text()
     assert not (world.base / "pod3" / "pointer.json").exists()
+
+
+def test_an_unsigned_model_is_reported_once(
+    world: World, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With the gate on, a model without a signature is let through with one warning, not two."""
+    expect = tmp_path / "expect.json"
+    expect.write_text(json.dumps(SIG_CODE))
+    proc = run_init(cli_env, *world.init_args("--expect-signature", str(expect)))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    unchecked = [line for line in lines if line["event"] == "signature-unchecked"]
+    assert len(unchecked) == 1
+    assert unchecked[0]["level"] == "warning" and unchecked[0]["version"] == "1"
+
+
+def test_a_canary_never_becomes_production_s_last_known_good(
+    world: World, cli_env: dict[str, str]
+) -> None:
+    """A canary pod on the same node writes its own LKG; production starting in an outage
+    falls back to what production served, not to the canary's version."""
+    write_manifest(
+        world.manifest, world.base, revision=3, aliases={"production": "1", "candidate": "2"}
+    )
+    assert run_init(cli_env, *world.init_args()).returncode == 0
+    canary = world.base / "canary"
+    proc = run_init(cli_env, *world.init_args("--selector", "alias:candidate", root=canary))
+    assert proc.returncode == 0, proc.stderr
+    assert served(canary).version == "2"  # the canary ran last on this node
+    world.manifest.unlink()  # the registry goes away
+    pod2 = world.base / "pod2"
+    proc = run_init(cli_env, *world.init_args(root=pod2))
+    assert proc.returncode == 0, proc.stderr
+    assert (served(pod2).version, served(pod2).source) == ("1", "lkg-node")
+    names = sorted(p.name for p in world.lkg.glob("*.json"))
+    assert names == ["recommender.alias-candidate.json", "recommender.alias-production.json"]

@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from pointercache.model.candidate import DEFAULT_SELECTOR
 from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import Pointer
+from pointercache.volume import layout
 from pointercache.volume.fsutil import atomic_write_bytes
 from tests.e2e.conftest import World
 from tests.e2e.helpers import MODEL, run_init
@@ -29,6 +31,9 @@ from tests.helpers import fill, held_flock, make_pointer, mount_tmpfs, unmount
 from tests.stage.mlflow_proxy import Proxy, start_proxy
 from tests.stage.origin import Origin, start_origin
 from tests.stage.test_archive import chained_headers
+
+ENTRY = layout.lkg_entry(MODEL, DEFAULT_SELECTOR)
+"""The node LKG entry of the default selector."""
 
 STARTUP_SLACK = 4.0
 """Seconds allowed for starting the interpreter on a busy machine (the deadline counts from the
@@ -161,18 +166,18 @@ async def test_a_bad_node_lkg_is_skipped_and_the_registry_serves(
     the skip named in source_detail; with the registry gone, the pinned version is."""
     plant, reason = BAD_LKG[kind]
     world.lkg.mkdir(parents=True)
-    plant(world.lkg / f"{MODEL}.json")
+    plant(world.lkg / ENTRY)
     proc, took = await timed_init(cli_env, *world.init_args("--deadline", "5"))
     assert proc.returncode == 0, proc.stderr
     no_traceback(proc)
     pointer = served(world.root)
     assert (pointer.version, pointer.source) == ("1", "registry")
     assert "lkg-node skipped" in pointer.source_detail and reason in pointer.source_detail
-    assert Pointer.read(world.lkg / f"{MODEL}.json").version == "1"  # replaced by a good one
+    assert Pointer.read(world.lkg / ENTRY).version == "1"  # replaced by a good one
     assert took < 5 + 1 + STARTUP_SLACK
 
-    (world.lkg / f"{MODEL}.json").unlink()
-    plant(world.lkg / f"{MODEL}.json")
+    (world.lkg / ENTRY).unlink()
+    plant(world.lkg / ENTRY)
     world.manifest.unlink()
     pod = world.base / "p2"
     proc, _ = await timed_init(
@@ -190,7 +195,7 @@ async def test_held_node_locks_cost_bounded_waits(world: World, cli_env: dict[st
     art = world.base / "artifacts" / "v1"
     locks = world.lkg / ".locks"
     with (
-        held_flock(locks / f"model-{MODEL}.lock"),
+        held_flock(locks / f"lkg-{ENTRY}.lock"),
         held_flock(locks / f"sha256-{digest(art).removeprefix('sha256:')}.lock"),
     ):
         proc, took = await timed_init(cli_env, *world.init_args("--deadline", "5"))

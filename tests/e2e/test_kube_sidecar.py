@@ -119,7 +119,7 @@ async def test_sidecar_follows_a_configmap_registry_and_reports_to_the_cluster(
         key = ("ml", "pointercache-lkg")
 
         def lkg_revision() -> int:
-            data = cluster.configmaps.objects[key]["data"][f"{MODEL}.json"]
+            data = cluster.configmaps.objects[key]["data"][f"{MODEL}.alias-production.json"]
             return int(json.loads(data)["revision"])
 
         await asyncio.to_thread(wait_until, lambda: lkg_revision() == 2, 10)
@@ -142,5 +142,62 @@ async def test_sidecar_follows_a_configmap_registry_and_reports_to_the_cluster(
         assert flipped["involvedObject"]["name"] == "server-0"
         assert flipped["type"] == "Normal"
         assert cluster.configmaps.count("watch") >= 1
+    finally:
+        await asyncio.to_thread(sidecar.stop, signal.SIGTERM)
+
+
+async def test_a_bogus_revision_is_refused_visibly_then_reset_after_the_grace(
+    world: World, cli_env: dict[str, str], cluster: Cluster
+) -> None:
+    """After a registry answered 2**63-1 once, its healthy answer is refused with a StaleAnswer
+    Event for --stale-grace, then accepted with a RevisionReset Event and a lower cluster LKG."""
+    bogus = 2**63 - 1
+    cluster.configmaps.put("ml", "registry", {f"{MODEL}.json": manifest(world, bogus, "1")})
+    env = cli_env | {"KUBECONFIG": str(cluster.kubeconfig)}
+    args = [
+        *("--model", MODEL, "--registry", "configmap://ml/registry"),
+        *("--root", str(world.root), "--lkg-dir", str(world.lkg)),
+        *("--poll-interval", "3600", "--stale-grace", "2"),
+        *("--lkg-configmap", "ml/pointercache-lkg", "--report-to-pod"),
+        *("--pod-name", "server-0", "--pod-namespace", "ml"),
+    ]
+    key = ("ml", "pointercache-lkg")
+
+    def lkg_revision() -> int:
+        data = cluster.configmaps.objects[key]["data"][f"{MODEL}.alias-production.json"]
+        return int(json.loads(data)["revision"])
+
+    def events(reason: str) -> list[dict[str, Any]]:
+        posted = [r.data for r in requests_to(cluster.handler, "POST", "/events")]
+        return [e for e in posted if e["reason"] == reason]
+
+    sidecar = await asyncio.to_thread(Sidecar, env, args)
+    try:
+        await asyncio.to_thread(wait_until, lambda: lkg_revision() == bogus, 30)
+        cluster.configmaps.put("ml", "registry", {f"{MODEL}.json": manifest(world, 18, "2")})
+        await asyncio.to_thread(wait_until, lambda: events("StaleAnswer"), 30)
+        stale = events("StaleAnswer")[-1]
+        assert stale["type"] == "Warning"
+        assert "revision 18" in stale["message"] and str(bogus) in stale["message"]
+        refused = sidecar.status()["refused"]
+        assert (refused["version"], refused["revision"]) == ("2", 18)
+        assert sidecar.status()["current"]["version"] == "1"
+        assert lkg_revision() == bogus
+
+        def forced() -> str:
+            code, body = sidecar.get("/refresh?wait=60", method="POST")
+            outcome: str = json.loads(body)["outcome"]
+            return outcome if code == 200 and outcome == "flipped" else ""
+
+        await asyncio.to_thread(wait_until, forced, 20, 0.5)
+        await asyncio.to_thread(wait_until, lambda: events("RevisionReset"), 10)
+        assert events("RevisionReset")[-1]["type"] == "Warning"
+        status = sidecar.status()
+        assert (status["current"]["version"], status["current"]["revision"]) == ("2", 18)
+        assert status["refused"] is None
+        assert status["claim"]["revision"] == 18
+        await asyncio.to_thread(wait_until, lambda: lkg_revision() == 18, 10)
+        reset = sidecar.find("revision-reset")
+        assert reset is not None and reset["level"] == "warning"
     finally:
         await asyncio.to_thread(sidecar.stop, signal.SIGTERM)

@@ -52,7 +52,7 @@ def test_sidecar_flips_on_a_manifest_change_through_the_watch(
     pointer = Pointer.read(world.root / "pointer.json")
     assert (pointer.version, pointer.revision) == ("2", 2)
     assert started.status()["history"][0]["event"] == "flipped"
-    assert Pointer.read(world.lkg / "recommender.json").version == "2"
+    assert Pointer.read(world.lkg / "recommender.alias-production.json").version == "2"
 
 
 def test_sidecar_keeps_serving_through_a_registry_outage(started: Sidecar, world: World) -> None:

@@ -19,13 +19,18 @@ from typing import Any
 
 import pytest
 
+from pointercache.model.candidate import DEFAULT_SELECTOR
 from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import Pointer
+from pointercache.volume import layout
 from pointercache.volume.fsutil import atomic_write_bytes
 from tests.e2e.conftest import World
 from tests.e2e.helpers import MODEL, Sidecar, cli, make_artifact, run_init, wait_until
 from tests.helpers import fill, mount_tmpfs, unmount
 from tests.stage.origin import Origin, start_origin
+
+ENTRY = layout.lkg_entry(MODEL, DEFAULT_SELECTOR)
+"""The node LKG entry of the default selector."""
 
 TRICKLE_BYTES = 10 << 20
 
@@ -194,7 +199,7 @@ def test_a_fifo_as_the_node_lkg_does_not_block_status(
     """A FIFO planted as the node LKG: /status shows it as an error; the next flip replaces it."""
     sidecar = start(cli_env, world)
     try:
-        lkg = world.lkg / f"{MODEL}.json"
+        lkg = world.lkg / ENTRY
         lkg.unlink()
         os.mkfifo(lkg)
         doc = wait_until(lambda: (d := sidecar.status()) and d["lkg"]["node"].get("error") and d)

@@ -64,6 +64,24 @@ def kill_after(proc: subprocess.Popen[bytes], delay: float) -> bool:
     return False
 
 
+def publish_seconds(server: MlflowServer, env: dict[str, str], outbox: Path) -> float:
+    """How long one whole ``publish`` takes on this machine: the median of three, in seconds.
+
+    The kill delays are drawn inside it, so that the kills land inside runs on a fast machine
+    and a slow one alike (a fixed range let most runs finish before their kill on a fast one).
+    """
+    took = []
+    for version in ("1", "2", "3"):
+        args = publish_args(
+            server.registry_uri, outbox, f"kill-cal-{outbox.parent.name[-10:]}", version
+        )
+        began = time.monotonic()
+        answer = run_cli(env, *args)
+        took.append(time.monotonic() - began)
+        assert answer.returncode == 0, answer.stderr
+    return sorted(took)[1]
+
+
 def once_each(server: MlflowServer, model: str, versions: list[str]) -> list[int]:
     """Each version exists exactly once; their MLflow numbers, in the order given."""
     numbers = []
@@ -83,11 +101,12 @@ def test_sigkill_of_publish_loses_nothing_and_registers_nothing_twice(
     outbox = tmp_path / "ob"
     rng = random.Random(13)
     versions = [str(n) for n in range(KILLS)]
+    lasts = publish_seconds(mlflow, cli_env, tmp_path / "calibration")
     started = time.monotonic()
     killed = []
     for version in versions:
         args = publish_args(mlflow.registry_uri, outbox, model, version, "--alias", "production")
-        if kill_after(spawn(cli_env, *args), rng.uniform(0.3, 2.5)):
+        if kill_after(spawn(cli_env, *args), rng.uniform(0.1, 0.95) * lasts):
             killed.append(args)
         assert integrity(outbox) == "ok"
     drained = run_cli(cli_env, "outbox", "drain", "--outbox", str(outbox), "--until-empty")

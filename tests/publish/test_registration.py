@@ -36,7 +36,9 @@ def test_the_key_depends_on_model_version_and_digest_only() -> None:
 @pytest.mark.parametrize(
     ("fields", "flag"),
     [
-        ({"model": "a b"}, "--model"),
+        ({"model": "a/b"}, "--model"),  # a space is fine: MLflow accepts "Credit Risk"
+        ({"model": "..m"}, "--model"),
+        ({"model": "m\x00"}, "--model"),
         ({"version": "../1"}, "--version"),
         ({"alias": "pro duction"}, "--alias"),
         ({"digest": "md5:00"}, "--digest"),

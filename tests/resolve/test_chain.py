@@ -12,7 +12,8 @@ import pytest
 from pointercache.errors import NotFound, SourceUnavailable
 from pointercache.model.candidate import Candidate, Selector
 from pointercache.model.pointer import Pointer
-from pointercache.resolve.chain import Chain, Resolution
+from pointercache.model.revision import Claim
+from pointercache.resolve.chain import Attempt, Chain, Resolution
 from pointercache.resolve.sources import SourceOptions
 from pointercache.resolve.sources.memory import MemoryRegistry, MemorySource
 from pointercache.volume.lkg import NodeLKG
@@ -158,12 +159,13 @@ async def test_falls_back_in_order_node_cluster_pinned(tmp_path: Path) -> None:
     primary = _source("primary", version="8")
     primary.registry.fail()
     lkg = NodeLKG(tmp_path / "lkg")
-    lkg.write(_pointer("6", D1, revision=12))
+    lkg.write(_pointer("6", D1, revision=12), PROD)
     cluster = tmp_path / "cm"
     (cluster / "..2026_11_22").mkdir(parents=True)
-    (cluster / "..2026_11_22" / "recommender.json").write_bytes(_pointer("5", D2, 10).to_json())
+    key = "recommender.alias-production.json"
+    (cluster / "..2026_11_22" / key).write_bytes(_pointer("5", D2, 10).to_json())
     (cluster / "..data").symlink_to("..2026_11_22")
-    (cluster / "recommender.json").symlink_to("..data/recommender.json")
+    (cluster / key).symlink_to(f"..data/{key}")
     pinned = Candidate(model="recommender", version="1", uri="memory://art/1", digest=D3)
     found = await _all(_chain([primary], lkg=lkg, cluster_lkg_dir=cluster, pinned=pinned))
     assert [(r.source, r.candidate.version) for r in found] == [
@@ -177,6 +179,8 @@ async def test_falls_back_in_order_node_cluster_pinned(tmp_path: Path) -> None:
     assert [a.step for a in node.attempts] == ["registry"]
     assert "memory registry is down" in node.detail
     assert (clus.candidate.digest, clus.candidate.revision) == (D2, 10)
+    assert node.claim is None  # a node-local file holds nothing against registries
+    assert clus.claim == Claim("memory://primary", 10)  # what the cluster LKG recorded
     assert [(a.step, a.ok) for a in clus.attempts] == [("registry", False), ("lkg-node", False)]
     assert "answered, not staged" in clus.attempts[1].reason
     assert (pin.candidate.digest, pin.registry_seen_at) == (D3, None)
@@ -186,7 +190,7 @@ async def test_falls_back_in_order_node_cluster_pinned(tmp_path: Path) -> None:
 async def test_registry_answer_comes_first_then_fallbacks(tmp_path: Path) -> None:
     """A registry answer is yielded first; asking for more yields the LKG (staging failed)."""
     lkg = NodeLKG(tmp_path / "lkg")
-    lkg.write(_pointer("6", D1, revision=12))
+    lkg.write(_pointer("6", D1, revision=12), PROD)
     found = await _all(_chain([_source("primary", version="8")], lkg=lkg))
     assert [(r.source, r.candidate.version) for r in found] == [
         ("registry", "8"),
@@ -195,11 +199,31 @@ async def test_registry_answer_comes_first_then_fallbacks(tmp_path: Path) -> Non
     assert found[1].attempts[0].reason == "version 8 answered, not staged"
 
 
+async def test_a_refusal_is_recorded_against_its_own_attempt(tmp_path: Path) -> None:
+    """Why the caller turned an answer down lands on that registry's attempt, not another's."""
+    down, primary = _source("down"), _source("primary", version="8")
+    down.registry.fail()
+    lkg = NodeLKG(tmp_path / "lkg")
+    lkg.write(_pointer("6", D1, revision=12), PROD)
+    chain = _chain([down, primary], lkg=lkg)
+    record: list[Attempt] = []
+    seen = []
+    async for resolution in chain.candidates("recommender", PROD, record):
+        seen.append(resolution)
+        if resolution.source == "registry":
+            Chain.refuse(record, resolution, "version 8 refused: revision 3 is below 9")
+    registry_reasons = [a.reason for a in record if a.step == "registry"]
+    assert "memory registry is down" in registry_reasons[0]  # the other registry keeps its own
+    assert registry_reasons[1] == "version 8 refused: revision 3 is below 9"
+    assert "version 8 refused" in seen[1].detail  # the fallback's pointer says why
+    assert record[-1].reason == "version 6 answered, not staged"
+
+
 async def test_missing_and_damaged_fallbacks_are_recorded(tmp_path: Path) -> None:
     """Absent node LKG, damaged or foreign cluster LKG: each step says why; pinned answers."""
     cluster = tmp_path / "cm"
     cluster.mkdir()
-    (cluster / "recommender.json").write_bytes(b"{truncated")
+    (cluster / "recommender.alias-production.json").write_bytes(b"{truncated")
     pinned = Candidate(model="recommender", version="1", uri="memory://art/1")
     registry = _source("primary")  # no manifest: NotFound
     found = await _all(
@@ -210,7 +234,8 @@ async def test_missing_and_damaged_fallbacks_are_recorded(tmp_path: Path) -> Non
     assert reasons["registry"].startswith("NotFound:")
     assert reasons["lkg-node"] == "nothing stored"
     assert "InvalidPointer" in reasons["lkg-cluster"]
-    (cluster / "recommender.json").write_bytes(_pointer("5", D2, 10, model="fraud").to_json())
+    foreign = _pointer("5", D2, 10, model="fraud").to_json()
+    (cluster / "recommender.alias-production.json").write_bytes(foreign)
     found = await _all(_chain([registry], cluster_lkg_dir=cluster))
     assert found == []
 
@@ -241,7 +266,7 @@ async def test_a_planted_node_lkg_is_a_step_with_a_reason(tmp_path: Path) -> Non
     """A FIFO where the node LKG should be is read at once as a reason; pinned answers."""
     lkg = NodeLKG(tmp_path / "lkg")
     lkg.dir.mkdir()
-    os.mkfifo(lkg.pointer_path("recommender"))
+    os.mkfifo(lkg.pointer_path("recommender", PROD))
     pinned = Candidate(model="recommender", version="1", uri="memory://art/1")
     found = await _all(_chain([], lkg=lkg, pinned=pinned))
     assert [r.source for r in found] == ["pinned"]

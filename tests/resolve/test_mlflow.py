@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pointercache.errors import InvalidManifest, NotFound, SourceUnavailable
+from pointercache.errors import ConfigError, InvalidManifest, NotFound, SourceUnavailable
 from pointercache.model.candidate import Selector
 from pointercache.resolve.sources import SourceOptions, open_source
 from pointercache.resolve.sources.mlflow import MlflowSource
@@ -34,7 +34,7 @@ async def source(mlflow: MlflowServer) -> AsyncIterator[MlflowSource]:
 async def test_alias_resolves_to_ready_version_with_proxy_uri(
     mlflow: MlflowServer, source: MlflowSource
 ) -> None:
-    """An alias resolves to its version, an artifact-proxy URI and the MLmodel signature."""
+    """An alias resolves to its version, an artifact-proxy URI and where its MLmodel is."""
     model = mlflow.new_model()
     mlflow.create_version(model, {"w.bin": b"1"})
     v2 = mlflow.create_version(model, {"w.bin": b"2"}, inputs=INPUTS)
@@ -45,11 +45,10 @@ async def test_alias_resolves_to_ready_version_with_proxy_uri(
     assert candidate.uri.startswith(f"mlflow-artifacts+http://127.0.0.1:{mlflow.port}/")
     assert candidate.uri.endswith("/model")
     assert candidate.registry == mlflow.registry_uri
-    assert candidate.signature is not None
-    names = [col["name"] for col in candidate.signature["inputs"]]
-    assert names == ["amount", "country"]
+    assert candidate.signature is None  # read by the stage layer, not within the timeout
+    assert candidate.signature_from == f"{candidate.uri}/MLmodel"
     assert candidate.digest is None
-    assert candidate.revision > 0
+    assert candidate.revision == 0  # no pointercache.revision tag: no claim
 
 
 async def test_version_and_stage_selectors(mlflow: MlflowServer, source: MlflowSource) -> None:
@@ -124,22 +123,64 @@ async def test_malformed_digest_tag_is_invalid(mlflow: MlflowServer, source: Mlf
         await source.resolve(model, Selector.parse(f"version:{version}"))
 
 
-async def test_revision_increases_on_rollback(mlflow: MlflowServer, source: MlflowSource) -> None:
-    """Moving the alias back to a lower version still yields a higher revision."""
+async def test_no_revision_without_the_tag(mlflow: MlflowServer, source: MlflowSource) -> None:
+    """Without the tag every answer has revision 0: nothing is made up from a clock."""
     model = mlflow.new_model()
     v1 = mlflow.create_version(model)
     v2 = mlflow.create_version(model)
     production = Selector.parse("alias:production")
-    mlflow.set_alias(model, "production", v1)
-    first = await source.resolve(model, production)
-    again = await source.resolve(model, production)
-    mlflow.set_alias(model, "production", v2)
-    forward = await source.resolve(model, production)
-    mlflow.set_alias(model, "production", v1)
-    rollback = await source.resolve(model, production)
-    assert again.revision == first.revision  # same answer, same revision
-    assert first.revision < forward.revision < rollback.revision
-    assert rollback.version == v1
+    answers = []
+    for version in (v1, v2, v1):
+        mlflow.set_alias(model, "production", version)
+        answers.append(await source.resolve(model, production))
+    assert [a.version for a in answers] == [v1, v2, v1]
+    assert [a.revision for a in answers] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("value", [str(2**63), "-1", "soon"])
+async def test_revision_tag_out_of_range_is_invalid(
+    mlflow: MlflowServer, source: MlflowSource, value: str
+) -> None:
+    """A revision tag above 2**63-1 (or not an integer) makes the answer invalid, not clamped."""
+    model = mlflow.new_model()
+    mlflow.set_alias(model, "production", mlflow.create_version(model))
+    mlflow.set_model_tag(model, "pointercache.revision", value)
+    with pytest.raises(InvalidManifest, match=r"pointercache\.revision"):
+        await source.resolve(model, Selector.parse("alias:production"))
+
+
+async def test_deleted_alias_names_model_and_alias(
+    mlflow: MlflowServer, source: MlflowSource
+) -> None:
+    """An alias deleted from MLflow is NotFound naming the model and the alias."""
+    model = mlflow.new_model()
+    mlflow.set_alias(model, "production", mlflow.create_version(model))
+    mlflow.call("DELETE", "registered-models/alias", {"name": model, "alias": "production"})
+    with pytest.raises(NotFound) as info:
+        await source.resolve(model, Selector.parse("alias:production"))
+    assert f"model {model!r} has no alias:production" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("selector", "ok"),
+    [
+        ("alias:production", True),
+        ("alias:canary_2", True),
+        ("alias:v2.1", False),  # MLflow aliases have no dots
+        ("version:12", True),
+        ("version:abc", False),
+        ("stage:production", True),
+        ("stage:Prod", False),
+    ],
+)
+def test_selectors_mlflow_never_answers_are_refused_up_front(selector: str, ok: bool) -> None:
+    """check_selector refuses, without a request, a selector MLflow can never answer."""
+    source = MlflowSource("mlflow+http://127.0.0.1:1")
+    if ok:
+        source.check_selector(Selector.parse(selector))
+    else:
+        with pytest.raises(ConfigError):
+            source.check_selector(Selector.parse(selector))
 
 
 async def test_revision_tag_wins(mlflow: MlflowServer, source: MlflowSource) -> None:
@@ -161,29 +202,16 @@ async def test_runs_source_resolves_through_the_run(
     candidate = await source.resolve(model, Selector.parse(f"version:{version}"))
     assert candidate.uri.startswith("mlflow-artifacts+http://")
     assert candidate.uri.endswith("/artifacts/model")
-    assert candidate.signature is not None
+    assert candidate.signature_from == f"{candidate.uri}/MLmodel"
 
 
 async def test_s3_source_passes_through(mlflow: MlflowServer, source: MlflowSource) -> None:
-    """A version stored in S3 keeps its s3:// URI for the S3 fetcher; no signature is read."""
+    """A version stored in S3 keeps its s3:// URI, and its MLmodel is read from S3 too."""
     model = mlflow.new_model()
     version = mlflow.create_version(model, source="s3://models-bucket/recommender/8")
     candidate = await source.resolve(model, Selector.parse(f"version:{version}"))
     assert candidate.uri == "s3://models-bucket/recommender/8"
-    assert candidate.signature is None
-
-
-async def test_missing_mlmodel_means_no_signature(
-    mlflow: MlflowServer, source: MlflowSource
-) -> None:
-    """A version whose artifact has no MLmodel file resolves with signature None."""
-    model = mlflow.new_model()
-    run_id, root = mlflow.new_run()
-    mlflow.upload(f"{root}/bare/w.bin", b"w")
-    body = {"name": model, "source": f"mlflow-artifacts:/{root}/bare", "run_id": run_id}
-    version = mlflow.call("POST", "model-versions/create", body)["model_version"]["version"]
-    candidate = await source.resolve(model, Selector.parse(f"version:{version}"))
-    assert candidate.signature is None
+    assert candidate.signature_from == "s3://models-bucket/recommender/8/MLmodel"
 
 
 async def test_models_source_resolves_through_the_other_version(
@@ -200,4 +228,4 @@ async def test_models_source_resolves_through_the_other_version(
     for version in (by_version, by_alias):
         candidate = await source.resolve(model, Selector.parse(f"version:{version}"))
         assert candidate.uri == expected.uri
-        assert candidate.signature == expected.signature
+        assert candidate.signature_from == expected.signature_from

@@ -7,7 +7,8 @@ weak ETag and a Last-Modified), ``/hang-headers``, ``/hang-body``,
 ``/redirect-meta`` (to the cloud metadata address), ``/loop`` (redirects to itself),
 ``/big`` (Content-Length over the test limit), ``/big-chunked`` (same, without Content-Length),
 ``/start`` (redirects to a presigned-looking ``/signed?...`` that breaks once),
-``/missing`` (404) and ``/error`` (503). Every request is recorded in ``hits``.
+``/missing`` (404), ``/error`` (503), and ``/credit model.bin`` and ``/modèle.bin`` (names a URL
+must percent-encode). Every request is recorded in ``hits``.
 
 Answers to a resume that do not hold the bytes asked for (each breaks its first body after
 ``BREAK_AT`` bytes of ``big``, an 8 MiB body): ``/resume-200-tail`` answers the ``Range`` with a
@@ -247,6 +248,8 @@ ROUTES: dict[str, Handler] = {
     "/resume-200-same-etag": _bad_resume,
     "/always-short": _always_short,
     "/trickle": _trickle,
+    "/credit model.bin": _file,  # a name with a space: requested as /credit%20model.bin
+    "/mod\u00e8le.bin": _file,
 }
 
 

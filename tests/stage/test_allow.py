@@ -98,9 +98,10 @@ def test_refused_outside_prefixes(uri: str) -> None:
         "https://a.com/x/m.tgz%00.png",
         "https://a.com//m.tgz",
         "https://a.com/x\\..\\m.tgz",
-        "https://a.com/x y",
         "https://a.com/x\n",
-        "https://a.com/caf\u00e9",
+        "https://a.com/x\ty",
+        "https://caf\u00e9.com/m.tgz",
+        "s3://models/a\x00b",
         "https://A.com:/m.tgz",
         "https://a.com:0443/m.tgz",
         "https://a.com:99999/m.tgz",
@@ -216,6 +217,58 @@ def test_explicitly_named_loopback_is_allowed() -> None:
     ):
         with pytest.raises(ForbiddenURI):
             allow.check(uri)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "uri"),
+    [
+        ("s3://models/credit models/", "s3://models/credit models/v 1/model.pkl"),
+        ("https://a.com/models/", "https://a.com/models/credit model.tgz"),
+        ("https://a.com/models/", "https://a.com/models/credit%20model.tgz"),
+        ("https://a.com/mod\u00e8les/", "https://a.com/mod%C3%A8les/m.tgz"),
+        ("file:///data/models/", "file:///data/models/credit model/1"),
+    ],
+)
+def test_names_servers_accept_are_allowed(prefix: str, uri: str) -> None:
+    """Spaces and non-ASCII in S3 keys and URL paths pass, written raw or percent-encoded."""
+    AllowList([prefix], resolve_dns=False).check(uri)
+
+
+def test_an_s3_key_is_literal() -> None:
+    """In s3:// a '%' is part of the key: s3://b/a%20b is not the key 'a b'."""
+    allow = AllowList(["s3://models/a b/"], resolve_dns=False)
+    allow.check("s3://models/a b/m.pkl")
+    with pytest.raises(ForbiddenURI, match="not under any --allow prefix"):
+        allow.check("s3://models/a%20b/m.pkl")
+
+
+@pytest.mark.parametrize(
+    ("uri", "hint"),
+    [
+        (
+            "mlflow-artifacts+http://127.0.0.1:5000/0/r/artifacts/model",
+            "add --allow mlflow-artifacts+http://127.0.0.1:5000/",
+        ),
+        ("http://localhost:5000/models/m.tgz", "add --allow http://localhost:5000/"),
+        ("http://[::1]:8080/m.tgz", "add --allow http://[::1]:8080/"),
+        ("http://rebind.example.com/m.tgz", "use the address itself in the registry URI"),
+    ],
+)
+def test_a_refused_loopback_origin_says_how_to_allow_it(uri: str, hint: str) -> None:
+    """Refusing a loopback MLflow's artifacts names the --allow prefix that would admit them."""
+    allow = AllowList([], resolver=resolver({"rebind.example.com": ["127.0.0.1"]}))
+    with pytest.raises(ForbiddenURI) as info:
+        allow.check(uri)
+    assert hint in str(info.value)
+    if "add --allow" in hint:  # and the suggested prefix does admit it
+        AllowList([hint.rsplit(" ", 1)[-1]]).check(uri)
+
+
+def test_no_hint_for_a_metadata_address() -> None:
+    """The metadata address is refused without a suggestion to allow it."""
+    with pytest.raises(ForbiddenURI) as info:
+        AllowList([]).check("http://169.254.169.254/latest/meta-data/")
+    assert "--allow" not in str(info.value)
 
 
 def test_explicitly_named_metadata_address_is_allowed() -> None:

@@ -217,3 +217,21 @@ async def test_a_trickle_fails_after_one_window_without_a_retry(
         await _fetch(origin, "/trickle", tmp_path / "m.bin", pace=pace, read_timeout=30.0)
     assert len(origin.seen("/trickle")) == 1
     assert not (tmp_path / "m.bin").exists()
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        ("/credit model.bin", "/credit%20model.bin"),  # raw, as a registry may write it
+        ("/credit%20model.bin", "/credit%20model.bin"),  # already encoded: sent as written
+        ("/mod\u00e8le.bin", "/mod%C3%A8le.bin"),
+        ("/mod%C3%A8le.bin", "/mod%C3%A8le.bin"),
+    ],
+)
+async def test_names_with_spaces_and_accents_are_fetched(
+    origin: Origin, tmp_path: Path, written: str, sent: str
+) -> None:
+    """A path with a space or non-ASCII letter is percent-encoded once, and served."""
+    await _fetch(origin, written, tmp_path / "m.bin")
+    assert (tmp_path / "m.bin").read_bytes() == origin.data
+    assert [hit.raw for hit in origin.hits] == [sent]

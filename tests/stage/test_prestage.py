@@ -172,6 +172,29 @@ async def test_archive_uri_is_extracted_and_its_tree_verified(tmp_path: Path) ->
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["model"]
 
 
+async def test_an_archive_packed_with_its_folder_keeps_that_folder(tmp_path: Path) -> None:
+    """``tar czf model.tgz model/``: served as model/model/...; the digest covers that folder."""
+    packed = {f"model/{rel}": data for rel, data in TREE.items()}
+    digest, size = _digest_of(tmp_path, packed)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for rel, data in packed.items():
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    fetcher = MemoryFetcher(objects={"memory://m/model.tgz": buf.getvalue()})
+    staged = await prestage(
+        _cand(uri="memory://m/model.tgz", digest=digest, size=size),
+        tmp_path / "s",
+        fetch=FetchOptions(),
+        cache=None,
+        fetcher=fetcher,
+    )
+    assert sorted(p.name for p in staged.path.iterdir()) == ["model"]
+    assert (staged.path / "model" / "MLmodel").read_bytes() == TREE["MLmodel"]
+    assert staged.digest == digest
+
+
 async def test_progress_is_logged_through_the_reporter(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

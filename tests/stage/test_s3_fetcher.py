@@ -67,6 +67,28 @@ async def test_prefix_is_fetched_as_a_directory(
     assert (result.is_dir, result.size_bytes) == (True, sum(map(len, files.values())))
 
 
+async def test_keys_with_spaces_and_percent_signs_are_fetched(
+    moto_env: MotoServer, tmp_path: Path
+) -> None:
+    """S3 keys are literal: 'credit models/v 1/' and '100%.txt' are fetched as they are named."""
+    bucket = moto_env.new_bucket()
+    s3 = moto_env.client()
+    files = {"feature names.txt": b"amount\nage\n", "100%.txt": b"p", "mod\u00e8le.pkl": b"w"}
+    for rel, body in files.items():
+        s3.put_object(Bucket=bucket, Key=f"credit models/v 1/{rel}", Body=body)
+    options = FetchOptions(allow=allow(f"s3://{bucket}/credit models/"))
+    fetcher = S3Fetcher(options)
+    try:
+        await fetcher.fetch(f"s3://{bucket}/credit models/v 1/", tmp_path / "out")
+        single = await fetcher.fetch(f"s3://{bucket}/credit models/v 1/100%.txt", tmp_path / "one")
+    finally:
+        await fetcher.aclose()
+    found = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert found == files
+    assert (tmp_path / "one").read_bytes() == b"p"
+    assert single.size_bytes == 1
+
+
 async def test_prefix_listing_follows_every_page(moto_env: MotoServer, tmp_path: Path) -> None:
     """A prefix listed over several ListObjectsV2 pages is fetched completely."""
     bucket = moto_env.new_bucket()

@@ -1,4 +1,4 @@
-"""The node LKG: monotonic pointer writes, the content-addressed cache, locks and eviction."""
+"""The node LKG: per-selector pointer entries, the content-addressed cache, locks and eviction."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from pointercache.base.clock import utcnow
 from pointercache.errors import StoreLocked
+from pointercache.model.candidate import Selector
 from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import Pointer
 from pointercache.volume.cas import NodeCache
@@ -20,6 +21,7 @@ from tests.helpers import make_pointer
 from tests.stage.cache_worker import PAYLOAD
 
 REPO = Path(__file__).resolve().parents[2]
+PROD, CANARY = Selector("alias", "production"), Selector("alias", "candidate")
 
 
 def _digest(n: int) -> str:
@@ -45,30 +47,75 @@ def _artifact(root: Path, name: str, size: int) -> tuple[Path, str]:
     return path, tree_digest(path)[0]
 
 
-def test_write_never_lowers_the_revision(tmp_path: Path) -> None:
-    """A lower revision with another digest is refused; the same digest or a higher one is kept."""
+def test_write_takes_what_the_registry_confirmed(tmp_path: Path) -> None:
+    """The node LKG always takes a registry-confirmed pointer, even below a stored revision."""
     lkg = NodeLKG(tmp_path)
-    assert lkg.read("recommender") is None
-    assert lkg.write(_pointer(5, _digest(1)))
-    assert not lkg.write(_pointer(3, _digest(2)))
-    stored = lkg.read("recommender")
+    assert lkg.read("recommender", PROD) is None
+    planted = _pointer(9 * 10**18, _digest(9))
+    (tmp_path / "recommender.alias-production.json").write_bytes(planted.to_json())
+    assert lkg.write(_pointer(5, _digest(1)), PROD)
+    stored = lkg.read("recommender", PROD)
     assert stored is not None
     assert (stored.revision, stored.digest) == (5, _digest(1))
-    assert lkg.write(_pointer(3, _digest(1)))  # same digest: a provenance refresh is allowed
-    assert lkg.write(_pointer(7, _digest(2)))
-    stored = lkg.read("recommender")
+    assert lkg.write(_pointer(3, _digest(2)), PROD)
+    stored = lkg.read("recommender", PROD)
     assert stored is not None
-    assert (stored.revision, stored.digest) == (7, _digest(2))
+    assert (stored.revision, stored.digest) == (3, _digest(2))
     assert not any(p.name.startswith(".pc-tmp-") for p in tmp_path.iterdir())
+
+
+def test_each_selector_has_its_own_entry(tmp_path: Path) -> None:
+    """A canary's write never changes what production falls back to on the same node."""
+    lkg = NodeLKG(tmp_path)
+    assert lkg.write(_pointer(5, _digest(1)), PROD)
+    assert lkg.write(_pointer(9, _digest(2)), CANARY)
+    production, canary = lkg.read("recommender", PROD), lkg.read("recommender", CANARY)
+    assert production is not None and canary is not None
+    assert (production.version, canary.version) == ("5", "9")
+    names = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert names == ["recommender.alias-candidate.json", "recommender.alias-production.json"]
+    assert lkg.referenced_digests() == {_digest(1), _digest(2)}
+
+
+@pytest.mark.parametrize(
+    ("reader", "read_back"),
+    [
+        (PROD, "7"),  # the default selector reads the entry earlier releases wrote
+        (CANARY, None),  # another selector never does: nothing says who wrote it
+    ],
+)
+def test_pre_selector_entries(tmp_path: Path, reader: Selector, read_back: str | None) -> None:
+    """<model>.json of earlier releases is read by alias:production only, until its own exists."""
+    lkg = NodeLKG(tmp_path)
+    (tmp_path / "recommender.json").write_bytes(_pointer(7, _digest(7)).to_json())
+    found = lkg.read("recommender", reader)
+    assert (found.version if found else None) == read_back
+    lkg.write(_pointer(8, _digest(8)), reader)
+    found = lkg.read("recommender", reader)
+    assert found is not None
+    assert found.version == "8"  # its own entry wins from now on
+
+
+def test_names_a_registry_accepts_get_safe_entries(tmp_path: Path) -> None:
+    """A model called 'Credit Risk' gets a derived file name, and reads back only its own."""
+    lkg = NodeLKG(tmp_path)
+    pointer = _pointer(2, _digest(2), model="Credit Risk")
+    assert lkg.write(pointer, PROD)
+    (entry,) = tmp_path.glob("*.json")
+    assert " " not in entry.name
+    assert entry.name.startswith("Credit-Risk--")
+    assert entry.name.endswith(".alias-production.json")
+    assert lkg.read("Credit Risk", PROD) == pointer
+    assert lkg.read("Credit-Risk", PROD) is None
 
 
 def test_damaged_pointer_is_replaced_by_the_next_write(tmp_path: Path) -> None:
     """A damaged LKG file raises on read and is overwritten by the next write."""
     lkg = NodeLKG(tmp_path)
-    (tmp_path / "recommender.json").write_bytes(b"{broken")
+    (tmp_path / "recommender.alias-production.json").write_bytes(b"{broken")
     with pytest.raises(Exception, match="not valid JSON"):
-        lkg.read("recommender")
-    assert lkg.write(_pointer(1, _digest(1)))
+        lkg.read("recommender", PROD)
+    assert lkg.write(_pointer(1, _digest(1)), PROD)
     assert lkg.referenced_digests() == {_digest(1)}
 
 
@@ -106,7 +153,7 @@ def test_lru_eviction_keeps_recent_and_lkg_referenced_digests(tmp_path: Path) ->
     b, db = _artifact(tmp_path, "b", 100)
     c, dc = _artifact(tmp_path, "c", 100)
     d, dd = _artifact(tmp_path, "d", 100)
-    lkg.write(_pointer(1, da))  # A is the node LKG: never evicted, although least recent
+    lkg.write(_pointer(1, da), PROD)  # A is the node LKG: never evicted, although least recent
     cache.put(a, da)
     cache.put(b, db)
     assert cache.lookup(da) is not None

@@ -11,6 +11,7 @@ import pytest
 from pointercache import reader
 from pointercache.errors import InvalidPointer, StoreError
 from pointercache.model.digest import tree_digest
+from pointercache.model.revision import Claim
 from pointercache.volume.fsutil import TMP_PREFIX
 from pointercache.volume.store import Store
 from tests.volume.artifacts import MODEL, install_version, make_pointer
@@ -237,3 +238,61 @@ def test_install_from_reuses_an_installed_artifact(store: Store) -> None:
     assert store.install_from(version_dir, confirmed) == version_dir
     assert store.versions(MODEL)[0] == (version_dir, confirmed)
     assert list(store.staging_dir.iterdir()) == []
+
+
+def test_published_files_are_readable_by_all_under_a_077_umask(tmp_path: Path) -> None:
+    """Files come out 0644 and directories 0755 on the volume, whatever the umask and fetcher."""
+    old = os.umask(0o077)
+    try:
+        store = Store(tmp_path / "root")
+        with store.lock():
+            staging = store.new_staging_dir()
+            artifact = staging / "model"
+            (artifact / "sub").mkdir(parents=True)
+            for rel in ("weights.bin", "sub/config.json"):
+                fd = os.open(artifact / rel, os.O_WRONLY | os.O_CREAT, 0o600)  # as a fetcher
+                os.write(fd, rel.encode())
+                os.close(fd)
+            digest, size = tree_digest(artifact)
+            version_dir = store.install(artifact, make_pointer("1", digest, size))
+            store.publish(version_dir)
+    finally:
+        os.umask(old)
+    root = tmp_path / "root"
+    modes = {
+        str(path.relative_to(root)): oct(path.stat().st_mode & 0o777)
+        for path in [root / "versions", *(root / "versions").rglob("*")]
+    }
+    assert modes == {
+        "versions": "0o755",
+        f"versions/{MODEL}": "0o755",
+        f"versions/{MODEL}/{version_dir.name}": "0o755",
+        f"versions/{MODEL}/{version_dir.name}/pointer.json": "0o644",
+        f"versions/{MODEL}/{version_dir.name}/model": "0o755",
+        f"versions/{MODEL}/{version_dir.name}/model/sub": "0o755",
+        f"versions/{MODEL}/{version_dir.name}/model/sub/config.json": "0o644",
+        f"versions/{MODEL}/{version_dir.name}/model/weights.bin": "0o644",
+    }
+
+
+def test_a_model_name_with_spaces_gets_a_derived_directory(store: Store) -> None:
+    """'Credit Risk' is installed under a derived, separator-free directory and found again."""
+    version_dir, pointer = install_version(store, "3", model="Credit Risk")
+    store.publish(version_dir)
+    assert version_dir.parent.name.startswith("Credit-Risk--")
+    assert " " not in str((store.root / "current").readlink())
+    assert store.current() == pointer
+    assert store.find("Credit Risk", pointer.digest) == version_dir
+    assert store.versions("Credit-Risk") == []
+
+
+def test_the_claim_behind_a_version_is_recorded_beside_it(store: Store) -> None:
+    """write_claim/read_claim keep (registry, revision); a damaged claim reads as none."""
+    version_dir, _ = install_version(store, "1")
+    assert store.read_claim(version_dir) is None
+    store.write_claim(version_dir, Claim("https://cdn/m.json", 17))
+    assert store.read_claim(version_dir) == Claim("https://cdn/m.json", 17)
+    (version_dir / "claim.json").write_text('{"registry": "x", "revision": 1e999}')
+    assert store.read_claim(version_dir) is None
+    store.write_claim(version_dir, None)
+    assert not (version_dir / "claim.json").exists()

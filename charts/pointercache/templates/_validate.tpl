@@ -16,7 +16,7 @@ version, secrets in the wrong place). Renders nothing; fails with one readable l
 {{- if and $v.pinned.digest (not $v.pinned.version) -}}
 {{- fail "pointercache.pinned.digest needs pointercache.pinned.version and pointercache.pinned.uri" -}}
 {{- end -}}
-{{- $uris := concat $v.registries (list $v.pinned.uri $v.credentials.aws.endpointUrl) $v.allow -}}
+{{- $uris := concat $v.registries (list $v.pinned.uri $v.credentials.aws.endpointUrl $v.sidecar.reload.loadedProbeUrl) $v.allow $v.sidecar.reload.onFlipUrls -}}
 {{- range $uris -}}
 {{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@" . -}}
 {{- fail (printf "pointercache: %q carries credentials in the URI; reference an existing Secret under pointercache.credentials instead" (regexReplaceAll "://[^/?#]*@" . "://***@")) -}}
@@ -24,6 +24,9 @@ version, secrets in the wrong place). Renders nothing; fails with one readable l
 {{- if regexMatch "(?i)[?&](x-amz-signature|x-amz-credential|x-amz-security-token|signature|sig|token|access_token)=" . -}}
 {{- fail (printf "pointercache: %q looks presigned (credentials in the query string); reference an existing Secret under pointercache.credentials instead" (regexReplaceAll "\\?.*$" . "?***")) -}}
 {{- end -}}
+{{- end -}}
+{{- if and (eq $v.signature.unsignedModel "refuse") (not $v.signature.configMap) -}}
+{{- fail "pointercache.signature.unsignedModel=refuse needs pointercache.signature.configMap (--expect-signature): without the expected signature there is no gate" -}}
 {{- end -}}
 {{- if eq $v.nodeCache.type "hostPath" -}}
 {{- if not $v.nodeCache.hostPath -}}

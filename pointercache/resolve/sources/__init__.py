@@ -4,6 +4,9 @@ A source is chosen by the scheme of its URI from ``SOURCES`` (dotted paths, so a
 imports happen only when it is used). Every source implements ``Source``; those that can push
 changes (a watched file, a ConfigMap watch) also implement ``WatchableSource``, and those that
 keep a copy of their answer implement ``CachingSource`` so a forced refresh can bypass it.
+A source whose registry refuses some names implements ``CheckingSource``: the wiring asks it
+about the configured selectors at start-up, so a selector the registry can never answer is a
+configuration error (exit 2), not a failure on every poll.
 """
 
 from __future__ import annotations
@@ -81,6 +84,15 @@ class CachingSource(Protocol):
 
     def invalidate(self) -> None:
         """Make the next resolve ask the origin itself (``POST /refresh``)."""
+        ...
+
+
+@runtime_checkable
+class CheckingSource(Protocol):
+    """A source that can tell, without a request, that its registry refuses a selector."""
+
+    def check_selector(self, selector: Selector) -> None:
+        """Raise ``ConfigError`` if the registry can never answer ``selector``."""
         ...
 
 

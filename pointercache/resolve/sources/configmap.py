@@ -32,6 +32,7 @@ from pointercache.model import manifest
 from pointercache.model.candidate import Candidate, Selector
 from pointercache.model.uris import configmap_ref
 from pointercache.resolve.sources import SourceOptions
+from pointercache.volume import layout
 
 SINGLE_KEY = "manifest.json"
 WATCH_TIMEOUT_SECONDS = 300
@@ -39,14 +40,18 @@ WATCH_TIMEOUT_SECONDS = 300
 
 
 def manifest_bytes(obj: dict[str, Any], model: str) -> bytes:
-    """Return the manifest of ``model`` from a ConfigMap object; ``NotFound`` without one."""
+    """Return the manifest of ``model`` from a ConfigMap object; ``NotFound`` without one.
+
+    The key is ``<layout.disk_name(model)>.json`` (``recommender.json``; a name that is not a
+    valid key, like ``Credit Risk``, gets its derived name), else ``manifest.json``.
+    """
     data = obj.get("data") or {}
-    text = data.get(f"{model}.json", data.get(SINGLE_KEY))
+    key = f"{layout.disk_name(model)}.json"
+    text = data.get(key, data.get(SINGLE_KEY))
     if not isinstance(text, str):
         meta = obj.get("metadata") or {}
         raise NotFound(
-            f"configmap {meta.get('namespace')}/{meta.get('name')}: no key "
-            f"{model}.json or {SINGLE_KEY}"
+            f"configmap {meta.get('namespace')}/{meta.get('name')}: no key {key} or {SINGLE_KEY}"
         )
     return text.encode()
 

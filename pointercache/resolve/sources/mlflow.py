@@ -10,9 +10,11 @@ without paying the import (~0.4 s). A resolution is:
   each in parallel with ``registered-models/get`` (for the revision tag, below);
 - only ``READY`` versions are served: ``PENDING_REGISTRATION`` → ``SourceUnavailable`` (it will
   be ready soon: keep the LKG meanwhile); ``FAILED_REGISTRATION`` → ``NotFound``;
-- ``model-versions/get-download-uri`` and the version's ``MLmodel`` file (its ``signature:``
-  block) are read once per (model, version, source) and cached: a steady-state poll is two
-  parallel GETs;
+- ``model-versions/get-download-uri`` is read once per (model, version, source) and cached: a
+  steady-state poll is two parallel GETs;
+- the version's ``MLmodel`` file (its ``signature:`` block) is not read here, within the
+  registry timeout: the candidate names it (``signature_from``) and the stage layer reads it
+  through the store that holds the artifact (S3, HTTP, the artifact proxy) before the weights;
 - ``runs:/``, ``models:/`` and ``mlflow-artifacts:/`` locations are resolved through the tracking
   server into a fetchable URI (``mlflow-artifacts+http(s)://host:port/<path>`` for the artifact
   proxy, see ``pointercache.stage.fetchers.mlflow``); ``s3://``, ``http(s)://`` pass through.
@@ -22,11 +24,10 @@ Model-version tags, all optional: ``pointercache.digest`` (``sha256:<hex>``) and
 the signature read from ``MLmodel``).
 
 Revision: MLflow has none, and setting an alias changes no timestamp. The registered-model tag
-``pointercache.revision`` (an integer; use epoch milliseconds) wins when set — promotion tooling
-bumps it on every alias move. Otherwise the revision is the time (epoch ms) this process first saw
-the current answer. It increases on a rollback too (the alias moving back to a lower version),
-and is consistent across pods up to clock skew: nobody can see the old answer after the new one
-was set. A version number would go *down* on a rollback.
+``pointercache.revision`` (an integer up to 2**63-1; use epoch milliseconds) is this registry's
+claim when set — promotion tooling bumps it on every alias move. Without it the answer has no
+revision (0): nothing is made up from a clock, so no node's clock can pin a pod to an answer
+(``model.revision``). A version number is no stand-in either: it goes *down* on a rollback.
 
 Errors are mapped by MLflow ``error_code`` and HTTP status, never by message text.
 """
@@ -34,7 +35,7 @@ Errors are mapped by MLflow ``error_code`` and HTTP status, never by message tex
 from __future__ import annotations
 
 import asyncio
-import time
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -48,15 +49,12 @@ from pointercache.adapters.http import (
     transport_error,
 )
 from pointercache.adapters.mlflow import (
-    ARTIFACTS_API,
     MlflowRest,
     integer,
     obj,
-    read_signature,
     string,
     tags,
 )
-from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
     ConfigError,
@@ -66,17 +64,18 @@ from pointercache.errors import (
     SourceUnavailable,
 )
 from pointercache.model.candidate import Candidate, Selector
-from pointercache.model.pointer import check_digest
-from pointercache.model.signature import from_mlmodel
+from pointercache.model.pointer import check_digest, check_revision
 from pointercache.resolve.sources import SourceOptions
 
 DIGEST_TAG = "pointercache.digest"
 SIZE_TAG = "pointercache.size_bytes"
 REVISION_TAG = "pointercache.revision"
 PREPROCESSING_TAG = "pointercache.preprocessing"
-MAX_MLMODEL_BYTES = 1 << 20
 MAX_HOPS = 4
 DETAILS_CACHE = 64
+_ALIAS = re.compile(r"[\w-]{1,255}")
+"""MLflow's alias names (``_REGISTERED_MODEL_ALIAS_REGEX`` and its length limit)."""
+_STAGES = frozenset({"none", "staging", "production", "archived"})
 
 
 class MlflowSource:
@@ -105,11 +104,21 @@ class MlflowSource:
             credentials=self.options.credentials,
         )
         self._preflight = Preflight(self.base, self.options.timeout, self.name)
-        self._details: OrderedDict[tuple[str, str, str], tuple[str, dict[str, Any] | None]] = (
-            OrderedDict()
-        )
-        self._seen: dict[tuple[str, str], tuple[tuple[str, ...], int]] = {}
-        self._last_revision = 0
+        self._details: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+
+    def check_selector(self, selector: Selector) -> None:
+        """``ConfigError`` for a selector MLflow never answers (``CheckingSource``).
+
+        MLflow versions are integers; aliases are ``[\\w-]`` (``mlflow.utils.validation``);
+        stages are ``None``, ``Staging``, ``Production`` or ``Archived`` in any case.
+        """
+        value = selector.value
+        if selector.kind == "version" and not value.isdigit():
+            raise ConfigError(f"MLflow versions are integers, not {value!r}")
+        if selector.kind == "alias" and not _ALIAS.fullmatch(value):
+            raise ConfigError(f"MLflow aliases are letters, digits, '_' and '-', not {value!r}")
+        if selector.kind == "stage" and value.lower() not in _STAGES:
+            raise ConfigError(f"MLflow stages are None, Staging, Production, Archived: {value!r}")
 
     # -- resolution -----------------------------------------------------------------------
 
@@ -138,12 +147,8 @@ class MlflowSource:
         rm = obj(obj(results[1], "answer").get("registered_model"), "registered_model")
         version = _ready_version(model, selector, mv)
         version_tags = tags(mv)
-        uri, signature = await self._version_details(model, version, str(mv.get("source")))
+        uri = await self._version_details(model, version, str(mv.get("source")))
         digest, size = _digest(version_tags.get(DIGEST_TAG)), _size(version_tags.get(SIZE_TAG))
-        preprocessing = version_tags.get(PREPROCESSING_TAG)
-        if signature is not None and preprocessing is not None:
-            signature = {**signature, "preprocessing": preprocessing}
-        revision = self._revision(model, selector, rm, (version, digest or "", uri))
         try:
             return Candidate(
                 model=model,
@@ -151,14 +156,21 @@ class MlflowSource:
                 uri=uri,
                 digest=digest,
                 size_bytes=size,
-                revision=revision,
-                signature=signature,
+                revision=_revision(rm),
                 registry=self.name,
+                signature_from=f"{uri.rstrip('/')}/MLmodel",
+                preprocessing=version_tags.get(PREPROCESSING_TAG),
             )
         except (InvalidPointer, ValueError) as exc:
             raise InvalidManifest(f"{self.name}: {model} version {version!r}: {exc}") from exc
 
     async def _model_version(self, model: str, selector: Selector) -> dict[str, Any]:
+        try:
+            return await self._selected(model, selector)
+        except NotFound as exc:  # name the model and selector, not the endpoint
+            raise NotFound(f"{self.name}: model {model!r} has no {selector} ({exc})") from exc
+
+    async def _selected(self, model: str, selector: Selector) -> dict[str, Any]:
         if selector.kind == "alias":
             data = await self.rest.call(
                 "registered-models/alias", {"name": model, "alias": selector.value}
@@ -177,26 +189,8 @@ class MlflowSource:
             raise NotFound(f"{self.name}: {model} has no version in stage {selector.value!r}")
         return max(found, key=lambda v: integer(v.get("version"), "version"))
 
-    def _revision(
-        self, model: str, selector: Selector, rm: dict[str, Any], state: tuple[str, ...]
-    ) -> int:
-        """The ``pointercache.revision`` tag, else when this answer was first seen (epoch ms)."""
-        tagged = tags(rm).get(REVISION_TAG)
-        if tagged is not None:
-            return integer(tagged, f"registered-model tag {REVISION_TAG}")
-        key = (model, str(selector))
-        seen = self._seen.get(key)
-        if seen is not None and seen[0] == state:
-            return seen[1]
-        revision = max(time.time_ns() // 1_000_000, self._last_revision + 1)
-        self._last_revision = revision
-        self._seen[key] = (state, revision)
-        return revision
-
-    async def _version_details(
-        self, model: str, version: str, source: str
-    ) -> tuple[str, dict[str, Any] | None]:
-        """Fetchable URI and signature of a version; cached (a version's source never changes)."""
+    async def _version_details(self, model: str, version: str, source: str) -> str:
+        """Fetchable URI of a version; cached (a version's source never changes)."""
         key = (model, version, source)
         cached = self._details.get(key)
         if cached is not None:
@@ -206,8 +200,7 @@ class MlflowSource:
             {"name": model, "version": version},
             invalid=InvalidManifest,
         )
-        uri = await self._fetchable(string(data.get("artifact_uri"), "artifact_uri"), 0)
-        details = (uri, await self._signature(uri))
+        details = await self._fetchable(string(data.get("artifact_uri"), "artifact_uri"), 0)
         self._details[key] = details
         while len(self._details) > DETAILS_CACHE:
             self._details.popitem(last=False)
@@ -261,23 +254,6 @@ class MlflowSource:
         )
         return string(data.get("artifact_uri"), "artifact_uri")
 
-    async def _signature(self, uri: str) -> dict[str, Any] | None:
-        """The ``signature:`` of the version's MLmodel, when it is behind this server's proxy."""
-        parts = urlsplit(uri)
-        if not parts.scheme.startswith("mlflow-artifacts+") or parts.netloc != self.netloc:
-            return None
-        path = f"{ARTIFACTS_API}/{parts.path.strip('/')}/MLmodel"
-        body = await self.rest.get(path, {}, max_bytes=MAX_MLMODEL_BYTES, missing_ok=True)
-        if body is None:
-            return None
-        raw = read_signature(body)
-        if raw is None:
-            if b"signature:" in body:
-                log.warning("mlmodel-signature-unreadable", registry=self.name, uri=uri)
-            return None
-        signature = from_mlmodel({"signature": raw})
-        return None if signature is None else signature.to_dict()
-
     async def aclose(self) -> None:
         """Close the HTTP session."""
         await self.rest.aclose()
@@ -316,6 +292,18 @@ def _digest(value: str | None) -> str | None:
         return None
     try:
         return check_digest(f"tag {DIGEST_TAG}", value)
+    except InvalidPointer as exc:
+        raise InvalidManifest(str(exc)) from None
+
+
+def _revision(rm: dict[str, Any]) -> int:
+    """The registered model's ``pointercache.revision`` tag; 0 (no claim) without one."""
+    tagged = tags(rm).get(REVISION_TAG)
+    if tagged is None:
+        return 0
+    value = integer(tagged, f"registered-model tag {REVISION_TAG}")
+    try:
+        return check_revision(f"registered-model tag {REVISION_TAG}", value)
     except InvalidPointer as exc:
         raise InvalidManifest(str(exc)) from None
 

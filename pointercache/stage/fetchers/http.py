@@ -50,6 +50,7 @@ from pointercache.errors import (
     Stalled,
     TooLarge,
 )
+from pointercache.model.uris import canonical_uri
 from pointercache.stage.allow import check_redirect, split_uri
 from pointercache.stage.fetchers import FetchOptions, FetchResult, Progress
 from pointercache.stage.fetchers.parts import local_io_error
@@ -122,9 +123,14 @@ class HttpFetcher:
         self._session: aiohttp.ClientSession | None = None
 
     async def fetch(self, uri: str, dest: Path) -> FetchResult:
-        """Download ``uri`` to the file ``dest``; FetchError (never an aiohttp error) on failure."""
+        """Download ``uri`` to the file ``dest``; FetchError (never an aiohttp error) on failure.
+
+        A raw space or non-ASCII character in the path is percent-encoded first
+        (``model.uris.canonical_uri``); existing escapes are sent exactly as written.
+        """
         if split_uri(uri).scheme.lower() not in {"http", "https"}:
             raise ForbiddenURI(f"not an HTTP URI: {redact_uri(uri)}")
+        uri = canonical_uri(uri)
         await asyncio.to_thread(self._options.allow.check, uri)  # may resolve DNS
         try:
             sink = await asyncio.to_thread(_Sink, dest)
@@ -238,7 +244,9 @@ class HttpFetcher:
             raise ForbiddenURI(f"unparseable redirect from {redact_uri(url)}") from None
         if split_uri(joined).scheme.lower() not in {"http", "https"}:
             raise ForbiddenURI(f"redirect to a non-HTTP URI from {redact_uri(url)}")
-        target = await asyncio.to_thread(check_redirect, self._options.allow, url, location)
+        target = await asyncio.to_thread(
+            check_redirect, self._options.allow, url, canonical_uri(location)
+        )
         log.info("http-redirect", uri=redact_uri(url), to=redact_uri(target))
         return target
 
