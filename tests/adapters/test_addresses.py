@@ -234,6 +234,8 @@ def test_redirect_target_allowed(current: str, location: str, expected: str) -> 
         "https://user:pw@cdn.example/m.json",
         "file:///etc/shadow",
         "ftp://cdn.example/m.json",
+        "http://[1.2.3.4]/m.json",  # urlsplit raises ValueError: refused, not a traceback
+        "http://[::1/m.json",
         "",
     ],
 )

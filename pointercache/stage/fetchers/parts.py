@@ -5,7 +5,9 @@ run on a thread pool. Ranges are written in place with ``os.pwrite`` into a prea
 so memory stays at one chunk buffer per thread; ``OrderedHasher`` computes the sha256 of such a
 file in order while later parts are still arriving. The first failing job sets the shared abort
 flag, the others stop at their next chunk, and ``run_jobs`` waits for every thread before it
-raises, so no thread writes into a file after the fetcher has removed it.
+raises, so no thread writes into a file after the fetcher has removed it — for at most ``drain``
+seconds: a thread stuck in a socket read that its read timeout has not ended yet is abandoned
+(logged), so a cancelled fetch (a pre-empted download, the init deadline) returns promptly.
 """
 
 from __future__ import annotations
@@ -144,9 +146,14 @@ def expect_length(got: int, want: int, what: str) -> None:
 
 
 async def run_jobs(
-    pool: concurrent.futures.Executor, jobs: list[Callable[[], None]], transfer: Transfer
+    pool: concurrent.futures.Executor,
+    jobs: list[Callable[[], None]],
+    transfer: Transfer,
+    *,
+    drain: float | None = None,
 ) -> None:
-    """Run ``jobs`` on ``pool``; on the first failure abort the rest, wait for all, raise it."""
+    """Run ``jobs`` on ``pool``; on the first failure abort the rest, wait for them (at most
+    ``drain`` seconds after the failure, None: no bound), raise it."""
 
     def guarded(job: Callable[[], None]) -> None:
         transfer.check()
@@ -163,7 +170,11 @@ async def run_jobs(
     except BaseException as exc:  # cancellation too: threads must stop before we return
         error = exc
         transfer.abort.set()
-    await asyncio.to_thread(concurrent.futures.wait, futures)
+    _done, stuck = await asyncio.to_thread(concurrent.futures.wait, futures, drain)
+    if stuck:
+        from pointercache.base.log import log
+
+        log.warning("fetch-threads-abandoned", threads=len(stuck), waited_s=drain)
     if error is not None:
         if isinstance(error, AbortedError):
             found = [f.exception() for f in futures if not f.cancelled()]
