@@ -13,6 +13,7 @@ from pointercache import reader
 from pointercache.errors import InvalidPointer, StoreError
 from pointercache.model.digest import tree_digest
 from pointercache.model.revision import Claim
+from pointercache.volume import layout
 from pointercache.volume.fsutil import TMP_PREFIX
 from pointercache.volume.store import Store
 from tests.volume.artifacts import MODEL, install_version, make_pointer
@@ -192,6 +193,19 @@ def test_recover_replaces_a_staging_symlink_without_emptying_its_target(
     assert (precious / "keep.bin").read_bytes() == b"not ours"
     assert store.staging_dir.is_dir() and not store.staging_dir.is_symlink()
     assert list(store.staging_dir.iterdir()) == []
+
+
+def test_state_is_never_written_through_a_symlink(store: Store, tmp_path: Path) -> None:
+    """A .state that is a symlink is replaced by a real directory; its target is not written."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (store.root / layout.STATE).symlink_to(elsewhere, target_is_directory=True)
+    with store.lock():
+        store.save_state(layout.LOADED, b"{}")
+    assert list(elsewhere.iterdir()) == []
+    state = store.root / layout.STATE
+    assert state.is_dir() and not state.is_symlink()
+    assert store.read_state(layout.LOADED, 16) == b"{}"
 
 
 def test_recover_and_gc_do_not_follow_symlinked_version_dirs(store: Store, tmp_path: Path) -> None:
