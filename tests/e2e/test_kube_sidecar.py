@@ -162,6 +162,7 @@ async def test_a_bogus_revision_is_refused_visibly_then_reset_after_the_grace(
         *("--poll-interval", "3600", "--stale-grace", "2"),
         *("--lkg-configmap", "ml/pointercache-lkg", "--report-to-pod"),
         *("--pod-name", "server-0", "--pod-namespace", "ml"),
+        *("--allow", (world.base / "artifacts").as_uri()),  # file:// from a remote registry
     ]
     key = ("ml", "pointercache-lkg")
 

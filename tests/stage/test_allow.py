@@ -430,4 +430,4 @@ def test_unparseable_uris_are_forbidden_wherever_they_are_split(uri: str) -> Non
     with pytest.raises(ForbiddenURI, match="not a parseable URI"):
         open_fetcher(uri, FetchOptions())
     with pytest.raises(ForbiddenURI):
-        check_redirect(AllowList([], resolve_dns=False), "https://a.com/x", uri)
+        check_redirect(AllowList([]), "https://a.com/x", uri)
