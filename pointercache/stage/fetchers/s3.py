@@ -40,6 +40,7 @@ from pointercache.errors import (
     ForbiddenURI,
     TooLarge,
 )
+from pointercache.model.digest import FileHash
 from pointercache.stage.fetchers import FetchOptions, FetchResult
 from pointercache.stage.fetchers.parts import (
     CHUNK,
@@ -141,7 +142,7 @@ class S3Fetcher:
                 head = await self._run(self._retrying, uri, None, self._head, bucket, key)
         if head is not None:
             self._check_size(head.size, uri)
-            files = [_File(dest, head)]
+            files, named = [_File(dest, head)], []
         else:
             prefix = key if not key or key.endswith("/") else key + "/"
             objects = await self._run(self._retrying, uri, None, self._list, bucket, prefix)
@@ -150,14 +151,15 @@ class S3Fetcher:
                 raise ArtifactNotFound(f"no object at {uri}")
             self._check_size(sum(obj.size for _, obj in plan), uri)
             await asyncio.to_thread(_make_dirs, dest, [rel for rel, _ in plan], uri)
-            files = [_File(dest / rel, obj) for rel, obj in plan]
+            named = [(rel, _File(dest / rel, obj)) for rel, obj in plan]
+            files = [f for _, f in named]
         total = sum(f.obj.size for f in files)
         transfer = Transfer(total, self._options.progress)
         jobs = await asyncio.to_thread(self._jobs, bucket, files, transfer)
         await run_jobs(self._pool, jobs, transfer)
         if head is None:
             log.debug("s3-prefix-fetched", uri=uri, files=len(files), bytes=total)
-            return FetchResult(is_dir=True, size_bytes=total)
+            return FetchResult(is_dir=True, size_bytes=total, files=_hashes(named))
         return FetchResult(is_dir=False, size_bytes=total, sha256=files[0].sha256())
 
     def _check_size(self, size: int, uri: str) -> None:
@@ -305,6 +307,17 @@ class S3Fetcher:
             raise
         finally:
             os.close(fd)
+
+
+def _hashes(named: list[tuple[str, _File]]) -> dict[bytes, FileHash] | None:
+    """Each written file's hash and size, keyed as ``model.digest`` wants; None if one lacks it."""
+    hashes = {}
+    for rel, f in named:
+        sha = f.sha256()
+        if sha is None:  # pragma: no cover - every job records its hash before it returns
+            return None
+        hashes[os.fsencode(rel)] = FileHash(sha, f.obj.size)
+    return hashes
 
 
 def _make_dirs(dest: Path, rels: list[str], uri: str) -> None:
