@@ -13,6 +13,8 @@ from pointercache.volume.fsutil import (
     atomic_symlink,
     atomic_write_bytes,
     copy_tree_or_link,
+    sync_tree,
+    syncfs,
 )
 
 
@@ -85,3 +87,19 @@ def test_copy_tree_refuses_symlinks(tmp_path: Path) -> None:
     (src / "escape").symlink_to("/etc/passwd")
     with pytest.raises(OSError, match="not a regular file"):
         copy_tree_or_link(src, tmp_path / "dst")
+
+
+def test_syncfs_flushes_the_filesystem_of_a_tree_in_one_call(tmp_path: Path) -> None:
+    """On Linux a tree is made durable by one syncfs(2) of its filesystem, from libc."""
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "w.bin").write_bytes(b"weights")
+    assert syncfs(tmp_path / "tree") is True
+    assert syncfs(tmp_path / "tree" / "sub" / "w.bin") is True
+    sync_tree(tmp_path / "tree")
+    sync_tree(tmp_path / "tree" / "sub" / "w.bin")
+
+
+def test_syncing_a_missing_tree_is_an_error(tmp_path: Path) -> None:
+    """A tree that vanished before its sync raises rather than counting as durable."""
+    with pytest.raises(FileNotFoundError):
+        sync_tree(tmp_path / "gone")
