@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -85,7 +86,7 @@ async def _from_cache(candidate: Candidate, staging: Path, cache: NodeCache) -> 
         return None
     dest = staging / "model"
     try:
-        await asyncio.to_thread(copy_tree_or_link, found, dest)
+        await asyncio.to_thread(partial(copy_tree_or_link, found, dest, durable=False))
         digest, size = await asyncio.to_thread(tree_digest, dest)
         _verify(candidate, digest, size)
     except Exception as exc:

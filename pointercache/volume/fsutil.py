@@ -13,7 +13,6 @@ disk) through our own code instead of patching the OS.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import functools
@@ -207,6 +206,8 @@ def _libc_syncfs() -> Callable[[int], int] | None:
 
     The standard library has ``os.sync`` (every filesystem) and ``os.fsync`` (one file) only.
     """
+    import ctypes  # only a process that installs or copies a tree needs it
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         func = libc.syncfs
@@ -214,6 +215,12 @@ def _libc_syncfs() -> Callable[[int], int] | None:
         return None
     func.argtypes, func.restype = [ctypes.c_int], ctypes.c_int
     return cast("Callable[[int], int]", func)
+
+
+def _errno() -> int:
+    import ctypes  # loaded already by _libc_syncfs
+
+    return ctypes.get_errno()
 
 
 def syncfs(path: Path) -> bool:
@@ -233,7 +240,7 @@ def syncfs(path: Path) -> bool:
     try:
         if func(fd) == 0:
             return True
-        err = ctypes.get_errno()
+        err = _errno()
     finally:
         os.close(fd)
     if err in (errno.ENOSYS, errno.EPERM):  # seccomp denies it with either
@@ -277,19 +284,23 @@ def _link_or_copy(src: Path, dst: Path, write: Writer, *, try_link: bool) -> boo
     return False
 
 
-def copy_tree_or_link(src: Path, dst: Path, *, write: Writer = os.write) -> None:
+def copy_tree_or_link(
+    src: Path, dst: Path, *, write: Writer = os.write, durable: bool = True
+) -> None:
     """Copy a file or directory tree to a new ``dst``: hardlink files on the same filesystem.
 
     Only regular files and directories are copied; anything else raises ``OSError``. The copy
     (files, linked or copied, and directories) is made durable by one ``sync_tree`` at the end,
-    not one fsync per file. ``dst`` must not exist. An injected ``write`` always copies.
+    not one fsync per file; ``durable=False`` skips it for a copy into staging that the store
+    syncs when it installs it. ``dst`` must not exist. An injected ``write`` always copies.
     """
     try_link = write is os.write and src.stat().st_dev == dst.parent.stat().st_dev
     if not src.is_dir():
         _check_regular(src)
         _link_or_copy(src, dst, write, try_link=try_link)
-        sync_tree(dst)
-        fsync_dir(dst.parent)
+        if durable:
+            sync_tree(dst)
+            fsync_dir(dst.parent)
         return
     dst.mkdir()
     for dirpath, dirs, files in os.walk(src):
@@ -302,8 +313,9 @@ def copy_tree_or_link(src: Path, dst: Path, *, write: Writer = os.write) -> None
             _check_regular(Path(dirpath, name))
             if not _link_or_copy(Path(dirpath, name), target / name, write, try_link=try_link):
                 try_link = False
-    sync_tree(dst)
-    fsync_dir(dst.parent)
+    if durable:
+        sync_tree(dst)
+        fsync_dir(dst.parent)
 
 
 def _check_regular(path: Path) -> None:
