@@ -6,7 +6,9 @@ it is written at ``dest/<relpath>`` (zero-byte ``…/`` folder markers are skipp
 relative path is empty, absolute, or has ``.``/``..``/empty segments is refused as
 ``ForbiddenURI``).
 
-Objects up to ``multipart_threshold`` are fetched with one GET and hashed while written. Larger
+``concurrency`` worker threads take the next job (an object, or a part of a large one) as they
+become free, so the work in flight stays bounded however many objects a prefix holds. Objects
+up to ``multipart_threshold`` are fetched with one GET and hashed while written. Larger
 ones are preallocated and fetched as ``part_size`` ranges by ``concurrency`` threads, each part
 written with ``os.pwrite`` (memory stays at a few chunk buffers per thread); the sha256 is
 computed in order as parts complete, re-reading each finished part from the page cache, so no
@@ -55,7 +57,7 @@ from pointercache.stage.fetchers.parts import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 T = TypeVar("T")
 MiB = 1 << 20
@@ -155,8 +157,7 @@ class S3Fetcher:
             files = [f for _, f in named]
         total = sum(f.obj.size for f in files)
         transfer = Transfer(total, self._options.progress)
-        jobs = await asyncio.to_thread(self._jobs, bucket, files, transfer)
-        await run_jobs(self._pool, jobs, transfer)
+        await run_jobs(self._pool, self._jobs(bucket, files, transfer), transfer, self._concurrency)
         if head is None:
             log.debug("s3-prefix-fetched", uri=uri, files=len(files), bytes=total)
             return FetchResult(is_dir=True, size_bytes=total, files=_hashes(named))
@@ -177,6 +178,7 @@ class S3Fetcher:
             connect_timeout=self._options.connect_timeout,
             read_timeout=self._options.read_timeout,
             max_attempts=1,
+            lean_reads=True,
         )
 
     def _retrying(self, uri: str, transfer: Transfer | None, fn: Callable[..., T], *args: Any) -> T:
@@ -229,22 +231,19 @@ class S3Fetcher:
             )
         return found
 
-    def _jobs(self, bucket: str, files: list[_File], t: Transfer) -> list[Callable[[], None]]:
-        """One job per small object, one per part of a large one (files preallocated here)."""
-        jobs: list[Callable[[], None]] = []
+    def _jobs(self, bucket: str, files: list[_File], t: Transfer) -> Iterator[Callable[[], None]]:
+        """One job per small object, one per part of a large one, made as workers ask for them
+        (a large file is preallocated when its first part is taken)."""
         for f in files:
             uri = f"s3://{bucket}/{f.obj.key}"
             if f.obj.size <= self._threshold:
-                jobs.append(partial(self._retrying, uri, t, self._get_whole, bucket, f, t))
+                yield partial(self._retrying, uri, t, self._get_whole, bucket, f, t)
                 continue
             ranges = split(f.obj.size, self._part_size)
             preallocate(f.path, f.obj.size)
             f.hasher = OrderedHasher(f.path, ranges)
-            jobs.extend(
-                partial(self._get_part, uri, bucket, f, (index, span), t)
-                for index, span in enumerate(ranges)
-            )
-        return jobs
+            for index, span in enumerate(ranges):
+                yield partial(self._get_part, uri, bucket, f, (index, span), t)
 
     def _get(self, bucket: str, obj: _Object, byte_range: str | None) -> Any:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": obj.key}
