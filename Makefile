@@ -67,10 +67,18 @@ $(TOOLS)/kubernetes-validate: requirements/kubernetes-validate.txt | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(TOOLS)/kubernetes-validate-venv/bin/python -r $<
 	ln -sf kubernetes-validate-venv/bin/kubernetes-validate $@
 
-TOOL_BINARIES := $(TOOLS)/helm $(TOOLS)/hadolint $(TOOLS)/promtool $(TOOLS)/prometheus \
-	$(TOOLS)/checkov $(TOOLS)/kubernetes-validate
+# MLServer with its scikit-learn runtime: a real model server with a model-repository reload API
+# for the loaded-version tests and benchmarks (its own lock file and virtualenv, like checkov).
+$(TOOLS)/mlserver: requirements/mlserver.txt | $(BIN)/uv
+	rm -rf $(TOOLS)/mlserver-venv
+	$(PYTHON) -m venv --without-pip $(TOOLS)/mlserver-venv
+	$(BIN)/uv pip install --quiet --python $(TOOLS)/mlserver-venv/bin/python -r $<
+	ln -sf mlserver-venv/bin/mlserver $@
 
-tools: $(TOOL_BINARIES) ## fetch helm, hadolint, promtool, prometheus, checkov, kubernetes-validate
+TOOL_BINARIES := $(TOOLS)/helm $(TOOLS)/hadolint $(TOOLS)/promtool $(TOOLS)/prometheus \
+	$(TOOLS)/checkov $(TOOLS)/kubernetes-validate $(TOOLS)/mlserver
+
+tools: $(TOOL_BINARIES) ## fetch helm, hadolint, promtool, prometheus, checkov, kubernetes-validate, mlserver
 
 dashboard: venv ## regenerate deploy/grafana/pointercache.json from deploy/grafana/dashboard.py
 	$(BIN)/python deploy/grafana/dashboard.py deploy/grafana/pointercache.json

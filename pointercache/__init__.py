@@ -3,7 +3,8 @@
 The public face of the package, for model containers and tools:
 
 - ``pointercache.reader`` — ``current()``, ``wait()``, ``watch()``: read the published model
-  from the shared volume (``LoadedModel``: its ``pointer`` and ``path``);
+  from the shared volume (``Model``, also named ``LoadedModel``: its ``pointer`` and ``path``);
+  ``acknowledge()``: tell the sidecar which one the model container has loaded;
 - ``Pointer`` — the ``pointer.json`` document (schema 1);
 - the error tree of ``pointercache.errors`` (``PointercacheError`` and its branches).
 
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 from pointercache import reader
 from pointercache.errors import (
+    AckUnavailable,
     ArtifactNotFound,
     ConfigError,
     FetchError,
     FetchUnavailable,
     ForbiddenURI,
     IntegrityError,
+    InvalidAck,
     InvalidManifest,
     InvalidPointer,
     KubeConflict,
@@ -28,7 +31,9 @@ from pointercache.errors import (
     KubeForbidden,
     KubeNotFound,
     KubeUnavailable,
+    LoadError,
     NotFound,
+    NotStaged,
     PointercacheError,
     ResolutionFailed,
     SignatureMismatch,
@@ -41,15 +46,17 @@ from pointercache.errors import (
     UnsafeArchive,
 )
 from pointercache.model.pointer import Pointer
-from pointercache.reader import LoadedModel, current, wait, watch
+from pointercache.reader import LoadedModel, Model, acknowledge, current, wait, watch
 
 __all__ = [
+    "AckUnavailable",
     "ArtifactNotFound",
     "ConfigError",
     "FetchError",
     "FetchUnavailable",
     "ForbiddenURI",
     "IntegrityError",
+    "InvalidAck",
     "InvalidManifest",
     "InvalidPointer",
     "KubeConflict",
@@ -57,8 +64,11 @@ __all__ = [
     "KubeForbidden",
     "KubeNotFound",
     "KubeUnavailable",
+    "LoadError",
     "LoadedModel",
+    "Model",
     "NotFound",
+    "NotStaged",
     "Pointer",
     "PointercacheError",
     "ResolutionFailed",
@@ -70,6 +80,7 @@ __all__ = [
     "TooLarge",
     "Transient",
     "UnsafeArchive",
+    "acknowledge",
     "current",
     "reader",
     "wait",

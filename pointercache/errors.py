@@ -24,6 +24,12 @@
     │   ├── KubeNotFound ................... 404: no such object
     │   ├── KubeConflict ................... 409: changed or created meanwhile; re-read, retry
     │   └── KubeForbidden .................. 401/403: missing RBAC or credentials
+    ├── LoadError .......................... what the model container loaded is unknown or refused
+    │   ├── InvalidAck ..................... a malformed load acknowledgement (HTTP 400)
+    │   ├── NotStaged ...................... acknowledged version not on the volume (409)
+    │   ├── AckUnavailable (Transient) ..... the sidecar could not be reached to acknowledge
+    │   ├── HookUnavailable (Transient) .... the model server's hook timed out, refused, 5xx, 429
+    │   └── HookFailed ..................... the hook refused (4xx, 3xx) or the reload gave up
     ├── ResolutionFailed ................... no step of the chain produced a servable model
     └── PublishError ....................... a registration could not be queued or applied
         ├── OutboxError .................... the outbox file cannot be created, written or read
@@ -140,6 +146,30 @@ class KubeConflict(KubeError):
 
 class KubeForbidden(KubeError):
     """401/403: the service account lacks a role binding, or the credentials are wrong."""
+
+
+class LoadError(PointercacheError):
+    """A load acknowledgement was refused, or a reload of the model server failed."""
+
+
+class InvalidAck(LoadError):
+    """A load acknowledgement is malformed (not JSON, wrong types, oversized)."""
+
+
+class NotStaged(LoadError):
+    """A load acknowledgement names a version and digest that is not staged on the volume."""
+
+
+class AckUnavailable(LoadError, Transient):
+    """The sidecar did not answer an acknowledgement (not listening yet, timeout, 5xx)."""
+
+
+class HookUnavailable(LoadError, Transient):
+    """A reload hook or the loaded probe did not answer in time, refused, or answered 5xx/429."""
+
+
+class HookFailed(LoadError):
+    """A reload hook refused the reload (4xx, a redirect), or the reload gave up."""
 
 
 class ResolutionFailed(PointercacheError):

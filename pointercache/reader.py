@@ -9,6 +9,11 @@ while (``--keep-versions``), so a model loaded from ``path`` stays readable duri
 ``watch()`` listens to the root directory with watchfiles but never trusts the event types:
 on any event, and at least every ``poll`` seconds without one, it re-reads ``current`` and
 compares the resolved directory with the last one it yielded.
+
+``acknowledge()`` closes the loop: once the model container has loaded a ``Model``, it tells the
+sidecar (``POST /loaded``), so ``/status``, the pod's annotations, ``pointercache fleet`` and
+``pointercache promote --wait loaded`` report what is really served. It uses the standard
+library only (this module is imported by model containers and must stay light).
 """
 
 from __future__ import annotations
@@ -17,14 +22,21 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from pointercache.errors import AckUnavailable, ConfigError, InvalidAck, LoadError, NotStaged
+from pointercache.model.loaded import Ack, Loaded
 from pointercache.model.pointer import Pointer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 DEFAULT_ROOT = "/pointercache"
+DEFAULT_SIDECAR = "http://127.0.0.1:8787"
+"""The sidecar's status server as the model container sees it (same pod: loopback)."""
+MAX_ANSWER_BYTES = 64 << 10
 POLL_SECONDS = 0.5
 """Longest gap between two checks of ``current`` when no filesystem event arrives."""
 
@@ -39,6 +51,10 @@ class LoadedModel:
     """The model itself (a directory or a single file) inside ``version_dir``."""
     version_dir: Path
     """The resolved version directory ``current`` pointed at when this was read."""
+
+
+Model = LoadedModel
+"""One published version as seen by a reader (``LoadedModel`` is its older name)."""
 
 
 def current(root: str | Path = DEFAULT_ROOT) -> LoadedModel | None:
@@ -131,3 +147,80 @@ def _step(deadline: float | None, poll: float) -> float:
     if deadline is None:
         return poll
     return max(0.0, min(poll, deadline - time.monotonic()))
+
+
+def acknowledge(
+    model: LoadedModel | Ack,
+    *,
+    url: str = DEFAULT_SIDECAR,
+    token_file: str | Path | None = None,
+    timeout: float = 5.0,
+) -> Loaded:
+    """Tell the sidecar at ``url`` that ``model`` is loaded; return what it recorded.
+
+    Sends ``POST <url>/loaded`` with ``{"model", "version", "digest"}`` of ``model.pointer`` (or
+    the ``Ack`` as given), with the bearer token of ``token_file`` when given (needed only from
+    outside the pod's loopback). One attempt, bounded by ``timeout`` seconds; proxies from the
+    environment and redirects are not followed. Raises ``NotStaged`` (409: that version is not
+    on the volume, with the sidecar's reason), ``InvalidAck`` (400), ``AckUnavailable`` (no
+    answer, timeout, 5xx: worth a retry), ``LoadError`` (403 and anything else), and
+    ``ConfigError`` for a URL that is not http(s).
+    """
+    import urllib.error  # here, not at the top: model containers import this module for
+    import urllib.request  # current()/watch() and should not pay for an HTTP client (and ssl)
+
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"sidecar URL {url!r}: expected http:// or https://")
+    if isinstance(model, LoadedModel):
+        pointer = model.pointer
+        model = Ack(version=pointer.version, digest=pointer.digest, model=pointer.model)
+    body = model.to_json()
+    headers = {"Content-Type": "application/json"}
+    if token_file is not None:
+        headers["Authorization"] = f"Bearer {Path(token_file).read_text().strip()}"
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        url.rstrip("/") + "/loaded", data=body, headers=headers, method="POST"
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _no_redirect())
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            answer = response.read(MAX_ANSWER_BYTES)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raise _refusal(exc.code, exc.read(MAX_ANSWER_BYTES)) from None
+    except (OSError, TimeoutError) as exc:
+        raise AckUnavailable(f"sidecar at {url}: {type(exc).__name__}: {exc}") from exc
+    return _recorded(answer)
+
+
+def _no_redirect() -> Any:
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *_args: object, **_kw: object) -> None:
+            return None  # a redirect is answered as the error it is
+
+    return NoRedirect()
+
+
+def _refusal(status: int, body: bytes) -> LoadError:
+    try:
+        reason = str(orjson.loads(body).get("error"))
+    except (orjson.JSONDecodeError, AttributeError):
+        reason = body[:200].decode("utf-8", "replace")
+    message = f"sidecar refused the acknowledgement (HTTP {status}): {reason}"
+    if status == 409:  # noqa: PLR2004
+        return NotStaged(message)
+    if status == 400:  # noqa: PLR2004
+        return InvalidAck(message)
+    if status >= 500:  # noqa: PLR2004
+        return AckUnavailable(message)
+    return LoadError(message)
+
+
+def _recorded(answer: bytes) -> Loaded:
+    try:
+        mark = orjson.loads(answer)["loaded"]
+        return Loaded.parse(orjson.dumps(mark))
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise LoadError("sidecar answered the acknowledgement with an unexpected body") from exc

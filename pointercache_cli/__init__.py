@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pointercache_cli.fleet_cmds",
         "wait for the fleet to stage a version, move the alias",
     ),
+    "loaded": (
+        "pointercache_cli.loaded_cmd",
+        "tell the sidecar which version the model container has loaded",
+    ),
     "publish": (
         "pointercache_cli.publish_cmds",
         "register a model version: durable outbox first, then the registry",

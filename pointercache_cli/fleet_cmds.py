@@ -19,16 +19,18 @@ if TYPE_CHECKING:
     from pointercache.adapters.kube.client import KubeClient
 
 FLEET_HELP = """\
-Show the pods of a workload with the model version, digest, source, staged versions and
-staleness each reports (its pointercache.dev/* annotations). Exit 1 when the ready pods serve
-more distinct versions than --max-skew allows, so it can gate a rollout in CI.
+Show the pods of a workload with the model version each publishes and each model container has
+loaded, digest, source, staged versions and staleness (their pointercache.dev/* annotations),
+and name the pods whose model container does not serve the published version. Exit 1 when the
+ready pods serve more distinct versions than --max-skew allows, so it can gate a rollout in CI.
 """
 
 PROMOTE_HELP = """\
 Two-phase promotion: wait until every ready pod (or --min-ready of them) reports VERSION staged
 (sidecars with --prefetch-selector alias:candidate prestage it), then move the alias in the
 registry (file:// manifest or MLflow) with a higher revision. On timeout, nothing moves and the
-pods that are not ready are named.
+pods that are not ready are named. With --wait loaded it then waits (another --timeout) until
+every ready pod's model container has loaded VERSION, and names those that have not.
 """
 
 
@@ -57,6 +59,13 @@ def fleet(argv: Sequence[str]) -> int:
         default=None,
         help="largest allowed number of extra versions among ready pods",
     )
+    parser.add_argument(
+        "--by",
+        choices=("loaded", "published"),
+        default=None,
+        help="count skew on the versions model containers loaded or on the published ones "
+        "(default: loaded when any pod reports a load)",
+    )
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
     args = parser.parse_args(argv)
     try:
@@ -68,12 +77,14 @@ def fleet(argv: Sequence[str]) -> int:
         data = [dataclasses.asdict(r) for r in rows]
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode())
         sys.stdout.write("\n")
-    else:
-        sys.stdout.write(core.render_table(rows))
-    code = core.skew_exit_code(rows, args.max_skew)
+    by = args.by or core.default_by(rows)
+    if not args.json:
+        sys.stdout.write(core.render_table(rows, by))
+    code = core.skew_exit_code(rows, args.max_skew, by)
     if code:
         print(
-            f"pointercache fleet: skew {core.skew(rows)} exceeds --max-skew {args.max_skew}",
+            f"pointercache fleet: skew {core.skew(rows, by)} (by {by}) exceeds "
+            f"--max-skew {args.max_skew}",
             file=sys.stderr,
         )
     return code
@@ -107,6 +118,13 @@ def _promote_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move the alias without waiting (then -n and -l are not needed)",
     )
+    parser.add_argument(
+        "--wait",
+        choices=("staged", "loaded"),
+        default="staged",
+        help="staged: wait for the fleet to stage VERSION before moving the alias (default); "
+        "loaded: also wait, after it, until every ready pod has loaded VERSION",
+    )
     return parser
 
 
@@ -114,6 +132,8 @@ def _check_promote(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     """Cross-flag rules; ``parser.error`` (exit 2) names the flag."""
     if not args.no_wait and not (args.namespace and args.selector):
         parser.error("--namespace/-n and --selector/-l are required unless --no-wait is given")
+    if args.wait == "loaded" and not (args.namespace and args.selector):
+        parser.error("--wait loaded needs --namespace/-n and --selector/-l to watch the pods")
     if args.no_wait and not args.registry:
         parser.error("--no-wait needs --registry: there is nothing else to do")
     if args.registry_token_file and args.registry_basic_auth_file:
@@ -149,8 +169,38 @@ def promote(argv: Sequence[str]) -> int:
         print(report.summary())
         if not report.ok:
             return 1
-    if not args.registry:
-        return 0
+    if args.registry:
+        code = _move(args)
+        if code:
+            return code
+    if args.wait == "loaded":
+        return _wait_loaded(args)
+    return 0
+
+
+def _wait_loaded(args: argparse.Namespace) -> int:
+    """After the move: every ready pod (or --min-ready) has loaded the version, or name them."""
+    from pointercache.fleet.view import wait_for
+
+    try:
+        report = wait_for(
+            args.namespace,
+            args.selector,
+            args.version,
+            args.min_ready,
+            args.timeout,
+            stage="loaded",
+            client=_kube(),
+        )
+    except PointercacheError as exc:
+        print(f"pointercache promote: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _move(args: argparse.Namespace) -> int:
+    """Move the alias in the registry; the exit code."""
     from pointercache.adapters.http import Credentials
     from pointercache.fleet.promote import move_alias
     from pointercache.resolve.sources import SourceOptions

@@ -108,6 +108,8 @@ def render_status(doc: dict[str, Any]) -> str:
     cur = doc.get("current") or {}
     reg = doc.get("registry") or {}
     stale = doc.get("staleness_seconds")
+    loaded = doc.get("loaded") or {}
+    reload = doc.get("reload") or {}
     rows = [
         ("model", doc.get("model", "")),
         ("ready", "yes" if doc.get("ready") else "NO"),
@@ -120,6 +122,27 @@ def render_status(doc: dict[str, Any]) -> str:
         ("fallback", doc.get("fallback_reason") or "-"),
         ("blocked", (doc.get("blocked") or {}).get("reason", "-")),
         ("staged", ", ".join(s.get("version", "?") for s in doc.get("staged", [])) or "-"),
+        ("loaded", _loaded_cell(loaded)),
+        ("reload", _reload_cell(reload)),
     ]
     width = max(len(k) for k, _ in rows)
     return "".join(f"{k:<{width}}  {v}\n" for k, v in rows)
+
+
+def _loaded_cell(loaded: dict[str, Any]) -> str:
+    if not loaded:
+        return "- (the model container has reported no load)"
+    mark = f"{loaded.get('version', '?')} via {loaded.get('via', '?')} at {loaded.get('at', '?')}"
+    return mark if loaded.get("current") else f"{mark} (NOT the published version)"
+
+
+def _reload_cell(reload: dict[str, Any]) -> str:
+    if not reload:
+        return "-"
+    cell = f"{reload.get('version', '?')} {reload.get('state', '?')}"
+    seconds = reload.get("flip_to_loaded_seconds")
+    if seconds is not None:
+        cell += f" in {seconds:.2f}s"
+    if reload.get("error"):
+        cell += f": {reload['error']}"
+    return cell

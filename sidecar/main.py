@@ -19,6 +19,7 @@ from pointercache.errors import ConfigError, PointercacheError
 from pointercache.model.uris import configmap_target
 from pointercache.service import app
 from pointercache.service.app import ServerOptions
+from pointercache.service.loaded import LoadOptions
 from pointercache.service.refresher import RefreshOptions
 from pointercache.service.reporting import KubeReporter, ReportOptions
 from pointercache.sync.settings import SIDECAR, Settings, add_arguments, from_namespace
@@ -26,8 +27,9 @@ from pointercache.sync.wiring import build
 
 DESCRIPTION = """\
 Watch the registries, prestage and verify each new version, flip the shared volume's `current`
-link atomically, persist the last-known-good pointer, and serve /healthz, /readyz, /status,
-/metrics and POST /refresh. A refresh error never stops it: the last good version stays served.
+link atomically, persist the last-known-good pointer, call the model server's reload hooks,
+and serve /healthz, /startupz, /readyz, /status, /metrics, POST /refresh and POST /loaded. A
+refresh error never stops it: the last good version stays served.
 """
 
 
@@ -61,6 +63,12 @@ async def serve(settings: Settings, kube: KubeConfig) -> int:
         stale_grace=settings.stale_grace,
     )
     server = ServerOptions(listen=settings.listen, admin_token_file=settings.admin_token_file)
+    loads = LoadOptions(
+        on_flip=settings.on_flip_url,
+        probe=settings.loaded_probe_url,
+        timeout=settings.on_flip_timeout,
+        ready_when=settings.ready_when,
+    )
     try:
         return await app.run(
             parts,
@@ -69,6 +77,7 @@ async def serve(settings: Settings, kube: KubeConfig) -> int:
             telemetry=instruments,
             metrics=render,
             reporter=KubeReporter.build(report_options(settings), kube),
+            loads=loads,
             lock_timeout=settings.poll_interval,
         )
     finally:

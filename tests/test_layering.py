@@ -90,7 +90,8 @@ def test_heavy_modules_stay_in_their_adapter(module: str) -> None:
 
 
 def test_init_does_not_load_heavy_modules(tmp_path: Path) -> None:
-    """``pointercache init`` with a file registry never loads boto3, kubernetes or aiohttp."""
+    """``pointercache init`` with a file registry never loads boto3, kubernetes, aiohttp, or the
+    reader's HTTP client (``reader.acknowledge`` imports it when called)."""
     probe = (
         "import sys, runpy\n"
         "sys.argv = ['pointercache', 'init', '--model', 'm', '--registry',"
@@ -98,7 +99,8 @@ def test_init_does_not_load_heavy_modules(tmp_path: Path) -> None:
         f" '--termination-log', '{tmp_path}/term']\n"
         "try:\n    runpy.run_module('pointercache_cli', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        "heavy = ['boto3', 'botocore', 'kubernetes', 'aiohttp', 'opentelemetry.sdk', 'mlflow']\n"
+        "heavy = ['boto3', 'botocore', 'kubernetes', 'aiohttp', 'opentelemetry.sdk', 'mlflow',"
+        " 'urllib.request']\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     proc = subprocess.run(

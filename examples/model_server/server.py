@@ -8,7 +8,9 @@ Endpoints:
 
 A background thread follows ``pointercache.reader.watch``: every version the sidecar publishes is
 loaded and swapped in whole; a version that fails to load is logged and the previous one keeps
-serving. Requests in flight finish on the model object they started with.
+serving. Requests in flight finish on the model object they started with. With ``--ack-url``
+each load is acknowledged to the sidecar (``pointercache.reader.acknowledge``), so the pod's
+status, annotations and readiness (``--ready-when loaded``) reflect what this process serves.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -28,12 +31,15 @@ import orjson
 
 from model_server.model import LinearModel, ModelError, load
 from pointercache import reader
+from pointercache.adapters.retry import Backoff, retrying
 from pointercache.base.clock import utcnow
 from pointercache.base.log import log
-from pointercache.errors import PointercacheError
+from pointercache.errors import PointercacheError, Transient
 
 MAX_BODY_BYTES = 64 << 10
 RETRY_SECONDS = 1.0
+ACK_SECONDS = 30.0
+"""How long a load keeps trying to reach the sidecar (a classic sidecar may start later)."""
 
 
 @dataclass(frozen=True)
@@ -58,26 +64,50 @@ class State:
         self.last_error = None
 
 
-def follow(root: Path, state: State, stop: threading.Event) -> None:
+def follow(root: Path, state: State, stop: threading.Event, ack_url: str | None = None) -> None:
     """Load the published model, then each new version, until ``stop`` is set."""
     while not stop.is_set():
         try:
             for loaded in reader.watch(root, stop=stop):
-                _load(loaded, state)
+                if _load(loaded, state) and ack_url:
+                    acknowledge(loaded, ack_url, stop)
         except PointercacheError as exc:  # a damaged pointer.json: keep serving, look again
             state.last_error = str(exc)
             log.error("model-watch-failed", root=str(root), error=str(exc))
             stop.wait(RETRY_SECONDS)
 
 
-def _load(loaded: reader.LoadedModel, state: State) -> None:
+def acknowledge(loaded: reader.LoadedModel, url: str, stop: threading.Event) -> bool:
+    """Tell the sidecar this version is loaded, retrying while it does not answer (bounded)."""
+    deadline = time.monotonic() + ACK_SECONDS
+
+    def pause(seconds: float) -> None:
+        stop.wait(seconds)
+
+    try:
+        for attempt in retrying(
+            Backoff(attempts=1_000_000, initial=0.1, maximum=2.0),
+            retry_on=lambda exc: isinstance(exc, Transient),
+            sleep=pause,
+            stop=lambda _n: stop.is_set() or time.monotonic() >= deadline,
+        ):
+            with attempt:
+                reader.acknowledge(loaded, url=url)
+    except PointercacheError as exc:
+        log.error("model-ack-failed", version=loaded.pointer.version, error=str(exc))
+        return False
+    log.info("model-acknowledged", version=loaded.pointer.version)
+    return True
+
+
+def _load(loaded: reader.LoadedModel, state: State) -> bool:
     pointer = loaded.pointer
     try:
         model = load(loaded.path)
     except ModelError as exc:
         state.last_error = f"version {pointer.version}: {exc}"
         log.error("model-load-failed", version=pointer.version, error=str(exc))
-        return
+        return False
     previous = state.serving
     state.swap(Serving(loaded=loaded, model=model, loaded_at=utcnow()))
     log.info(
@@ -88,6 +118,7 @@ def _load(loaded: reader.LoadedModel, state: State) -> None:
         source=pointer.source,
         previous=previous.loaded.pointer.version if previous else None,
     )
+    return True
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -197,6 +228,11 @@ def _parser() -> argparse.ArgumentParser:
         help="host:port to serve on (default: 0.0.0.0:8080)",
     )
     parser.add_argument(
+        "--ack-url",
+        default=None,
+        help="the sidecar's status server (e.g. http://127.0.0.1:8787): acknowledge every load",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     return parser
@@ -209,7 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, _, port = args.listen.rpartition(":")
     state, stop = State(), threading.Event()
     httpd = ModelHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), state)  # noqa: S104
-    follower = threading.Thread(target=follow, args=(args.root, state, stop), daemon=True)
+    follower = threading.Thread(
+        target=follow, args=(args.root, state, stop, args.ack_url), daemon=True
+    )
     follower.start()
 
     def _shutdown(signum: int, _frame: FrameType | None) -> None:

@@ -4,11 +4,14 @@ Every HTTP-speaking source and fetcher (HTTP manifests, the MLflow REST API, the
 artifact fetchers, promotion) maps an HTTP status to an error through **one** table,
 ``classify_status``, and one error family per side of the chain::
 
-    status                 kind          SOURCE family         FETCH family
-    404, 410               NOT_FOUND     NotFound              ArtifactNotFound
-    408, 425, 429, 5xx     UNAVAILABLE   SourceUnavailable     FetchUnavailable   (Transient)
-    401, 403               DENIED        SourceError           FetchError
-    anything else          REFUSED       SourceError           FetchError
+    status                 kind          SOURCE family         FETCH family       HOOK family
+    404, 410               NOT_FOUND     NotFound              ArtifactNotFound   HookFailed
+    408, 425, 429, 5xx     UNAVAILABLE   SourceUnavailable     FetchUnavailable   HookUnavailable
+    401, 403               DENIED        SourceError           FetchError         HookFailed
+    anything else          REFUSED       SourceError           FetchError         HookFailed
+
+(The UNAVAILABLE classes are ``Transient``; the HOOK family is the model server's reload hooks
+and loaded probe, called by ``send``.)
 
 (410 Gone is a permanent absence, RFC 9110 §15.5.11; 425 Too Early asks for a retry, RFC 8470.)
 The Kubernetes adapter keeps its own family (``adapters.kube.errors``) because 409 and 410 mean
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import enum
 import sys
 from dataclasses import dataclass
@@ -32,6 +36,8 @@ from pointercache.errors import (
     ArtifactNotFound,
     FetchError,
     FetchUnavailable,
+    HookFailed,
+    HookUnavailable,
     NotFound,
     PointercacheError,
     SourceError,
@@ -93,6 +99,8 @@ SOURCE = ErrorFamily(not_found=NotFound, unavailable=SourceUnavailable, failed=S
 """Registry answers (``SourceError`` branch)."""
 FETCH = ErrorFamily(not_found=ArtifactNotFound, unavailable=FetchUnavailable, failed=FetchError)
 """Artifact transfers (``FetchError`` branch)."""
+HOOK = ErrorFamily(not_found=HookFailed, unavailable=HookUnavailable, failed=HookFailed)
+"""The model server's reload hooks and loaded probe (``LoadError`` branch)."""
 
 
 def status_error(status: int, what: str, family: ErrorFamily = SOURCE) -> PointercacheError:
@@ -290,3 +298,49 @@ def transport_error(
     if isinstance(exc, TimeoutError):
         return family.unavailable(f"{what}: timed out")
     return family.unavailable(f"{what}: {type(exc).__name__}")
+
+
+MAX_HOOK_ANSWER = 64 << 10
+"""Bytes of a hook's or probe's answer that are read (and thrown away) before it is closed."""
+
+
+async def send(
+    method: str,
+    url: str,
+    *,
+    seconds: float,
+    what: str,
+    body: bytes | None = None,
+    family: ErrorFamily = HOOK,
+) -> int:
+    """Send one request to an operator-configured URL; return its 2xx status.
+
+    Used for the model server's reload hooks and loaded probe. ``body`` goes out as
+    ``application/json``. Redirects are not followed (a 3xx is an answer, classified like any
+    other status), at most ``MAX_HOOK_ANSWER`` bytes of the answer are read, and the whole
+    exchange is bounded by ``seconds``. A non-2xx status raises the error of ``family``
+    from the one status table; a timeout or broken connection raises ``family.unavailable``.
+    ``what`` names the call in messages (redacted by the caller).
+    """
+    import aiohttp
+
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    try:
+        async with (
+            client_session(client_timeout(seconds)) as session,
+            session.request(
+                method, exact_url(url), data=body, headers=headers, allow_redirects=False
+            ) as response,
+        ):
+            with contextlib.suppress(TooLargeAnswer):
+                await read_limited(response, MAX_HOOK_ANSWER, what, TooLargeAnswer)
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise transport_error(exc, what, family) from exc
+    if not 200 <= status < 300:  # noqa: PLR2004
+        raise status_error(status, what, family)
+    return status
+
+
+class TooLargeAnswer(Exception):
+    """An answer body past ``MAX_HOOK_ANSWER``: not read further (its status still counts)."""

@@ -8,7 +8,10 @@ Annotations (a JSON merge-patch of the pod, read by ``pointercache fleet``):
 - ``pointercache.dev/staged``: comma-separated versions staged on the shared volume (current
   included), which two-phase promotion waits for;
 - ``pointercache.dev/registry-seen-at``: when a registry last confirmed the served version
-  (removed while no registry ever has).
+  (removed while no registry ever has);
+- ``pointercache.dev/loaded``: what the model container has loaded, as compact JSON
+  ``{"at": ..., "digest": "sha256:...", "version": "8", "via": "ack"}`` (``model.loaded.Loaded``;
+  absent until the model container reports a load).
 
 An identical patch is not sent again; a patch that would only move ``registry-seen-at`` is sent at
 most every ``seen_every`` seconds (60 by default), so a fleet of pods polling every 15 s does not
@@ -31,15 +34,17 @@ from typing import Any, Literal
 from pointercache.adapters.kube.client import KubeClient, api
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text
+from pointercache.model.loaded import Loaded
 from pointercache.model.pointer import Pointer
 
 PREFIX = "pointercache.dev/"
-VERSION, DIGEST, SOURCE, STAGED, SEEN = (
+VERSION, DIGEST, SOURCE, STAGED, SEEN, LOADED = (
     PREFIX + "version",
     PREFIX + "digest",
     PREFIX + "source",
     PREFIX + "staged",
     PREFIX + "registry-seen-at",
+    PREFIX + "loaded",
 )
 COMPONENT = "pointercache"
 
@@ -57,13 +62,17 @@ the answer is refused until the grace period ends."""
 REASON_REVISION_RESET = "RevisionReset"
 """Warning: a registry kept answering a lower revision for the whole grace period; its answer
 was accepted (its counter went back)."""
+REASON_RELOAD_FAILED = "ReloadFailed"
+"""Warning: the model container did not load a flipped version (hook refused, or timed out)."""
 
 EventType = Literal["Normal", "Warning"]
 MAX_MESSAGE = 1024
 _counter = itertools.count()
 
 
-def annotations_for(pointer: Pointer, staged: Sequence[str]) -> dict[str, str | None]:
+def annotations_for(
+    pointer: Pointer, staged: Sequence[str], loaded: Loaded | None = None
+) -> dict[str, str | None]:
     """The ``pointercache.dev/*`` annotations for ``pointer`` (None: remove the annotation)."""
     return {
         VERSION: pointer.version,
@@ -71,6 +80,7 @@ def annotations_for(pointer: Pointer, staged: Sequence[str]) -> dict[str, str | 
         SOURCE: pointer.source,
         STAGED: ",".join(sorted(set(staged), key=_version_key)),
         SEEN: pointer.registry_seen_at,
+        LOADED: loaded.to_json() if loaded is not None else None,
     }
 
 
@@ -107,9 +117,11 @@ class PodReporter:
             return False
         return moved != {SEEN} or time.monotonic() - self._last_at >= self._seen_every
 
-    async def annotate(self, pointer: Pointer, staged: Sequence[str]) -> bool:
+    async def annotate(
+        self, pointer: Pointer, staged: Sequence[str], loaded: Loaded | None = None
+    ) -> bool:
         """Merge-patch the pod's annotations; return True if a patch was sent and accepted."""
-        wanted = annotations_for(pointer, staged)
+        wanted = annotations_for(pointer, staged, loaded)
         if not self._due(wanted):
             return False
         patch = {"metadata": {"annotations": wanted}}

@@ -1,14 +1,17 @@
 """The fleet view: which version each pod serves, how stale it is, and the skew between pods.
 
 Rows come from the ``pointercache.dev/*`` annotations the sidecars keep on their pods (see
-``podinfo``) and from each pod's Ready condition. **Skew** is the number of distinct served
-versions (version and digest) among *ready* pods that report one, minus one: 0 when the ready
-fleet agrees (or nothing is ready), 1 while a rollout is half-way, more when pods drifted apart.
-Pods that are not ready do not count: they serve no traffic.
+``podinfo``) and from each pod's Ready condition. **Skew** is the number of distinct versions
+(version and digest) among *ready* pods that report one, minus one: 0 when the ready fleet
+agrees (or nothing is ready), 1 while a rollout is half-way, more when pods drifted apart. It is
+counted on the versions the model containers have **loaded** (``pointercache.dev/loaded``) or on
+the **published** ones; ``default_by`` picks loaded as soon as any pod reports a load. Pods that
+are not ready do not count: they serve no traffic. ``behind`` names the ready pods whose model
+container does not serve the published version (or reported no load while others did).
 
-``wait_staged`` is the readiness wait of two-phase promotion: it polls the pods until the
-candidate version is staged on every ready pod (or on ``min_ready`` of them) and reports which
-pods are not ready or do not have it when the time runs out.
+``wait_for`` is the wait of two-phase promotion: it polls the pods until the candidate version
+is staged (before the alias moves) or loaded (after) on every ready pod (or on ``min_ready`` of
+them) and reports which pods are not ready or do not have it when the time runs out.
 """
 
 from __future__ import annotations
@@ -17,14 +20,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pointercache.adapters.kube.client import KubeClient, api
 from pointercache.base.clock import parse_time
 from pointercache.cluster import pods as podinfo
-from pointercache.errors import KubeError
+from pointercache.errors import InvalidAck, KubeError
+from pointercache.model.loaded import Loaded
 
 EXIT_OK, EXIT_SKEW = 0, 1
+By = Literal["loaded", "published"]
+"""What skew is counted on."""
+Stage = Literal["staged", "loaded"]
+"""What promotion waits for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,20 @@ class FleetRow:
     """Seconds since a registry last confirmed the served version (None: never or unknown)."""
     digest: str | None = field(default=None, repr=False)
     """Full served digest (skew compares it)."""
+    loaded: str | None = None
+    """Version the model container reports loaded (None: no load reported, or unreadable)."""
+    loaded_digest: str | None = field(default=None, repr=False)
+    """Its full digest."""
+    loaded_via: str | None = None
+    """How the sidecar learnt it: ack, hook or probe."""
+
+    @property
+    def behind(self) -> bool:
+        """The model container serves something other than the published version."""
+        return self.loaded is None or (self.loaded, self.loaded_digest) != (
+            self.version,
+            self.digest,
+        )
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -63,6 +85,7 @@ def row_from_pod(pod: dict[str, Any], now: datetime) -> FleetRow:
     digest = notes.get(podinfo.DIGEST) or None
     seen = parse_time(notes.get(podinfo.SEEN))
     staged = tuple(v for v in (notes.get(podinfo.STAGED) or "").split(",") if v)
+    loaded = _loaded(notes.get(podinfo.LOADED))
     return FleetRow(
         pod=str(meta.get("name", "")),
         ready=_ready(pod),
@@ -72,7 +95,20 @@ def row_from_pod(pod: dict[str, Any], now: datetime) -> FleetRow:
         staged=staged,
         staleness=max(0.0, (now - seen).total_seconds()) if seen else None,
         digest=digest,
+        loaded=loaded.version if loaded else None,
+        loaded_digest=loaded.digest if loaded else None,
+        loaded_via=loaded.via.value if loaded else None,
     )
+
+
+def _loaded(text: object) -> Loaded | None:
+    """The ``pointercache.dev/loaded`` annotation, validated (whoever may patch pods wrote it)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return Loaded.parse(text)
+    except InvalidAck:
+        return None
 
 
 def collect(
@@ -84,15 +120,32 @@ def collect(
     return sorted((row_from_pod(p, at) for p in pods), key=lambda r: r.pod)
 
 
-def skew(rows: Sequence[FleetRow]) -> int:
-    """Distinct (version, digest) pairs served by ready pods, minus one (never below 0)."""
-    served = {(r.version, r.digest) for r in rows if r.ready and r.version}
-    return max(0, len(served) - 1)
+def default_by(rows: Sequence[FleetRow]) -> By:
+    """``loaded`` when any pod reports a load, else ``published``."""
+    return "loaded" if any(r.loaded for r in rows) else "published"
 
 
-def skew_exit_code(rows: Sequence[FleetRow], max_skew: int | None) -> int:
+def skew(rows: Sequence[FleetRow], by: By = "published") -> int:
+    """Distinct (version, digest) pairs of ready pods, minus one (never below 0).
+
+    ``by`` published counts what the sidecars published, loaded what the model containers
+    report loaded (pods that report no load are left out: ``behind`` names them).
+    """
+    if by == "loaded":
+        versions = {(r.loaded, r.loaded_digest) for r in rows if r.ready and r.loaded}
+    else:
+        versions = {(r.version, r.digest) for r in rows if r.ready and r.version}
+    return max(0, len(versions) - 1)
+
+
+def behind(rows: Sequence[FleetRow]) -> list[FleetRow]:
+    """Ready pods whose model container does not serve the published version."""
+    return [r for r in rows if r.ready and r.version and r.behind]
+
+
+def skew_exit_code(rows: Sequence[FleetRow], max_skew: int | None, by: By = "published") -> int:
     """``EXIT_SKEW`` (1) when ``max_skew`` is set and exceeded, else ``EXIT_OK`` (0)."""
-    if max_skew is not None and skew(rows) > max_skew:
+    if max_skew is not None and skew(rows, by) > max_skew:
         return EXIT_SKEW
     return EXIT_OK
 
@@ -107,14 +160,23 @@ def format_age(seconds: float | None) -> str:
     return f"{int(seconds)}s"
 
 
-def render_table(rows: Sequence[FleetRow]) -> str:
-    """A kubectl-style table, one line per pod, then a ``skew: N`` line."""
-    header = ("POD", "READY", "VERSION", "DIGEST", "SOURCE", "STAGED", "STALENESS")
+def _loaded_cell(row: FleetRow) -> str:
+    if row.loaded is None:
+        return "-"
+    return f"{row.loaded}*" if row.version and row.behind else row.loaded
+
+
+def render_table(rows: Sequence[FleetRow], by: By | None = None) -> str:
+    """A kubectl-style table, one line per pod, a ``skew: N (by ...)`` line, and the pods whose
+    model container does not serve the published version (marked ``*`` in LOADED)."""
+    by = by or default_by(rows)
+    header = ("POD", "READY", "VERSION", "LOADED", "DIGEST", "SOURCE", "STAGED", "STALENESS")
     lines = [header] + [
         (
             r.pod,
             "yes" if r.ready else "no",
             r.version or "-",
+            _loaded_cell(r),
             r.digest12 or "-",
             r.source or "-",
             ",".join(r.staged) or "-",
@@ -127,12 +189,20 @@ def render_table(rows: Sequence[FleetRow]) -> str:
         "   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in lines
     ]
-    return "\n".join([*text, f"skew: {skew(rows)}"]) + "\n"
+    text.append(f"skew: {skew(rows, by)} (by {by})")
+    lagging = behind(rows) if by == "loaded" else []
+    if lagging:
+        names = ", ".join(
+            f"{r.pod} (loaded {r.loaded or 'nothing reported'}, published {r.version})"
+            for r in lagging
+        )
+        text.append(f"not loaded: {names}")
+    return "\n".join(text) + "\n"
 
 
 @dataclass(frozen=True, slots=True)
 class FleetReport:
-    """Outcome of ``wait_staged``."""
+    """Outcome of ``wait_for``."""
 
     ok: bool
     """The condition was met before the timeout."""
@@ -141,17 +211,19 @@ class FleetReport:
     rows: tuple[FleetRow, ...]
     """The last view of the fleet."""
     staged: tuple[str, ...]
-    """Ready pods that have the version staged (or serve it)."""
+    """Ready pods that have the version (staged or served; loaded, when waiting for loads)."""
     missing: tuple[str, ...]
-    """Ready pods that do not have it staged."""
+    """Ready pods that do not have it."""
     not_ready: tuple[str, ...]
     """Pods that are not ready (they do not count either way)."""
     waited: float
     """Seconds spent waiting."""
+    stage: Stage = "staged"
+    """What was waited for."""
 
     def summary(self) -> str:
         """One line for humans and CI logs."""
-        state = "staged" if self.ok else "NOT staged"
+        state = self.stage if self.ok else f"NOT {self.stage}"
         parts = [f"version {self.version} {state} on {len(self.staged)} ready pod(s)"]
         if self.missing:
             parts.append(f"missing on: {', '.join(self.missing)}")
@@ -160,17 +232,23 @@ class FleetReport:
         return "; ".join(parts) + f" (waited {self.waited:.0f}s)"
 
 
-def _has(row: FleetRow, version: str) -> bool:
+def _has(row: FleetRow, version: str, stage: Stage) -> bool:
+    if stage == "loaded":
+        return row.loaded == version
     return version in row.staged or row.version == version
 
 
 def staged_report(
-    rows: Sequence[FleetRow], version: str, min_ready: int | None, waited: float
+    rows: Sequence[FleetRow],
+    version: str,
+    min_ready: int | None,
+    waited: float,
+    stage: Stage = "staged",
 ) -> FleetReport:
     """Evaluate one view: every ready pod (``min_ready`` None or 0), else ``min_ready`` of them."""
     ready = [r for r in rows if r.ready]
-    have = tuple(r.pod for r in ready if _has(r, version))
-    missing = tuple(r.pod for r in ready if not _has(r, version))
+    have = tuple(r.pod for r in ready if _has(r, version, stage))
+    missing = tuple(r.pod for r in ready if not _has(r, version, stage))
     ok = len(have) >= min_ready if min_ready else bool(ready) and not missing
     return FleetReport(
         ok=ok,
@@ -180,6 +258,7 @@ def staged_report(
         missing=missing,
         not_ready=tuple(r.pod for r in rows if not r.ready),
         waited=waited,
+        stage=stage,
     )
 
 
@@ -194,7 +273,32 @@ def wait_staged(
     interval: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> FleetReport:
-    """Poll the pods until ``version`` is staged where required or ``timeout`` seconds pass.
+    """``wait_for`` the version to be staged (two-phase promotion, before the alias moves)."""
+    return wait_for(
+        namespace,
+        selector,
+        version,
+        min_ready,
+        timeout,
+        client=client,
+        interval=interval,
+        sleep=sleep,
+    )
+
+
+def wait_for(
+    namespace: str,
+    selector: str,
+    version: str,
+    min_ready: int | None,
+    timeout: float,
+    *,
+    stage: Stage = "staged",
+    client: KubeClient | None = None,
+    interval: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FleetReport:
+    """Poll the pods until ``version`` is ``stage`` where required or ``timeout`` seconds pass.
 
     API errors while polling are retried until the timeout (the last one is raised if no view
     of the fleet was ever obtained).
@@ -206,7 +310,7 @@ def wait_staged(
         waited = time.monotonic() - start
         try:
             last = staged_report(
-                collect(namespace, selector, client=client), version, min_ready, waited
+                collect(namespace, selector, client=client), version, min_ready, waited, stage
             )
             error = None
         except KubeError as exc:  # the API may blip during a rollout

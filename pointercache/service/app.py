@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from pointercache.base.log import log
+from pointercache.service.loaded import LoadOptions
 from pointercache.service.refresher import Refresher, RefreshOptions
 from pointercache.service.reporting import Reporter
 from pointercache.service.server import make_app
@@ -43,13 +44,14 @@ async def run(
     metrics: Callable[[], tuple[bytes, str]],
     reporter: Reporter | None = None,
     lock_timeout: float = 15.0,
+    loads: LoadOptions | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code (0).
 
     Takes the volume's single-writer lock (``StoreLocked`` after ``lock_timeout`` seconds),
     recovers leftovers, and reads what the init container published before the first refresh.
     """
-    refresher = Refresher(parts, refresh, telemetry, reporter=reporter)
+    refresher = Refresher(parts, refresh, telemetry, reporter=reporter, loads=loads)
     store = parts.store
     await asyncio.to_thread(store.ensure_layout)
     with store.lock(timeout=lock_timeout):

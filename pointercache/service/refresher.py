@@ -26,6 +26,7 @@ from pointercache.model.pointer import Pointer
 from pointercache.model.revision import Claim, is_rollback, same_version
 from pointercache.resolve.chain import Attempt, Resolution
 from pointercache.resolve.sources import CachingSource, WatchableSource
+from pointercache.service.loaded import LoadOptions, LoadTracker
 from pointercache.service.reporting import Reporter
 from pointercache.service.stale import (
     Verdict,
@@ -65,6 +66,7 @@ class Refresher:
         options: RefreshOptions | None = None,
         telemetry: Telemetry | None = None,
         reporter: Reporter | None = None,
+        loads: LoadOptions | None = None,
     ) -> None:
         self.parts = parts
         self.target = parts.target
@@ -76,6 +78,9 @@ class Refresher:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.telemetry.bind(self.state)
+        self.loads = LoadTracker(parts.store, self.target.model, loads, telemetry=self.telemetry)
+        self.loads.notify, self.loads.collect = self._loads_happened, self.collect
+        self.publisher.holds.append(self.loads.protected)
 
     def load_current(self) -> None:
         """Read what the init container (or an earlier run) published, and its claim."""
@@ -87,6 +92,7 @@ class Refresher:
         self.state.claim = held_claim(self.parts.store, self.state.current)
         if self.state.current is not None and self.state.current.source != "registry":
             self.state.fallback_reason = self.state.current.source_detail
+        self.loads.restore(self.state.current)
 
     def trigger(self) -> None:
         """Ask the loop to refresh now (watch event or ``POST /refresh``)."""
@@ -209,6 +215,7 @@ class Refresher:
             previous=previous.version if previous else None,
             trigger=reason,
         )
+        self.loads.flipped(previous, pointer)
         if not reset:
             await self._report(happening, pointer, f"now serving {pointer.version}")
         return Outcome.ROLLBACK if rollback else Outcome.FLIPPED
@@ -238,6 +245,7 @@ class Refresher:
             previous=None,
             trigger="bootstrap",
         )
+        self.loads.flipped(None, pointer)
         happening = Happening.FLIPPED if pointer.source == "registry" else Happening.FALLBACK
         message = f"now serving {pointer.version} from {pointer.source}"
         await self._report(happening, pointer, message)
@@ -261,12 +269,21 @@ class Refresher:
         self.publisher.protect = {adopted.pointer.digest}
         self.state.record(Happening.PREFETCHED, version=adopted.pointer.version)
 
+    async def collect(self) -> None:
+        """Garbage-collect the volume now, between refreshes (a reload ended)."""
+        async with self._lock:
+            await asyncio.to_thread(self.publisher.collect, self.state.current)
+
+    async def _loads_happened(self, happening: Happening, message: str, fields: Any) -> None:
+        self.state.record(happening, **fields)
+        await self._report(happening, self.state.current, message)
+
     async def _report(self, happening: Happening, pointer: Pointer | None, message: str) -> None:
         if self.reporter is None:
             return
         try:
             staged = [p.version for _, p in self.parts.store.versions(self.target.model)]
-            await self.reporter.report(happening, pointer, message, staged)
+            await self.reporter.report(happening, pointer, message, staged, self.loads.loaded)
         except Exception as exc:
             log.warning("report-failed", event_name=happening.value, error=exc)
 
@@ -285,11 +302,13 @@ class Refresher:
             message = f"serving {current.version} from {current.source}: {current.source_detail}"
             happening = Happening.FALLBACK if fell_back else Happening.STARTED
             await self._report(happening, current, message)
+        self.loads.started()
         try:
             while not stop.is_set():
                 await self._until_stopped(self.safe_refresh("poll"), stop)
                 await self._sleep(stop)
         finally:
+            await self.loads.aclose()
             for task in watchers:
                 task.cancel()
             for task in watchers:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from pointercache.cluster import pods
 from pointercache.model.candidate import DEFAULT_SELECTOR, Selector
+from pointercache.model.loaded import Loaded
 from pointercache.model.pointer import Pointer
 from pointercache.service.state import Happening
 
@@ -25,9 +26,14 @@ class Reporter(Protocol):
     """Receives what the refresher did."""
 
     async def report(
-        self, happening: Happening, pointer: Pointer | None, message: str, staged: Sequence[str]
+        self,
+        happening: Happening,
+        pointer: Pointer | None,
+        message: str,
+        staged: Sequence[str],
+        loaded: Loaded | None = None,
     ) -> None:
-        """Record ``happening``; never raise."""
+        """Record ``happening`` (``loaded``: what the model container serves); never raise."""
         ...
 
 
@@ -55,8 +61,11 @@ _EVENTS: dict[Happening, tuple[str, Literal["Normal", "Warning"]]] = {
     Happening.FALLBACK: (pods.REASON_FALLBACK, "Warning"),
     Happening.STALE_ANSWER: (pods.REASON_STALE_ANSWER, "Warning"),
     Happening.REVISION_RESET: (pods.REASON_REVISION_RESET, "Warning"),
+    Happening.RELOAD_FAILED: (pods.REASON_RELOAD_FAILED, "Warning"),
 }
 """Happenings that become a Kubernetes Event on the pod: (reason, type)."""
+_LOAD_HAPPENINGS = frozenset({Happening.LOADED, Happening.RELOAD_FAILED})
+"""What the model container did: reported on the pod, never mirrored to the cluster LKG."""
 
 
 class KubeReporter:
@@ -94,20 +103,27 @@ class KubeReporter:
         return cls(pod=pod, cluster=cluster, selector=options.selector)
 
     async def report(
-        self, happening: Happening, pointer: Pointer | None, message: str, staged: Sequence[str]
+        self,
+        happening: Happening,
+        pointer: Pointer | None,
+        message: str,
+        staged: Sequence[str],
+        loaded: Loaded | None = None,
     ) -> None:
         """Mirror registry-confirmed pointers, annotate the pod, and emit an Event.
 
         A pointer accepted below the claim the sidecar held (``REVISION_RESET``) overwrites a
-        higher cluster LKG claim of the same registry; any other keeps it.
+        higher cluster LKG claim of the same registry; any other keeps it. A load changes
+        nothing the LKG holds and is not mirrored.
         """
-        if self.cluster is not None and pointer is not None and pointer.source == "registry":
+        mirror = happening not in _LOAD_HAPPENINGS
+        if mirror and self.cluster is not None and pointer and pointer.source == "registry":
             reset = happening is Happening.REVISION_RESET
             await self.cluster.awrite(pointer, self.selector, accepted_lower=reset)
         if self.pod is None:
             return
         if pointer is not None:
-            await self.pod.annotate(pointer, staged)
+            await self.pod.annotate(pointer, staged, loaded)
         if happening in _EVENTS:
             reason, kind = _EVENTS[happening]
             await self.pod.event(reason, message, kind)

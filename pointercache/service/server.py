@@ -1,13 +1,24 @@
 """The sidecar's HTTP surface: health, readiness, status, metrics and a forced refresh.
 
 - ``GET /healthz``: the process is alive (always 200 while the loop runs).
-- ``GET /readyz``: 200 only once a verified model is published.
+- ``GET /startupz``: 200 once a verified model is published (the native sidecar's startup
+  probe: the model container starts only after it passes, so it must not wait for that
+  container).
+- ``GET /readyz``: with ``--ready-when published`` (default) the same as ``/startupz``; with
+  ``--ready-when loaded``, 200 only once the model container has loaded a version staged here
+  (acknowledged, hook or probe). It stays 200 while a newer version reloads or after a reload
+  failed: the pod still serves a verified model, and ``/status`` says which.
 - ``GET /status``: JSON — what is served, from where, how stale, why; the registry claim held
   for it; LKG, staged versions, last registry contact and error, fallback reason, blocked flip,
-  refused (stale) answer and when it will be accepted, recent history.
+  refused (stale) answer and when it will be accepted, what the model container has loaded,
+  recent history.
 - ``GET /metrics``: Prometheus text from the registry the sidecar configured.
 - ``POST /refresh``: re-resolve now, bypassing caches. With ``--admin-token-file`` it needs
   ``Authorization: Bearer <token>``; without one it answers only to loopback clients.
+- ``POST /loaded``: the model container acknowledges a load, ``{"version": ..., "digest": ...}``
+  (``model.loaded.Ack``): 200 with what is now recorded, 400 for a malformed body, 409 with the
+  reason when that version and digest are not staged on the volume. From loopback, or with the
+  admin token.
 """
 
 from __future__ import annotations
@@ -21,7 +32,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pointercache.errors import PointercacheError
+from pointercache.errors import InvalidAck, NotStaged, PointercacheError
+from pointercache.model.loaded import MAX_ACK_BYTES, Ack
 from pointercache.service.refresher import Refresher
 
 REFRESHER = web.AppKey("refresher", Refresher)
@@ -88,6 +100,7 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
         "lkg": {"node": lkg_node},
         "staged": staged,
         "history": list(state.history),
+        **refresher.loads.status(),
     }
 
 
@@ -96,10 +109,21 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: a verified model is published."""
+async def startupz(request: web.Request) -> web.Response:
+    """Start-up: a verified model is published."""
     if request.app[REFRESHER].state.current is None:
         return web.Response(status=503, text="no model published yet\n")
+    return web.Response(text="published\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: a verified model is published (and loaded, with ``--ready-when loaded``)."""
+    refresher = request.app[REFRESHER]
+    if refresher.state.current is None:
+        return web.Response(status=503, text="no model published yet\n")
+    loads = refresher.loads
+    if loads.options.ready_when == "loaded" and not loads.ready:
+        return web.Response(status=503, text="the model container has not loaded a model yet\n")
     return web.Response(text="ready\n")
 
 
@@ -116,14 +140,17 @@ async def metrics_text(request: web.Request) -> web.Response:
     return resp
 
 
+def _loopback(request: web.Request) -> bool:
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
+
+
 def _authorized(request: web.Request) -> bool:
     token_file = request.app.get(TOKEN_FILE)
     if token_file is None:
-        peer = request.remote or ""
-        try:
-            return ipaddress.ip_address(peer).is_loopback
-        except ValueError:
-            return False
+        return _loopback(request)
     try:
         expected = token_file.read_text().strip()
     except OSError:
@@ -148,6 +175,25 @@ async def refresh(request: web.Request) -> web.Response:
     )
 
 
+async def loaded(request: web.Request) -> web.Response:
+    """Record the model container's acknowledgement of a load (``model.loaded.Ack``)."""
+    if not (_loopback(request) or (TOKEN_FILE in request.app and _authorized(request))):
+        return _json({"error": "forbidden"}, status=403)
+    body = b""
+    while len(body) <= MAX_ACK_BYTES:  # at most one byte past the limit is ever read
+        chunk = await request.content.read(MAX_ACK_BYTES + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    try:
+        mark = await request.app[REFRESHER].loads.acknowledge(Ack.parse(body))
+    except InvalidAck as exc:
+        return _json({"error": str(exc)}, status=400)
+    except NotStaged as exc:
+        return _json({"error": str(exc)}, status=409)
+    return _json({"loaded": mark.to_dict()})
+
+
 def make_app(
     refresher: Refresher,
     *,
@@ -161,8 +207,10 @@ def make_app(
     if admin_token_file is not None:
         app[TOKEN_FILE] = admin_token_file
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/startupz", startupz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics_text)
     app.router.add_post("/refresh", refresh)
+    app.router.add_post("/loaded", loaded)
     return app

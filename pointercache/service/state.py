@@ -65,6 +65,10 @@ class Happening(enum.StrEnum):
     BOOTSTRAP_FAILED = "bootstrap-failed"
     PREFETCHED = "prefetched"
     PREFETCH_FAILED = "prefetch-failed"
+    LOADED = "loaded"
+    """The model container has loaded a version (acknowledged, hook or probe)."""
+    RELOAD_FAILED = "reload-failed"
+    """The reload after a flip was refused or did not finish within --on-flip-timeout."""
 
 
 WARNINGS = frozenset(

@@ -12,6 +12,10 @@ Few metrics, each named for the question it answers:
 - ``pointercache_fallbacks_total`` (by source): how often did we serve without a registry?
 - ``pointercache_signature_blocks_total``: how often did the signature gate refuse a flip?
 - ``pointercache_download_bytes_total`` / ``pointercache_download_seconds``: what did fetching cost?
+- ``pointercache_loaded_info`` (gauge = 1, attributes model/version/digest/via): what has the model
+  container loaded? Absent until something is known.
+- ``pointercache_flip_to_loaded_seconds`` (histogram): how long from a flip to the load?
+- ``pointercache_reload_failures_total``: how often did a reload fail or time out?
 
 Durations are in seconds with explicit bucket bounds sized for what they measure (the SDK's
 default bounds are meant for milliseconds). Counters start at 0 for every outcome and source, so
@@ -29,6 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from pointercache.service.state import Outcome
 
 if TYPE_CHECKING:
+    from pointercache.service.loaded import LoadTracker
     from pointercache.service.state import RefreshState
 
 REFRESH_BUCKETS = (
@@ -68,6 +73,24 @@ DOWNLOAD_BUCKETS = (
     3600.0,
 )
 """Seconds: from a small model on a near store to tens of GiB across regions."""
+LOAD_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+"""Seconds: a hot swap of a small model takes milliseconds, loading a large one minutes."""
 OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.ERROR)
 """Outcomes a refresh is counted with (``error``, a crash inside the refresh, is only logged)."""
 FALLBACK_SOURCES = ("lkg-node", "lkg-cluster", "pinned")
@@ -80,6 +103,7 @@ class Telemetry:
     def __init__(self, meter: metrics.Meter | None = None) -> None:
         self.meter = meter or metrics.get_meter("pointercache")
         self._state: RefreshState | None = None
+        self._loads: LoadTracker | None = None
         self._refresh_duration = self.meter.create_histogram(
             "pointercache_refresh_duration_seconds",
             unit="s",
@@ -123,6 +147,22 @@ class Telemetry:
             unit="s",
             description="Seconds since a registry last confirmed the served version",
         )
+        self._flip_to_loaded = self.meter.create_histogram(
+            "pointercache_flip_to_loaded_seconds",
+            unit="s",
+            description="Wall time from a flip to the model container having loaded the version",
+            explicit_bucket_boundaries_advisory=list(LOAD_BUCKETS),
+        )
+        self._reload_failures = self.meter.create_counter(
+            "pointercache_reload_failures_total",
+            description="Reloads after a flip that were refused or did not finish in time",
+        )
+        self.meter.create_observable_gauge(
+            "pointercache_loaded_info",
+            callbacks=[self._loaded],
+            description="1 for the version the model container has loaded, with how it was learnt",
+        )
+        self._reload_failures.add(0)
         for outcome in OUTCOMES:
             self._refreshes.add(0, {"outcome": outcome})
         for source in FALLBACK_SOURCES:
@@ -134,6 +174,18 @@ class Telemetry:
     def bind(self, state: RefreshState) -> None:
         """Report from ``state`` in the observable gauges."""
         self._state = state
+
+    def bind_loads(self, loads: LoadTracker) -> None:
+        """Report what ``loads`` knows the model container has loaded."""
+        self._loads = loads
+
+    def loaded(self, seconds: float) -> None:
+        """Record the time from a flip to the load of its version."""
+        self._flip_to_loaded.record(seconds)
+
+    def reload_failed(self) -> None:
+        """Count a reload that was refused or gave up."""
+        self._reload_failures.add(1)
 
     def refreshed(self, outcome: Outcome, seconds: float) -> None:
         """Count one refresh and its duration."""
@@ -166,6 +218,19 @@ class Telemetry:
             "version": current.version,
             "digest": current.digest.removeprefix("sha256:")[:12],
             "source": current.source,
+        }
+        return [Observation(1, attrs)]
+
+    def _loaded(self, _options: CallbackOptions) -> Iterable[Observation]:
+        loads = self._loads
+        mark = loads.loaded if loads is not None else None
+        if loads is None or mark is None:
+            return []
+        attrs: dict[str, Any] = {
+            "model": loads.model,
+            "version": mark.version,
+            "digest": mark.digest.removeprefix("sha256:")[:12],
+            "via": mark.via.value,
         }
         return [Observation(1, attrs)]
 

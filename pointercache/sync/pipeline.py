@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,6 +90,8 @@ class Publisher:
         """The pod's selector: the node LKG entry written is this selector's."""
         self.protect: set[str] = set()
         """Digests garbage collection must keep besides the current one (a prefetched candidate)."""
+        self.holds: list[Callable[[], Collection[str]]] = []
+        """More digests to keep, asked at each collection (what the model container serves)."""
 
     @classmethod
     def for_parts(cls, parts: Parts) -> Publisher:
@@ -174,10 +177,16 @@ class Publisher:
         return adopted
 
     def _after_publish(self, pointer: Pointer) -> None:
-        protect: set[str] = {pointer.digest, *self.protect}
+        if self.lkg is not None and pointer.source == "registry":
+            self.lkg.write(pointer, self.selector)
+        self.collect(pointer)
+
+    def collect(self, current: Pointer | None = None) -> None:
+        """Garbage-collect the store, keeping ``current``, ``protect``, ``holds`` and LKGs."""
+        protect: set[str] = {*self.protect, *(d for hold in self.holds for d in hold())}
+        if current is not None:
+            protect.add(current.digest)
         if self.lkg is not None:
-            if pointer.source == "registry":
-                self.lkg.write(pointer, self.selector)
             protect |= self.lkg.referenced_digests()
         removed = self.store.gc(protect)
         if removed:

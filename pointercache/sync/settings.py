@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args
 from pointercache.errors import ConfigError, InvalidPointer
 from pointercache.model.candidate import Selector
 from pointercache.model.pointer import check_model_name
+from pointercache.model.loaded import ReadyWhen, UrlTemplate, parse_hooks, parse_probe
 from pointercache.model.signature import Mode, Unsigned
 
 ENV_PREFIX = "POINTERCACHE_"
@@ -158,6 +159,36 @@ class Settings:
         "(needs --pod-name, --pod-namespace and the chart's RBAC)",
         roles=(SIDECAR,),
     )
+    on_flip_url: tuple[UrlTemplate, ...] = _opt(
+        [],
+        "URL POSTed after each flip to make the model server reload, repeatable; "
+        "{model}, {version}, {digest} and {path} are replaced; a 2xx answer means loaded",
+        roles=(SIDECAR,),
+        repeat=True,
+        parse=parse_hooks,
+        metavar="URL",
+    )
+    loaded_probe_url: UrlTemplate | None = _opt(
+        None,
+        "URL polled (GET) after each flip until it answers 2xx, then the version counts as "
+        "loaded; same placeholders as --on-flip-url",
+        roles=(SIDECAR,),
+        parse=parse_probe,
+        metavar="URL",
+    )
+    on_flip_timeout: float = _opt(
+        120.0,
+        "seconds a reload may take after a flip (hooks with retries, probe, or the model "
+        "container's acknowledgement) before it counts as failed",
+        roles=(SIDECAR,),
+    )
+    ready_when: ReadyWhen = _opt(
+        "published",
+        "when /readyz answers 200: published (a verified model is on the volume) or loaded "
+        "(the model container has loaded one)",
+        roles=(SIDECAR,),
+        choices=get_args(ReadyWhen),
+    )
     log_level: LogLevel = _opt("info", "debug, info, warning or error", choices=get_args(LogLevel))
 
     def _validate_kubernetes(self) -> None:
@@ -181,7 +212,7 @@ class Settings:
         pinned = (self.pinned_version, self.pinned_uri, self.pinned_digest)
         if any(pinned) and not (self.pinned_version and self.pinned_uri):
             raise ConfigError("--pinned-version and --pinned-uri go together")
-        for name in ("registry_timeout", "deadline", "poll_interval"):
+        for name in ("registry_timeout", "deadline", "poll_interval", "on_flip_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         self._validate_kubernetes()

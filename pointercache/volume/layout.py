@@ -7,6 +7,7 @@ Shared volume (``--root``; DESIGN.md section 2)::
     current      -> versions/<model>/<version>-<digest12>      the single commit point
     versions/<model>/<version>-<digest12>/{model,pointer.json,claim.json}
     .staging/    in-progress work;  .lock  single-writer lock
+    .state/loaded.json   what the model container last reported loaded (the sidecar's memory)
 
 Only ``model``, ``pointer.json`` and ``current`` are the API; the rest is an implementation detail.
 ``<model>`` here and below is ``disk_name(model)``: a registry may call a model ``Credit Risk``.
@@ -44,6 +45,10 @@ STAGING = ".staging"
 """In-progress work; never referenced by ``current``."""
 LOCK = ".lock"
 """The shared volume's single-writer ``flock`` file."""
+STATE = ".state"
+"""The sidecar's own small documents, kept across its restarts (not across pods)."""
+LOADED = "loaded.json"
+"""Inside ``STATE``: the version the model container last reported loaded."""
 
 CAS = "cas/sha256"
 """The node's content-addressed artifact cache, one directory per sha256 hex digest."""

@@ -9,6 +9,7 @@
       versions/<model>/<version>-<digest12>/{model,pointer.json}  complete, verified, durable
       .staging/    in-progress work (fetches, version dirs being built, versions being deleted)
       .lock        single-writer lock (flock)
+      .state/      the sidecar's small documents (``save_state``), kept across its restarts
 
 A version directory is built inside ``.staging`` (the artifact made durable by one ``syncfs`` of
 the volume, or an fsync per file where syncfs is unavailable, then moved in; ``pointer.json``
@@ -161,6 +162,8 @@ class Store:
         with _translate("recover"):
             removed += sorted(self.staging_dir.iterdir())
             dirs = [self.root, *self._model_dirs()]
+            if (self.root / layout.STATE).is_dir():
+                dirs.append(self.root / layout.STATE)
             dirs += [v for d in dirs[1:] for v in d.iterdir() if v.is_dir()]
             removed += [p for d in dirs for p in d.iterdir() if p.name.startswith(TMP_PREFIX)]
             for path in removed:
@@ -374,6 +377,28 @@ class Store:
         if removed:
             log.debug("store-gc", root=str(self.root), removed=[p.name for p in removed])
         return removed
+
+    def save_state(self, name: str, data: bytes) -> None:
+        """Durably replace the document ``.state/<name>`` (a name from ``layout``)."""
+        self._require_lock()
+        with _translate("save-state"):
+            state = self.root / layout.STATE
+            if not state.is_dir():
+                state.mkdir()
+                fsync_dir(self.root)
+            atomic_write_bytes(state / name, data, write=self._write)
+
+    def read_state(self, name: str, max_bytes: int) -> bytes | None:
+        """The document ``.state/<name>``, or None if absent or larger than ``max_bytes``."""
+        path = self.root / layout.STATE / name
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"{path}: unreadable ({exc.strerror})") from exc
+        return None if len(data) > max_bytes else data
 
     def _model_dirs(self, model: str | None = None) -> list[Path]:
         if model is not None:

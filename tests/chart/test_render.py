@@ -79,7 +79,7 @@ def test_native_sidecar_is_a_restartable_init_container_after_init() -> None:
     assert [c["name"] for c in pod["containers"]] == ["model"]
     sidecar = pod["initContainers"][1]
     assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "pc-status"}
+    assert sidecar["startupProbe"]["httpGet"] == {"path": "/startupz", "port": "pc-status"}
     assert "restartPolicy" not in pod["initContainers"][0]
 
 
@@ -108,6 +108,35 @@ def test_sidecar_probes_and_port(values_file: str) -> None:
     assert sidecar["ports"] == [{"name": "pc-status", "containerPort": 8787, "protocol": "TCP"}]
     assert env_map(sidecar)["POINTERCACHE_LISTEN"]["value"] == "0.0.0.0:8787"
     assert sidecar["args"] == ["sidecar"]
+
+
+def test_readiness_means_loaded_without_a_startup_deadlock() -> None:
+    """The example runs the sidecar with readyWhen=loaded and its server acknowledges loads on
+    loopback; the native sidecar's startupProbe stays on /startupz, so the model container
+    (which sends the acknowledgement) can start."""
+    pod = render(EXAMPLE).pod
+    sidecar = next(c for c in pod["initContainers"] if c["name"] == "pointercache-sidecar")
+    assert env_map(sidecar)["POINTERCACHE_READY_WHEN"]["value"] == "loaded"
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/startupz"
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    model = render(EXAMPLE).container("model")
+    assert "--ack-url=http://127.0.0.1:8787" in model["args"]
+
+
+def test_reload_hooks_become_sidecar_settings() -> None:
+    """sidecar.reload renders --on-flip-url (space-separated), the probe and the timeout."""
+    env = env_map(render(EXAMPLE, "full.yaml").container("pointercache-sidecar"))
+    assert env["POINTERCACHE_ON_FLIP_URL"]["value"] == (
+        "http://127.0.0.1:8080/v2/repository/models/{model}/load "
+        "http://127.0.0.1:9090/-/reload?version={version}"
+    )
+    assert env["POINTERCACHE_LOADED_PROBE_URL"]["value"] == (
+        "http://127.0.0.1:8080/v2/models/{model}/ready"
+    )
+    assert env["POINTERCACHE_ON_FLIP_TIMEOUT"]["value"] == "300"
+    minimal = env_map(render(CONSUMER).container("pointercache-sidecar"))
+    assert minimal["POINTERCACHE_READY_WHEN"]["value"] == "published"
+    assert "POINTERCACHE_ON_FLIP_URL" not in minimal
 
 
 def test_model_container_probes_gate_on_the_loaded_model() -> None:

@@ -70,6 +70,32 @@ SCHEMA_RULES = [
         id="unsigned-model-enum",
     ),
     pytest.param(
+        pc(sidecar={"readyWhen": "served"}), "at '/sidecar/readyWhen'", id="ready-when-enum"
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"onFlipUrls": "http://127.0.0.1/load"}}),
+        "at '/sidecar/reload/onFlipUrls': got string, want array",
+        id="hooks-list",
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"onFlipUrls": ["unix:///run/model.sock"]}}),
+        "at '/sidecar/reload/onFlipUrls/0'",
+        id="hook-scheme",
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"onFlipUrls": ["http://127.0.0.1/a b"]}}),
+        "at '/sidecar/reload/onFlipUrls/0'",
+        id="hook-no-space",  # the environment variable is a space-separated list
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"loadedProbeUrl": "127.0.0.1:8080/ready"}}),
+        "at '/sidecar/reload/loadedProbeUrl'",
+        id="probe-scheme",
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"timeout": 0}}), "at '/sidecar/reload/timeout'", id="reload-timeout"
+    ),
+    pytest.param(
         {"ingress": {"rateLimit": {"rps": 50}}},
         "additional properties 'rateLimit' not allowed",
         id="ingress-nginx-rate-limit-gone",
@@ -147,6 +173,11 @@ GUARDS = [
         pc(nodeCache={"type": "hostPath", "hostPath": "/"}),
         "must not be the node's root",
         id="host-path-root",
+    ),
+    pytest.param(
+        pc(sidecar={"reload": {"onFlipUrls": ["http://admin:pw@127.0.0.1:8080/load"]}}),
+        "carries credentials in the URI",
+        id="hook-userinfo",
     ),
     pytest.param(
         pc(nodeCache={"type": "pvc", "claimName": "c", "prepare": True}),

@@ -6,8 +6,11 @@ from datetime import datetime
 
 import kmock as kmocklib
 
-from pointercache.cluster.pods import REASON_FLIP_BLOCKED, PodReporter
+from pointercache.cluster.pods import LOADED, REASON_FLIP_BLOCKED, PodReporter
+from pointercache.model.loaded import Loaded, Via
 from pointercache.model.pointer import Pointer
+from pointercache.service.reporting import KubeReporter
+from pointercache.service.state import Happening
 from tests.helpers import make_pointer
 from tests.kube_api import kmock_url, status
 
@@ -56,6 +59,7 @@ async def test_annotate_sends_this_merge_patch(kmock, make_client):
                 "pointercache.dev/source": "lkg-node",
                 "pointercache.dev/staged": "8,9,10",
                 "pointercache.dev/registry-seen-at": "2026-01-01T00:00:00.000Z",
+                "pointercache.dev/loaded": None,
             }
         }
     }
@@ -147,3 +151,29 @@ async def test_annotate_removes_seen_at_when_never_seen(kmock, make_client):
     assert patch.data["metadata"]["annotations"]["pointercache.dev/registry-seen-at"] is None
     notes = kmock.objects["v1/pods", "ml", "server-0"]["metadata"]["annotations"]
     assert "pointercache.dev/registry-seen-at" not in notes
+
+
+async def test_annotate_says_what_the_model_container_loaded(kmock, make_client):
+    """With a load known, pointercache.dev/loaded holds it as JSON that reads back; a new load
+    is sent at once (it is not throttled like registry-seen-at)."""
+    add_pod(kmock)
+    reporter = PodReporter("ml", "server-0", client=make_client(kmock_url(kmock)), seen_every=3600)
+    old = Loaded("8", "sha256:" + "12" * 32, Via.ACK, "2026-01-01T00:00:00.000Z")
+    assert await reporter.annotate(pointer(), ["8", "9"], old)
+    new = Loaded("9", DIGEST, Via.HOOK, "2026-01-01T00:00:05.000Z")
+    assert await reporter.annotate(pointer(), ["8", "9"], new)
+    notes = kmock.objects["v1/pods", "ml", "server-0"]["metadata"]["annotations"]
+    assert Loaded.parse(notes[LOADED]) == new
+
+
+async def test_a_failed_reload_is_a_warning_event(kmock, make_client):
+    """The reporter turns a reload-failed happening into a ReloadFailed Warning on the pod."""
+    add_pod(kmock)
+    pod = PodReporter("ml", "server-0", client=make_client(kmock_url(kmock)))
+    reporter = KubeReporter(pod=pod, cluster=None)
+    await reporter.report(
+        Happening.RELOAD_FAILED, pointer(), "version 9 not loaded: HTTP 500", ["9"]
+    )
+    posts = [r.data for r in kmock if r.method.value == "POST"]
+    assert [(e["reason"], e["type"]) for e in posts] == [("ReloadFailed", "Warning")]
+    assert posts[0]["message"] == "version 9 not loaded: HTTP 500"

@@ -79,10 +79,17 @@ class Sidecar:
         return None
 
     def get(
-        self, path: str, *, headers: dict[str, str] | None = None, method: str = "GET"
+        self,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+        body: bytes | None = None,
     ) -> tuple[int, bytes]:
         """An HTTP request to the status server: (status, body)."""
-        req = urllib.request.Request(self.url + path, method=method, headers=headers or {})
+        req = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, resp.read()

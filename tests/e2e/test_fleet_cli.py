@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import World
 from tests.e2e.helpers import cli
-from tests.fleet.test_view import D8, D9, add_pod
+from tests.fleet.test_view import D8, D9, add_pod, mark
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ async def test_fleet_shows_pods_and_gates_on_skew(api, cli_env: dict[str, str]) 
     assert "rec-a" in shown.stdout and "rec-b" in shown.stdout and "lkg-node" in shown.stdout
     gated = await run(env, "fleet", "-n", "ml", "-l", "app=rec", "--max-skew", "0")
     assert gated.returncode == 1
-    assert "skew 1 exceeds --max-skew 0" in gated.stderr
+    assert "skew 1 (by published) exceeds --max-skew 0" in gated.stderr
     rows = json.loads((await run(env, "fleet", "-n", "ml", "-l", "app=rec", "--json")).stdout)
     assert {r["pod"]: r["version"] for r in rows} == {"rec-a": "8", "rec-b": "9"}
 
@@ -127,3 +127,41 @@ async def test_promote_refuses_an_unknown_version(
     assert proc.returncode == 1
     assert "version '9' is not in" in proc.stderr
     assert json.loads(world.manifest.read_text())["revision"] == 1
+
+
+async def test_fleet_counts_skew_on_loaded_versions_and_names_the_laggard(
+    api, cli_env: dict[str, str]
+) -> None:
+    """Both pods publish 9 but one model container still serves 8: skew 1 by loaded (the
+    default once loads are reported), 0 by published; the laggard is named."""
+    handler, kubeconfig = api
+    add_pod(handler, "rec-a", version="9", digest=D9, loaded=mark("9", D9))
+    add_pod(handler, "rec-b", version="9", digest=D9, loaded=mark("8", D8))
+    env = cli_env | {"KUBECONFIG": str(kubeconfig)}
+    gated = await run(env, "fleet", "-n", "ml", "-l", "app=rec", "--max-skew", "0")
+    assert gated.returncode == 1, gated.stderr
+    assert "not loaded: rec-b (loaded 8, published 9)" in gated.stdout
+    assert "skew 1 (by loaded) exceeds" in gated.stderr
+    published = await run(
+        env, "fleet", "-n", "ml", "-l", "app=rec", "--max-skew", "0", "--by", "published"
+    )
+    assert published.returncode == 0, published.stderr
+
+
+async def test_promote_waits_for_loads_and_names_who_did_not_reload(
+    api, world: World, cli_env: dict[str, str]
+) -> None:
+    """--wait loaded moves the alias once staged, then exits 1 naming the pod whose model
+    container has not loaded the new version; once it has, promote --wait loaded exits 0."""
+    handler, kubeconfig = api
+    add_pod(handler, "rec-a", staged="1,2", version="2", digest=D9, loaded=mark("2", D9))
+    add_pod(handler, "rec-b", staged="1,2", version="2", digest=D9, loaded=mark("1", D8))
+    env = cli_env | {"KUBECONFIG": str(kubeconfig)}
+    proc = await promote(env, world, "2", "--timeout", "2", "--wait", "loaded")
+    assert proc.returncode == 1, proc.stderr
+    assert "version 2 NOT loaded on 1 ready pod(s); missing on: rec-b" in proc.stdout
+    assert json.loads(world.manifest.read_text())["aliases"]["production"] == "2"
+    add_pod(handler, "rec-b", staged="1,2", version="2", digest=D9, loaded=mark("2", D9))
+    again = await promote(env, world, "2", "--timeout", "10", "--wait", "loaded")
+    assert again.returncode == 0, again.stderr
+    assert "version 2 loaded on 2 ready pod(s)" in again.stdout

@@ -14,6 +14,7 @@ from pointercache.fleet.view import (
     skew_exit_code,
     wait_staged,
 )
+from pointercache.model.loaded import Loaded, Via
 from tests.helpers import await_until as eventually
 from tests.kube_api import kmock_url
 
@@ -31,8 +32,11 @@ def add_pod(
     staged: str = "8",
     source: str = "registry",
     seen: str = "2026-01-01T00:09:30Z",
+    loaded: str | None = None,
 ) -> None:
     notes = {"team": "search"}
+    if loaded is not None:
+        notes["pointercache.dev/loaded"] = loaded
     if version is not None:
         notes |= {
             "pointercache.dev/version": version,
@@ -82,6 +86,7 @@ async def test_collect_rows_from_annotations_and_readiness(kmock, make_client):
         "POD",
         "READY",
         "VERSION",
+        "LOADED",
         "DIGEST",
         "SOURCE",
         "STAGED",
@@ -91,13 +96,14 @@ async def test_collect_rows_from_annotations_and_readiness(kmock, make_client):
         "rec-b",
         "yes",
         "9",
+        "-",
         "9" * 12,
         "lkg-node",
         "8,9",
         "10m",
     ]
-    assert table.splitlines()[3].split() == ["rec-c", "no", "-", "-", "-", "-", "-"]
-    assert table.splitlines()[-1] == "skew: 1"
+    assert table.splitlines()[3].split() == ["rec-c", "no", "-", "-", "-", "-", "-", "-"]
+    assert table.splitlines()[-1] == "skew: 1 (by published)"
 
 
 def row(pod: str, version: str | None, *, ready: bool = True, digest: str = D8) -> FleetRow:
@@ -174,3 +180,91 @@ def test_no_ready_pod_is_not_staged():
     """With no ready pod at all, 'every ready pod' is not satisfied."""
     report = fleet.staged_report([row("a", "9", ready=False)], "9", None, 0.0)
     assert not report.ok
+
+
+def mark(version: str, digest: str, via: str = "ack") -> str:
+    """A ``pointercache.dev/loaded`` annotation."""
+    return Loaded(version, digest, Via(via), "2026-01-01T00:09:00.000Z").to_json()
+
+
+def loaded_row(pod: str, version: str, loaded: str | None, *, ready: bool = True) -> FleetRow:
+    digests = {"8": D8, "9": D9}
+    return FleetRow(
+        pod,
+        ready,
+        version,
+        None,
+        None,
+        (),
+        None,
+        digests[version],
+        loaded,
+        digests.get(loaded or ""),
+        "ack" if loaded else None,
+    )
+
+
+async def test_the_loaded_column_names_pods_that_did_not_reload(kmock, make_client):
+    """A pod whose model container still serves 8 after publishing 9 is marked and named; skew
+    is counted on loaded versions by default, and on published ones with by=published."""
+    add_pod(kmock, "rec-a", version="9", digest=D9, staged="8,9", loaded=mark("9", D9, "hook"))
+    add_pod(kmock, "rec-b", version="9", digest=D9, staged="8,9", loaded=mark("8", D8))
+    add_pod(kmock, "rec-c", version="9", digest=D9, staged="9", loaded="{not json")
+    client = make_client(kmock_url(kmock))
+    rows = await asyncio.to_thread(collect, "ml", "app=rec", client=client, now=NOW)
+    assert [(r.loaded, r.loaded_via) for r in rows] == [("9", "hook"), ("8", "ack"), (None, None)]
+    assert fleet.default_by(rows) == "loaded"
+    assert skew(rows, "loaded") == 1 and skew(rows, "published") == 0
+    lines = render_table(rows).splitlines()
+    assert lines[1].split()[3] == "9" and lines[2].split()[3] == "8*" and lines[3].split()[3] == "-"
+    assert lines[-2] == "skew: 1 (by loaded)"
+    assert lines[-1] == (
+        "not loaded: rec-b (loaded 8, published 9), rec-c (loaded nothing reported, published 9)"
+    )
+    assert render_table(rows, "published").splitlines()[-1] == "skew: 0 (by published)"
+
+
+def test_skew_by_loaded_leaves_out_pods_that_report_nothing_and_unready_pods():
+    """Only ready pods that report a load count for loaded skew."""
+    rows = [
+        loaded_row("a", "9", "9"),
+        loaded_row("b", "9", None),
+        loaded_row("c", "9", "8", ready=False),
+    ]
+    assert skew(rows, "loaded") == 0
+    assert [r.pod for r in fleet.behind(rows)] == ["b"]
+    assert skew_exit_code([loaded_row("a", "9", "9"), loaded_row("b", "9", "8")], 0, "loaded") == 1
+
+
+async def test_wait_for_loaded_names_the_pods_still_on_the_old_version(kmock, make_client):
+    """Waiting for loads succeeds once every ready pod's model container has the version; on
+    timeout it names those that have not."""
+    add_pod(kmock, "rec-a", version="9", digest=D9, loaded=mark("9", D9))
+    add_pod(kmock, "rec-b", version="9", digest=D9, loaded=mark("8", D8))
+    client = make_client(kmock_url(kmock))
+    report = await asyncio.to_thread(
+        fleet.wait_for,
+        "ml",
+        "app=rec",
+        "9",
+        None,
+        0.3,
+        stage="loaded",
+        client=client,
+        interval=0.05,
+    )
+    assert not report.ok and report.missing == ("rec-b",)
+    assert report.summary().startswith("version 9 NOT loaded on 1 ready pod(s); missing on: rec-b")
+    add_pod(kmock, "rec-b", version="9", digest=D9, loaded=mark("9", D9))
+    report = await asyncio.to_thread(
+        fleet.wait_for,
+        "ml",
+        "app=rec",
+        "9",
+        None,
+        5.0,
+        stage="loaded",
+        client=client,
+        interval=0.05,
+    )
+    assert report.ok and report.staged == ("rec-a", "rec-b")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import orjson
 import pytest
 
 from tests.conftest import REPO
+from tests.e2e.helpers import Sidecar, run_init
+from tests.helpers import MODEL, make_artifact, wait_until, write_manifest
 from tests.image.conftest import linear_model, publish
 
 sys.path.insert(0, str(REPO / "examples"))
@@ -117,3 +120,47 @@ def test_refuses_malformed_models(tmp_path: Path, data: bytes, message: str) -> 
     (tmp_path / "m.json").write_bytes(data)
     with pytest.raises(ModelError, match=message):
         load(tmp_path / "m.json")
+
+
+def test_the_example_server_acknowledges_each_load_to_a_real_sidecar(
+    tmp_path: Path, start_server: Any, cli_env: dict[str, str]
+) -> None:
+    """With --ack-url the sidecar (--ready-when loaded) becomes ready once the server loaded v1,
+    then sees v2 loaded via ack; a v3 the server cannot load is never acknowledged: the reload
+    fails after --on-flip-timeout and /status still shows v2 loaded."""
+    registry = tmp_path / "registry.json"
+    for version, data in (
+        ("1", linear_model({"a": 1.0}, 0.0)),
+        ("2", linear_model({"a": 2.0}, 0.0)),
+        ("3", b'{"kind": "tree"}'),
+    ):
+        make_artifact(tmp_path, version, files={"model.json": data})
+    write_manifest(registry, tmp_path, revision=1, aliases={"production": "1"})
+    common = ["--model", MODEL, "--registry", registry.as_uri(), "--root", str(tmp_path / "pc")]
+    assert run_init(cli_env, *common, "--termination-log", str(tmp_path / "term")).returncode == 0
+    sidecar = Sidecar(
+        cli_env,
+        [*common, "--poll-interval", "3600", "--ready-when", "loaded", "--on-flip-timeout", "2"],
+    )
+    try:
+        assert sidecar.get("/readyz")[0] == 503
+        server = start_server(
+            [*server_argv(tmp_path / "pc"), f"--ack-url={sidecar.url}"], server_env(tmp_path)
+        )
+        wait_until(lambda: sidecar.get("/readyz")[0] == 200)
+        assert sidecar.status()["loaded"]["version"] == "1"
+        write_manifest(registry, tmp_path, revision=2, aliases={"production": "2"})
+        loaded = wait_until(lambda: (sidecar.status()["loaded"] or {}).get("version") == "2")
+        assert loaded
+        doc = sidecar.status()
+        assert doc["loaded"]["via"] == "ack" and doc["reload"]["state"] == "loaded"
+        assert server.post("/predict", b'{"features": {"a": 3}}')[1]["prediction"] == 6.0
+        write_manifest(registry, tmp_path, revision=3, aliases={"production": "3"})
+        wait_until(lambda: sidecar.status()["reload"]["state"] == "failed", timeout=30)
+        doc = sidecar.status()
+        assert doc["current"]["version"] == "3"
+        assert doc["loaded"]["version"] == "2" and doc["loaded"]["current"] is False
+        assert "not loaded within 2s" in doc["reload"]["error"]
+        assert sidecar.get("/readyz")[0] == 200  # still serving a verified model: v2
+    finally:
+        sidecar.stop(signal.SIGKILL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from pointercache import reader
 from tests.e2e.conftest import World
 from tests.e2e.helpers import MODEL, Sidecar, make_artifact, run_init, wait_until, write_manifest
 
@@ -45,6 +47,18 @@ class Monitored:
         count = self.count(event)
         self.world.publish(revision, production)
         wait_until(lambda: self.count(event) > count)
+
+    def acknowledge(self) -> dict[str, object]:
+        """``POST /loaded`` of the version published now, as a model container would."""
+        model = reader.current(self.world.root)
+        assert model is not None
+        body = json.dumps({"version": model.pointer.version, "digest": model.pointer.digest})
+        request = urllib.request.Request(
+            self.sidecar.url + "/loaded", data=body.encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            answer: dict[str, object] = json.loads(resp.read())["loaded"]
+        return answer
 
     def count(self, event: str) -> int:
         """How many times the sidecar has logged ``event``."""

@@ -50,8 +50,11 @@ def bounds(metric: Metric) -> list[float]:
 
 
 def test_every_documented_metric_is_exported_with_its_type(monitored: Monitored) -> None:
-    """After a flip, /metrics holds each documented family with the documented type, no other."""
+    """After a flip the model container acknowledged, /metrics holds each documented family with
+    the documented type, and no other."""
+    monitored.acknowledge()
     monitored.publish(2, "2", "flipped")
+    monitored.acknowledge()
     metrics = monitored.scrape()
     documented = documented_metrics()
     for name, kind in documented.items():
@@ -68,6 +71,27 @@ def test_durations_have_bucket_bounds_in_seconds(monitored: Monitored) -> None:
     download = bounds(family(metrics, "pointercache_download_seconds"))
     assert refresh[0] <= 0.01 and refresh[-1] >= 300
     assert download[0] <= 0.25 and download[-1] >= 1800
+
+
+def test_flip_to_loaded_runs_from_the_flip_to_the_acknowledgement(monitored: Monitored) -> None:
+    """The histogram records the seconds between the flip and the ack of the new version, and
+    loaded_info names the acknowledged version with the served one's digest label."""
+    monitored.acknowledge()
+    started = time.monotonic()
+    monitored.publish(2, "2", "flipped")
+    time.sleep(0.5)
+    monitored.acknowledge()
+    took = elapsed_since(started)
+    metrics = monitored.scrape()
+    histogram = family(metrics, "pointercache_flip_to_loaded_seconds")
+    assert value(histogram, "pointercache_flip_to_loaded_seconds_count") == 1
+    assert 0.5 <= value(histogram, "pointercache_flip_to_loaded_seconds_sum") <= took
+    assert bounds(histogram)[0] <= 0.01 and bounds(histogram)[-1] >= 600
+    served = family(metrics, "pointercache_served_info").samples[0].labels
+    loaded = family(metrics, "pointercache_loaded_info").samples[0].labels
+    assert (loaded["version"], loaded["digest"], loaded["via"]) == ("2", served["digest"], "ack")
+    failures = family(metrics, "pointercache_reload_failures_total")
+    assert value(failures, "pointercache_reload_failures_total") == 0
 
 
 def test_counters_start_at_zero_for_every_outcome_and_source(monitored: Monitored) -> None:

@@ -1,7 +1,9 @@
 """A real Prometheus scrapes a real sidecar: every rule and dashboard expression evaluates.
 
 The sidecar serves v1, flips to v2 (a download), refuses v3 (the signature gate), flips to v4 (a
-second download) and confirms v4; Prometheus scrapes it every second with the rules loaded.
+second download) and confirms v4; the model container acknowledged v1, v2 and v4, then v2 again
+(it still serves v2: behind the published v4).
+Prometheus scrapes it every second with the rules loaded.
 Expressions are sent through the HTTP API with the dashboard's variables set to "All".
 """
 
@@ -165,10 +167,13 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     prometheus = start_prometheus(base, sidecar.url.removeprefix("http://"))
     try:
         scraped_since(prometheus, 'count_over_time(up{job="pointercache"}[1m])', 2)
+        monitored.acknowledge()
         count = monitored.count("flipped")
         world.publish(2, "2", signatures=SIGNATURES)
         wait_until(lambda: monitored.count("flipped") > count)
+        monitored.acknowledge()
         scraped_since(prometheus, "pointercache_download_seconds_count", 1)
+        scraped_since(prometheus, "pointercache_flip_to_loaded_seconds_count", 1)
         count = monitored.count("flip-blocked")
         world.publish(3, "3", signatures=SIGNATURES)
         wait_until(lambda: monitored.count("flip-blocked") > count)
@@ -176,15 +181,32 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
         count = monitored.count("flipped")
         world.publish(4, "4", signatures=SIGNATURES)
         wait_until(lambda: monitored.count("flipped") > count)
+        monitored.acknowledge()
         assert monitored.refresh() == "unchanged"
         scraped_since(prometheus, "pointercache_download_seconds_count", 2)
         scraped_since(prometheus, 'pointercache_refreshes_total{outcome="blocked"}', 2)
         scraped_since(prometheus, 'pointercache_served_info{version="4"}', 1)
+        scraped_since(prometheus, "pointercache_flip_to_loaded_seconds_count", 2)
+        v2 = json.dumps({"version": "2", "digest": world_digest(world, "2")}).encode()
+        assert sidecar.get("/loaded", method="POST", body=v2)[0] == 200
+        wait_until(lambda: loaded_versions(prometheus) == ["2"], timeout=60, interval=0.2)
         yield prometheus
     finally:
         prometheus.proc.send_signal(signal.SIGTERM)
         prometheus.proc.wait(30)
         sidecar.stop(signal.SIGKILL)
+
+
+def world_digest(world: World, version: str) -> str:
+    """The digest of a version staged on the world's volume."""
+    pointers = (world.root / "versions" / MODEL).glob(f"{version}-*/pointer.json")
+    digest: str = json.loads(next(pointers).read_text())["digest"]
+    return digest
+
+
+def loaded_versions(prometheus: Prometheus) -> list[str]:
+    """The versions pointercache_loaded_info has now."""
+    return [s["metric"]["version"] for s in prometheus.query("pointercache_loaded_info")]
 
 
 def expand(expr: str) -> str:
@@ -267,3 +289,25 @@ def test_dashboard_variables_find_the_pod(scraped: Prometheus) -> None:
         selector, _, label = inner.rpartition(",")
         result = scraped.query(expand(selector.strip()))
         assert {s["metric"].get(label.strip()) for s in result} == {expected[variable["name"]]}
+
+
+def test_every_model_container_panel_returns_data(scraped: Prometheus) -> None:
+    """With loads acknowledged, each query of the second row returns a finite value: the loaded
+    table, the pods behind, flip to loaded."""
+    empty = []
+    rows = panels_by_row()
+    (model_row,) = [name for name in rows if name != CORE_ROW]
+    for panel in rows[model_row]:
+        for target in panel["targets"]:
+            values = [float(s["value"][1]) for s in scraped.query(expand(target["expr"]))]
+            if not any(math.isfinite(v) for v in values):
+                empty.append(f"{panel['title']}: {target['expr']} -> {values}")
+    assert not empty, "\n".join(empty)
+
+
+def test_the_loaded_version_behind_rule_finds_the_pod(scraped: Prometheus) -> None:
+    """The real series join: the rule's expression names demo-0, published v4, loaded v2."""
+    loaded = scraped.query("pointercache_loaded_info")
+    assert [(s["metric"]["version"], s["metric"]["via"]) for s in loaded] == [("2", "ack")]
+    behind = scraped.query(alerts()["PointercacheLoadedVersionBehind"]["expr"])
+    assert [(s["metric"]["pod"], s["metric"]["version"]) for s in behind] == [("demo-0", "4")]

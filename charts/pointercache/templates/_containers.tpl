@@ -1,8 +1,8 @@
 {{/*
 pointercache.initContainers: list items for the pod's `initContainers:`: the one-shot init
 container (resolve, fetch, verify, publish) and, when sidecar.native, the sidecar as a native
-sidecar (restartPolicy: Always + startupProbe on /readyz), after the init container so it starts
-with a model already published. Root context. Usage:
+sidecar (restartPolicy: Always + startupProbe on /startupz), after the init container so it
+starts with a model already published. Root context. Usage:
   initContainers:
     {{- include "pointercache.initContainers" . | nindent 8 }}
 */}}
@@ -82,8 +82,10 @@ when sidecar.native (it is then among the init containers). Root context. Usage:
 
 {{/*
 pointercache.sidecar: the sidecar container (one list item). Takes a dict: root (root context),
-native (bool). Native: restartPolicy Always + startupProbe on /readyz, so the pod's containers
-start only once a verified model is published.
+native (bool). Native: restartPolicy Always + startupProbe on /startupz, so the pod's containers
+start only once a verified model is published; never on /readyz, which with readyWhen=loaded
+waits for the model container, which would then never start. Readiness: /readyz; liveness:
+/healthz.
 */}}
 {{- define "pointercache.sidecar" -}}
 {{- $root := .root -}}
@@ -107,7 +109,7 @@ start only once a verified model is published.
   {{- if .native }}
   startupProbe:
     httpGet:
-      path: /readyz
+      path: /startupz
       port: pc-status
     periodSeconds: {{ $v.sidecar.startupProbe.periodSeconds }}
     failureThreshold: {{ $v.sidecar.startupProbe.failureThreshold }}

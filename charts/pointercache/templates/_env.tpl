@@ -116,8 +116,8 @@ Root context.
 
 {{/*
 pointercache.env.sidecar: settings only the sidecar reads (polling, status server, admin token,
-cluster LKG mirror, and the pod identity used for annotations and Events when the RBAC for them
-is enabled). Root context.
+readiness mode, the model server's reload hooks, cluster LKG mirror, and the pod identity used
+for annotations and Events when the RBAC for them is enabled). Root context.
 */}}
 {{- define "pointercache.env.sidecar" -}}
 {{- $v := .Values.pointercache -}}
@@ -148,6 +148,18 @@ is enabled). Root context.
 {{- if $v.sidecar.adminTokenSecret.name }}
 - name: POINTERCACHE_ADMIN_TOKEN_FILE
   value: {{ include "pointercache.adminDir" . }}/token
+{{- end }}
+- name: POINTERCACHE_READY_WHEN
+  value: {{ $v.sidecar.readyWhen | quote }}
+- name: POINTERCACHE_ON_FLIP_TIMEOUT
+  value: {{ include "pointercache.num" $v.sidecar.reload.timeout | quote }}
+{{- with $v.sidecar.reload.onFlipUrls }}
+- name: POINTERCACHE_ON_FLIP_URL
+  value: {{ join " " . | quote }}
+{{- end }}
+{{- with $v.sidecar.reload.loadedProbeUrl }}
+- name: POINTERCACHE_LOADED_PROBE_URL
+  value: {{ . | quote }}
 {{- end }}
 {{- if and $v.clusterLKG.enabled $v.clusterLKG.mirror }}
 - name: POINTERCACHE_LKG_CONFIGMAP

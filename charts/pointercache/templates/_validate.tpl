@@ -16,7 +16,7 @@ version, secrets in the wrong place). Renders nothing; fails with one readable l
 {{- if and $v.pinned.digest (not $v.pinned.version) -}}
 {{- fail "pointercache.pinned.digest needs pointercache.pinned.version and pointercache.pinned.uri" -}}
 {{- end -}}
-{{- $uris := concat $v.registries (list $v.pinned.uri $v.credentials.aws.endpointUrl) $v.allow -}}
+{{- $uris := concat $v.registries (list $v.pinned.uri $v.credentials.aws.endpointUrl $v.sidecar.reload.loadedProbeUrl) $v.allow $v.sidecar.reload.onFlipUrls -}}
 {{- range $uris -}}
 {{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@" . -}}
 {{- fail (printf "pointercache: %q carries credentials in the URI; reference an existing Secret under pointercache.credentials instead" (regexReplaceAll "://[^/?#]*@" . "://***@")) -}}
