@@ -19,8 +19,8 @@ from typing import Any, Literal, get_args
 
 from pointercache.errors import ConfigError, InvalidPointer
 from pointercache.model.candidate import Selector
-from pointercache.model.pointer import check_model_name
 from pointercache.model.loaded import ReadyWhen, UrlTemplate, parse_hooks, parse_probe
+from pointercache.model.pointer import check_model_name
 from pointercache.model.signature import Mode, Unsigned
 
 ENV_PREFIX = "POINTERCACHE_"
