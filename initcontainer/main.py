@@ -1,13 +1,14 @@
 """Entry point of the init container: parse settings, run the one shot, return an exit code.
 
 Exit 0: a verified model is published. Exit 1: nothing could be resolved (the one-line reason is
-on stderr and in the termination log). Exit 2: bad configuration.
+on stderr and in the termination log). Exit 2: bad configuration. Whatever blocks, the process
+ends by ``--deadline`` + ``WATCHDOG_SLACK`` seconds: a watchdog thread writes the termination log
+and exits if the one shot has not returned by then (``pointercache.sync.watchdog``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -17,8 +18,13 @@ from pointercache.adapters.kube.config import KubeConfig
 from pointercache.base.log import log
 from pointercache.errors import ConfigError, PointercacheError
 from pointercache.sync import bootstrap
+from pointercache.sync.budget import Budget
 from pointercache.sync.settings import INIT, add_arguments, from_namespace
+from pointercache.sync.watchdog import Watchdog, run_detached
 from pointercache.sync.wiring import build
+
+WATCHDOG_SLACK = 0.75
+"""Seconds past ``--deadline`` at which the watchdog ends a one shot that has not returned."""
 
 DESCRIPTION = """\
 Resolve which model version to serve (registries in order, then the node's last-known-good,
@@ -35,12 +41,21 @@ def build_parser(prog: str = "pointercache init") -> argparse.ArgumentParser:
 
 
 def write_termination_log(path: Path, reason: str) -> None:
-    """Write the one-line reason where the kubelet reads it; skip silently if not writable."""
+    """Write the one-line reason where the kubelet reads it; skip silently if not writable.
+
+    Opened without blocking (a FIFO nobody reads is skipped, not waited on).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with path.open("w", encoding="utf-8") as fh:
-            fh.write(reason[:4000] + "\n")
+        fd = os.open(path, flags, 0o644)
     except OSError:
         return
+    try:
+        os.write(fd, (reason[:4000] + "\n").encode("utf-8", "replace"))
+    except OSError:
+        return
+    finally:
+        os.close(fd)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -53,17 +68,28 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     try:
         settings = from_namespace(args, INIT, env)
-        termination_log = settings.termination_log
-        log.configure(level=settings.log_level, component="init")
-        parts = build(settings, kube=KubeConfig.from_environ(env))
     except ConfigError as exc:
         return _fail(2, f"configuration: {exc}", termination_log)
+    termination_log = settings.termination_log
+    log.configure(level=settings.log_level, component="init")
+    deadline = settings.deadline
+    budget = Budget(deadline)  # the deadline counts from here, wiring included
+    reason = f"deadline of {deadline:g}s passed before a model was published (watchdog)"
+    watchdog = Watchdog(deadline + WATCHDOG_SLACK, lambda: _report(reason, termination_log))
+    watchdog.start()
     try:
-        pointer = asyncio.run(bootstrap.run_once(parts, deadline=settings.deadline))
+        parts = build(settings, kube=KubeConfig.from_environ(env))
+        pointer = run_detached(bootstrap.run_once(parts, deadline=deadline, budget=budget))
     except ConfigError as exc:
+        watchdog.settle(2)
         return _fail(2, f"configuration: {exc}", termination_log)
     except PointercacheError as exc:
+        watchdog.settle(1)
         return _fail(1, str(exc), termination_log)
+    except Exception as exc:  # a bug: still one line, never a traceback
+        watchdog.settle(1)
+        return _fail(1, f"internal error: {type(exc).__name__}: {exc}", termination_log)
+    watchdog.settle(0)
     log.info(
         "init-done",
         model=pointer.model,
@@ -73,6 +99,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         detail=pointer.source_detail,
     )
     return 0
+
+
+def _report(reason: str, termination_log: Path) -> None:
+    _fail(1, reason, termination_log)
 
 
 def _fail(code: int, reason: str, termination_log: Path) -> int:

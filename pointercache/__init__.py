@@ -39,11 +39,13 @@ from pointercache.errors import (
     SignatureMismatch,
     SourceError,
     SourceUnavailable,
+    Stalled,
     StoreError,
     StoreLocked,
     TooLarge,
     Transient,
     UnsafeArchive,
+    UnsafeNodeFile,
 )
 from pointercache.model.pointer import Pointer
 from pointercache.reader import LoadedModel, Model, acknowledge, current, wait, watch
@@ -75,11 +77,13 @@ __all__ = [
     "SignatureMismatch",
     "SourceError",
     "SourceUnavailable",
+    "Stalled",
     "StoreError",
     "StoreLocked",
     "TooLarge",
     "Transient",
     "UnsafeArchive",
+    "UnsafeNodeFile",
     "acknowledge",
     "current",
     "reader",

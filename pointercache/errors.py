@@ -10,6 +10,7 @@
     │   └── InvalidManifest ................ malformed, wrong-typed, oversized, wrong model
     ├── FetchError ......................... an artifact could not be staged
     │   ├── FetchUnavailable (Transient) ... timeout, refused, 5xx, broken body
+    │   │   └── Stalled .................... slower than the minimum rate, or past its cap
     │   ├── ArtifactNotFound ............... 404, missing key or path
     │   ├── ForbiddenURI ................... not allowlisted, traversal, metadata address
     │   ├── UnsafeArchive .................. an archive breaks the extraction rules
@@ -17,8 +18,9 @@
     ├── IntegrityError ..................... digest or size differs from what was promised
     ├── SignatureMismatch .................. the model's inputs do not fit the serving code
     ├── StoreError ......................... the shared volume could not be changed safely
-    │   ├── StoreLocked .................... another writer holds the volume
-    │   └── InvalidPointer ................. a pointer.json that does not validate
+    │   ├── StoreLocked .................... another writer holds the volume (or a node lock)
+    │   ├── InvalidPointer ................. a pointer.json that does not validate
+    │   └── UnsafeNodeFile ................. a node-directory file that is not a small regular file
     ├── KubeError .......................... a Kubernetes API call failed (adapters.kube)
     │   ├── KubeUnavailable (Transient) .... timeout, refused, 5xx, 429
     │   ├── KubeNotFound ................... 404: no such object
@@ -84,6 +86,13 @@ class FetchUnavailable(FetchError, Transient):
     """The artifact store did not answer in time, refused, or broke the transfer."""
 
 
+class Stalled(FetchUnavailable):
+    """A transfer went slower than its minimum rate, or past the cap derived from its size.
+
+    Transient like any broken transfer; ``adapters.pace`` raises it.
+    """
+
+
 class ArtifactNotFound(FetchError):
     """The artifact does not exist at its URI."""
 
@@ -122,6 +131,14 @@ class StoreLocked(StoreError):
 
 class InvalidPointer(StoreError):
     """A pointer document does not validate; the message names the field."""
+
+
+class UnsafeNodeFile(StoreError):
+    """A file in the node directory is a link, FIFO, device or directory, or is over its bound.
+
+    The node directory (``--lkg-dir``) is shared by every pod on the node and untrusted: such a
+    file is skipped with this reason, never followed or waited on (``volume.nodefile``).
+    """
 
 
 class KubeError(PointercacheError):

@@ -103,6 +103,22 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if doc.get("ready") else 1
 
 
+def _in_flight(flight: dict[str, Any] | None) -> str:
+    """``2 downloading 1.0 KiB of 10.0 MiB, 12 B/s, idle 2s`` (or ``-``)."""
+    if not flight:
+        return "-"
+    total = flight.get("total")
+    of = f" of {total} B" if total else ""
+    return (
+        f"{flight.get('version')} {flight.get('phase')} {flight.get('bytes')} B{of}, "
+        f"{flight.get('rate_bytes_per_s')} B/s, idle {flight.get('idle_s')}s"
+    )
+
+
+def _held(entry: dict[str, Any]) -> str:
+    return f"{entry.get('version')} ({entry.get('failures')}x, retry in {entry.get('retry_in_s')}s)"
+
+
 def render_status(doc: dict[str, Any]) -> str:
     """A short, readable table of a ``/status`` document."""
     cur = doc.get("current") or {}
@@ -121,6 +137,8 @@ def render_status(doc: dict[str, Any]) -> str:
         ("last error", reg.get("last_error") or "-"),
         ("fallback", doc.get("fallback_reason") or "-"),
         ("blocked", (doc.get("blocked") or {}).get("reason", "-")),
+        ("in-flight", _in_flight(doc.get("in_flight"))),
+        ("held-off", ", ".join(_held(h) for h in doc.get("held_off") or []) or "-"),
         ("staged", ", ".join(s.get("version", "?") for s in doc.get("staged", [])) or "-"),
         ("loaded", _loaded_cell(loaded)),
         ("reload", _reload_cell(reload)),

@@ -7,7 +7,6 @@ loop; SIGTERM and SIGINT stop both gracefully, the process may be PID 1).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from pointercache.service.loaded import LoadOptions
 from pointercache.service.refresher import RefreshOptions
 from pointercache.service.reporting import KubeReporter, ReportOptions
 from pointercache.sync.settings import SIDECAR, Settings, add_arguments, from_namespace
+from pointercache.sync.watchdog import exit_within, run_detached
 from pointercache.sync.wiring import build
 
 DESCRIPTION = """\
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         settings = from_namespace(args, SIDECAR, env)
         log.configure(level=settings.log_level, component="sidecar")
-        return asyncio.run(serve(settings, KubeConfig.from_environ(env)))
+        code = run_detached(serve(settings, KubeConfig.from_environ(env)))
     except ConfigError as exc:
         log.error("config-error", reason=str(exc))
         print(f"pointercache sidecar: configuration: {exc}", file=sys.stderr)  # noqa: T201
@@ -100,3 +100,5 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log.error("sidecar-failed", reason=str(exc))
         print(f"pointercache sidecar: {exc}", file=sys.stderr)  # noqa: T201
         return 1
+    exit_within(code)  # a worker thread stuck in a read must not hold the exit after SIGTERM
+    return code

@@ -8,10 +8,14 @@ factory ``pointercache demo`` uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +97,59 @@ def make_pointer(**fields: Any) -> Pointer:
         "registry_seen_at": None,
     }
     return Pointer(**(values | fields))
+
+
+@contextlib.contextmanager
+def held_flock(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding an exclusive ``flock`` on ``path`` until the block ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    code = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(3600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def mount_tmpfs(path: Path, size: int) -> str | None:
+    """Mount a real tmpfs of ``size`` bytes at ``path``; the reason when this process cannot."""
+    path.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        return "mounting a tmpfs needs root and mount(8)"
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return None if done.returncode == 0 else f"cannot mount a tmpfs here ({done.stderr.strip()})"
+
+
+def unmount(path: Path) -> None:
+    """Lazily unmount what ``mount_tmpfs`` mounted."""
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(directory: Path) -> None:
+    """Write into ``directory`` until its filesystem has no byte left (ENOSPC)."""
+    fd = os.open(directory / "ballast", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for size in (1 << 16, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)

@@ -1,4 +1,5 @@
-"""Real servers on loopback shared by topic folders: moto's standalone S3 server.
+"""Real servers on loopback shared by topic folders: moto's standalone S3 server, and a proxy
+in front of it that trickles object bodies (``TricklingS3``).
 
 Use it from a topic's conftest.py::
 
@@ -151,3 +152,81 @@ def moto_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoSe
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     return moto_server
+
+
+class TricklingS3:
+    """A proxy in front of moto's server that trickles the bodies of object GETs.
+
+    Every request is forwarded (method, path, query, headers, body); an object GET answers with
+    moto's status and headers, 1 KiB of the body, then a byte every ``every`` seconds.
+    Listings, HEADs and writes pass through untouched. ``disconnects`` records when each
+    trickling response found its client gone (a server-side witness that the reader stopped).
+    """
+
+    def __init__(self, upstream: str, every: float = 0.2) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.every = every
+        self.trickled = 0
+        self.disconnects: list[float] = []
+        self.port = 0
+        self._runner: Any = None
+        self._session: Any = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """Where boto3 should send its requests."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> TricklingS3:
+        """Listen on a free loopback port."""
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        """Close the listener and the upstream session."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _handle(self, request: Any) -> Any:
+        import asyncio
+
+        from aiohttp import web
+
+        hop = {"host", "content-length", "transfer-encoding", "connection"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
+        body = await request.read()
+        url = f"{self.upstream}{request.path_qs}"
+        async with self._session.request(
+            request.method, url, headers=headers, data=body, allow_redirects=False
+        ) as upstream:
+            data = await upstream.read()
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in hop}
+        is_object_get = request.method == "GET" and "list-type" not in request.query
+        if request.method == "HEAD":
+            length = upstream.headers.get("Content-Length", "0")
+            return web.Response(status=upstream.status, headers={**out, "Content-Length": length})
+        if not is_object_get or upstream.status >= 300 or request.path.count("/") < 2:
+            return web.Response(status=upstream.status, body=data, headers=out)
+        self.trickled += 1
+        resp = web.StreamResponse(status=upstream.status, headers=out)
+        resp.content_length = len(data)
+        await resp.prepare(request)
+        try:
+            await resp.write(data[:1024])
+            for index in range(1024, len(data)):
+                await asyncio.sleep(self.every)
+                await resp.write(data[index : index + 1])
+        except ConnectionResetError:
+            self.disconnects.append(time.monotonic())
+        return resp

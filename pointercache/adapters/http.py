@@ -17,6 +17,12 @@ and loaded probe, called by ``send``.)
 The Kubernetes adapter keeps its own family (``adapters.kube.errors``) because 409 and 410 mean
 something else there, and classifies the rest with the same table.
 
+A body is accepted only for what its status and headers prove it holds (``body_range``): a
+``206`` must carry a ``Content-Range`` that starts exactly where the ``Range`` request asked,
+runs to the end of a representation of the known size, and agrees with ``Content-Length``; a
+``200`` must not carry a ``Content-Range`` (RFC 9110 §14.4, §15.3.1, §15.3.7). Anything else is
+a ``RangeMismatch``, and the caller starts over rather than splice bytes it cannot place.
+
 aiohttp is not imported with this module: ``Preflight`` probes an HTTP registry over TCP first,
 so an unreachable registry fails over to the LKG without paying the import (~0.4 s).
 """
@@ -27,7 +33,9 @@ import asyncio
 import base64
 import contextlib
 import enum
+import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +129,89 @@ async def read_limited(
         if len(buf) > max_bytes:
             raise too_large(f"{what}: body is over the {max_bytes} limit")
     return bytes(buf)
+
+
+class RangeMismatch(ValueError):
+    """A response's status and headers do not prove which bytes its body holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class BodyRange:
+    """Which bytes of the representation a ``200`` or ``206`` body holds."""
+
+    start: int
+    """Offset of the body's first byte (0 for a whole representation)."""
+    length: int | None
+    """Bytes in the body (None: not declared, a chunked body)."""
+    total: int | None
+    """Bytes in the whole representation (None: not declared)."""
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
+_DIGITS = re.compile(r"\d{1,19}")
+
+
+def body_range(
+    status: int, headers: Mapping[str, str], *, asked_from: int, known_total: int | None
+) -> BodyRange:
+    """What the body of an answer to ``GET`` holds, proved by status and headers.
+
+    ``asked_from`` is the ``N`` of the ``Range: bytes=N-`` that was sent (0: no Range header);
+    ``known_total`` the representation size an earlier answer declared (or None). Rules:
+
+    - ``200``: the whole representation; ``Content-Range`` must be absent (it belongs to 206 and
+      416, RFC 9110 §14.4) — a 200 that carries one is a server sending a part as if whole;
+    - ``206``: only to a Range request; ``Content-Range: bytes N-L/T`` with ``N == asked_from``,
+      ``L == T - 1`` (an open range runs to the end, §14.1.2), ``T`` numeric and equal to
+      ``known_total`` when known; ``Content-Length``, when present, equal to ``L - N + 1``;
+      multipart answers are refused (we never ask for several ranges);
+    - a ``Content-Length`` that is not one plain number is refused (§8.6).
+
+    Raise ``RangeMismatch`` naming the broken rule; any other status is not for this function.
+    """
+    length = _content_length(headers)
+    content_range = headers.get("Content-Range")
+    if status == 200:  # noqa: PLR2004
+        if content_range is not None:
+            raise RangeMismatch(f"a 200 answer with Content-Range {content_range[:80]!r}")
+        return BodyRange(start=0, length=length, total=length)
+    if status != 206:  # noqa: PLR2004
+        raise RangeMismatch(f"HTTP {status} is not a body answer")
+    if asked_from <= 0:
+        raise RangeMismatch("a 206 answer to a request without Range")
+    first, last, total = _content_range(content_range)
+    if first != asked_from:
+        raise RangeMismatch(f"206 from byte {first}, asked from {asked_from}")
+    if last != total - 1 or last < first:
+        raise RangeMismatch(f"206 with bytes {first}-{last}/{total}, not to the end")
+    if known_total is not None and total != known_total:
+        raise RangeMismatch(f"206 of a {total}-byte representation, {known_total} before")
+    if length is not None and length != last - first + 1:
+        raise RangeMismatch(f"206 of {last - first + 1} bytes with Content-Length {length}")
+    return BodyRange(start=first, length=last - first + 1, total=total)
+
+
+def _content_range(value: str | None) -> tuple[int, int, int]:
+    """(first, last, complete length) of ``bytes first-last/complete``; ``RangeMismatch`` for
+    anything else, an unknown length (``*``) included."""
+    match = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if match is None:
+        raise RangeMismatch(f"206 with Content-Range {str(value)[:80]!r}")
+    if match.group(3) == "*":
+        raise RangeMismatch("206 without the representation's size")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    getall = getattr(headers, "getall", None)
+    values = list(getall("Content-Length", [])) if getall else []
+    if not values and headers.get("Content-Length") is not None:
+        values = [str(headers.get("Content-Length"))]
+    if not values:
+        return None
+    if len(set(values)) != 1 or not _DIGITS.fullmatch(values[0].strip()):
+        raise RangeMismatch(f"Content-Length {', '.join(values)[:80]!r}")
+    return int(values[0].strip())
 
 
 @dataclass(frozen=True, slots=True)

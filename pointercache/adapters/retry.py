@@ -8,7 +8,13 @@ loop from ``retrying``/``aretrying`` (tenacity) — or, for a loop that is not s
 Delays follow "full jitter" (AWS Architecture Blog, *Exponential Backoff And Jitter*, 2015):
 attempt ``n`` (1-based) waits ``uniform(0, min(maximum, initial * 2 ** (n - 1)))`` seconds.
 What is worth retrying is decided by the caller's predicate; by default, and everywhere errors
-are already translated, that is ``isinstance(exc, Transient)`` and nothing else.
+are already translated, that is a ``Transient`` error that is not ``Stalled``: a peer that
+trickles is not asked again within the same transfer (it would trickle again, and each try costs
+a whole rate window); the failure goes up, where the caller backs the version off.
+
+Holding a failed version off (the sidecar does not download a version that failed again on every
+poll) uses ``Backoff.cooldown``: "equal jitter" from the same article, so a hold-off is never
+shorter than half its exponential ceiling.
 
 tenacity is imported when a loop is built, not with this module (start-up stays light).
 """
@@ -20,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pointercache.errors import ConfigError, Transient
+from pointercache.errors import ConfigError, Stalled, Transient
 
 if TYPE_CHECKING:
     import tenacity
@@ -30,8 +36,8 @@ Predicate = Callable[[BaseException], bool]
 
 
 def is_transient(exc: BaseException) -> bool:
-    """The default predicate: a ``pointercache.errors.Transient`` error."""
-    return isinstance(exc, Transient)
+    """The default predicate: a ``pointercache.errors.Transient`` error other than ``Stalled``."""
+    return isinstance(exc, Transient) and not isinstance(exc, Stalled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +55,19 @@ class Backoff:
         if self.attempts < 1 or self.initial < 0 or self.maximum < self.initial:
             raise ConfigError(f"backoff {self}: attempts >= 1 and 0 <= initial <= maximum")
 
+    def ceiling(self, attempt: int) -> float:
+        """The exponential ceiling after failed attempt ``attempt`` (1-based), in seconds."""
+        return min(self.maximum, self.initial * 2.0 ** max(0, min(attempt - 1, 62)))
+
     def delay(self, attempt: int) -> float:
         """The jittered wait after failed attempt ``attempt`` (1-based), in seconds."""
-        ceiling = min(self.maximum, self.initial * 2 ** max(0, min(attempt - 1, 62)))
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+        return random.uniform(0, self.ceiling(attempt))  # noqa: S311 - jitter, not cryptography
+
+    def cooldown(self, failures: int) -> float:
+        """How long to hold off after ``failures`` failures: between half and all of the
+        ceiling ("equal jitter"), so a hold-off never collapses to nothing."""
+        ceiling = self.ceiling(failures)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter
 
     def _wait(self) -> tenacity.wait.wait_base:
         import tenacity

@@ -11,6 +11,7 @@ without code here. boto3 is blocking: callers run these functions in a thread.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -177,13 +178,50 @@ def _translate_client_error(
     return family.for_kind(kind)(f"S3 {kind.value} for {shown}: {label}")
 
 
+def read_some(body: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of a streaming body, as soon as any have arrived; b"" at the end.
+
+    botocore's ``StreamingBody.read(size)`` returns only once ``size`` bytes (or the end) have
+    arrived — urllib3 → ``http.client`` → ``io.BufferedReader.read`` loop until the buffer is
+    full — so a server that trickles a byte every few seconds holds it for days, and every
+    socket read inside it stays under the read timeout. ``read1`` of the urllib3 response under
+    it (urllib3 ≥ 2) does one socket read at most, so the caller sees every chunk as it comes
+    and its pace meter can judge the transfer. Without it (another HTTP stack under botocore)
+    this falls back to ``read``. Errors are raised as ``StreamingBody.read`` raises them
+    (botocore's ``ReadTimeoutError``/``ResponseStreamingError``), for ``translate``.
+    """
+    raw = getattr(body, "_raw_stream", None)
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:
+        data: bytes = body.read(size)
+        return data
+    from botocore.exceptions import ReadTimeoutError, ResponseStreamingError
+    from urllib3.exceptions import ProtocolError
+    from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
+
+    try:
+        chunk: bytes = read1(size)
+    except Urllib3ReadTimeout as exc:
+        raise ReadTimeoutError(endpoint_url=exc.url, error=exc) from exc
+    except ProtocolError as exc:
+        raise ResponseStreamingError(error=exc) from exc
+    return chunk
+
+
 def get_object_if_changed(
-    client: Any, bucket: str, key: str, etag: str | None, max_bytes: int
+    client: Any,
+    bucket: str,
+    key: str,
+    etag: str | None,
+    max_bytes: int,
+    *,
+    deadline: float | None = None,
 ) -> tuple[bytes | None, str | None]:
     """GET a small object unless its ETag is still ``etag``: (body, etag), or (None, etag) on 304.
 
-    Raises ``TooLarge`` when the object is over ``max_bytes``; any other failure is the raw
-    boto3/botocore exception — pass it to ``translate`` with the caller's error family.
+    Raises ``TooLarge`` when the object is over ``max_bytes``, ``TimeoutError`` when the body is
+    still arriving at ``deadline`` (``time.monotonic()``; a server that trickles), and otherwise
+    the raw boto3/botocore exception — pass it to ``translate`` with the caller's error family.
     """
     from botocore.exceptions import ClientError
 
@@ -202,13 +240,27 @@ def get_object_if_changed(
     try:
         if int(response.get("ContentLength") or 0) > max_bytes:
             raise TooLarge(f"{shown} is over {max_bytes} bytes")
-        data: bytes = body.read(max_bytes + 1)
+        data = _read_bounded(body, max_bytes + 1, deadline)
     finally:
         body.close()
     if len(data) > max_bytes:
         raise TooLarge(f"{shown} is over {max_bytes} bytes")
     new_etag = response.get("ETag")
     return data, str(new_etag) if new_etag else None
+
+
+def _read_bounded(body: Any, limit: int, deadline: float | None) -> bytes:
+    chunks: list[bytes] = []
+    got = 0
+    while got < limit:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"body not complete after its deadline ({got} bytes)")
+        chunk = read_some(body, min(64 << 10, limit - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})

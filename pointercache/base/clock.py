@@ -7,12 +7,18 @@ one process use ``time.monotonic``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 def utcnow() -> str:
     """Return the current UTC time as an RFC 3339 string with milliseconds (``...Z``)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_after(0.0)
+
+
+def utc_after(seconds: float) -> str:
+    """The UTC time ``seconds`` from now, written like ``utcnow`` (for "retry at" in /status)."""
+    when = datetime.now(UTC) + timedelta(seconds=seconds)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str | None) -> datetime | None:

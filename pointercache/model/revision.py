@@ -84,6 +84,7 @@ __all__ = [
     "is_stale",
     "may_replace",
     "raised",
+    "same_candidate",
     "same_version",
 ]
 
@@ -161,6 +162,18 @@ def same_version(served: Pointer, offered: Candidate) -> bool:
     if offered.digest is not None:
         return offered.digest == served.digest
     return redact_uri(offered.uri) == served.uri
+
+
+def same_candidate(first: Candidate, second: Candidate) -> bool:
+    """True if two answers name the same bytes of the same version: model, version, the digest
+    (when either gives one) and the redacted artifact URI. A download of ``first`` in flight
+    serves ``second`` too; anything else pre-empts it."""
+    return (first.model, first.version, first.digest, redact_uri(first.uri)) == (
+        second.model,
+        second.version,
+        second.digest,
+        redact_uri(second.uri),
+    )
 
 
 def raised(previous: int | None, now_ms: int | None = None) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from pointercache.base.redact import redact_uri
 from pointercache.errors import ConfigError
@@ -52,7 +52,10 @@ def canonical_uri(uri: str) -> str:
     """
     if _CONTROL.search(uri):
         return uri  # left for the allowlist to refuse (urlsplit would drop tabs and newlines)
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # a bracketed host Python cannot parse: left for the allowlist to refuse
+        return uri
     if parts.scheme.lower() in _LITERAL_KEY_SCHEMES:
         path = quote(parts.path, safe=_KEPT)
         query = parts.query
@@ -69,7 +72,7 @@ def canonical_uri(uri: str) -> str:
 
 def file_path(uri: str) -> Path:
     """The absolute path of a ``file://`` URI; ``ConfigError`` if it has a host or query."""
-    parts = urlsplit(uri)
+    parts = _split(uri)
     if parts.scheme.lower() != "file" or parts.netloc not in ("", "localhost"):
         raise ConfigError(f"{redact_uri(uri)}: expected file:///absolute/path")
     if parts.query or parts.fragment:
@@ -82,7 +85,7 @@ def file_path(uri: str) -> Path:
 
 def configmap_ref(uri: str) -> tuple[str, str]:
     """``configmap://namespace/name`` → (namespace, name); ``ConfigError`` otherwise."""
-    parts = urlsplit(uri)
+    parts = _split(uri)
     namespace, name = parts.netloc, parts.path.strip("/")
     if (
         parts.scheme != "configmap"
@@ -93,6 +96,13 @@ def configmap_ref(uri: str) -> tuple[str, str]:
     ):
         raise ConfigError(f"registry {uri!r}: expected configmap://NAMESPACE/NAME")
     return namespace, name
+
+
+def _split(uri: str) -> SplitResult:
+    try:
+        return urlsplit(uri)
+    except ValueError as exc:  # "http://[1.2.3.4]/", an unclosed "[": not a URI at all
+        raise ConfigError(f"{redact_uri(uri)}: not a parseable URI ({exc})") from None
 
 
 def configmap_target(text: str) -> tuple[str, str]:

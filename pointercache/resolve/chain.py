@@ -10,18 +10,26 @@ fallback repeats it.
 LKG steps read the entry of the pod's own model **and selector** (``volume.lkg``).
 
 Each registry is bounded by its own timeout (``SourceOptions.timeout`` of the source, else the
-chain's ``timeout``): the call runs as a task that is abandoned (cancelled, not awaited) when the
-time is up, so a source that hangs, even one that ignores cancellation, delays resolution by its
-timeout and no more. Reasons are redacted before they are recorded.
+chain's ``timeout``), and all of them together by ``within`` when the caller gives one (the init
+container's share of its deadline): the call runs as a task that is abandoned (cancelled, not
+awaited) when the time is up, so a source that hangs, even one that ignores cancellation, delays
+resolution by its timeout and no more. Reasons are redacted before they are recorded.
+
+The local steps (node LKG, cluster LKG, pinned) are read by ``fallback_answers`` in a worker
+thread, each within ``LOCAL_READ_TIMEOUT`` (the node directory is untrusted and may sit on a slow
+disk): a damaged, planted or unreadable file is a step with a reason, never an exception.
+``candidates`` strings both together for callers that take the answers one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pointercache.base.blocking import abandon_after
 from pointercache.base.clock import utcnow
 from pointercache.base.log import log
 from pointercache.base.redact import redact_text
@@ -39,6 +47,9 @@ if TYPE_CHECKING:
     from pointercache.volume.lkg import NodeLKG
 
 _Loader = Callable[[], Pointer | Candidate | None]
+
+LOCAL_READ_TIMEOUT = 2.0
+"""Seconds one local step (a node or cluster LKG file) may take to read before it is skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,20 @@ class Resolution:
     answer; None from the node LKG (a node-local file) or the pinned version."""
 
 
+@dataclass(frozen=True, slots=True)
+class LocalAnswer:
+    """What one local step (node LKG, cluster LKG, pinned) holds, read once."""
+
+    step: str
+    """``lkg-node``, ``lkg-cluster`` or ``pinned``."""
+    name: str
+    """The file it came from, or ``pinned``."""
+    answer: Pointer | Candidate | None
+    """The stored pointer or the pinned candidate; None when the step has none."""
+    reason: str
+    """Why there is no answer ("nothing stored", the redacted error), or "" when there is."""
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return redact_text(f"{type(exc).__name__}: {text}")
@@ -110,8 +135,10 @@ class Chain:
                 return options.timeout
         return self.timeout
 
-    async def _ask(self, source: Source, model: str, selector: Selector) -> Candidate:
-        limit = self.timeout_of(source)
+    async def _ask(
+        self, source: Source, model: str, selector: Selector, left: float | None = None
+    ) -> Candidate:
+        limit = self.timeout_of(source) if left is None else min(self.timeout_of(source), left)
         task = asyncio.create_task(source.resolve(model, selector))
         done, _pending = await asyncio.wait({task}, timeout=limit)
         if not done:
@@ -127,13 +154,24 @@ class Chain:
             task.exception()  # retrieved, so asyncio does not warn about it
 
     async def from_registries(
-        self, model: str, selector: Selector
+        self, model: str, selector: Selector, *, within: float | None = None
     ) -> tuple[Resolution | None, list[Attempt]]:
-        """Ask each registry in order; the first answer wins. Returns it and all attempts."""
+        """Ask each registry in order; the first answer wins. Returns it and all attempts.
+
+        ``within`` bounds all the registries together (seconds; None: only each one's own
+        timeout): a registry asked when little is left gets only what is left, and one not
+        reached in time is recorded as not asked.
+        """
         attempts: list[Attempt] = []
+        until = None if within is None else time.monotonic() + within
         for source in self.sources:
+            left = None if until is None else until - time.monotonic()
+            if left is not None and left <= 0:
+                reason = f"not asked: the {within:g}s given to the registries were spent"
+                attempts.append(Attempt("registry", source.name, ok=False, reason=reason))
+                continue
             try:
-                candidate = _same_model(await self._ask(source, model, selector), model)
+                candidate = _same_model(await self._ask(source, model, selector, left), model)
             except Exception as exc:
                 missing = isinstance(exc, NotFound)
                 attempt = Attempt("registry", source.name, False, _reason(exc), not_found=missing)
@@ -190,31 +228,57 @@ class Chain:
             yield found
         else:
             log.warning("registries-unavailable", model=model, attempts=len(attempts))
+        for local in await self.fallback_answers(model, selector):
+            resolution = self.fallback_resolution(local, attempts)
+            if resolution is None:
+                continue
+            answered = f"version {resolution.candidate.version}"
+            attempts.append(Attempt(local.step, local.name, ok=True, reason=answered))
+            yield resolution
+
+    async def fallback_answers(self, model: str, selector: Selector) -> list[LocalAnswer]:
+        """Read every configured local step now (node LKG, cluster LKG, pinned), in order.
+
+        Each read runs in a worker thread within ``LOCAL_READ_TIMEOUT``; any failure (damaged,
+        foreign, planted, unreadable, too slow) becomes the step's ``reason``.
+        """
+        answers: list[LocalAnswer] = []
         for step, name, loader in self._fallbacks(model, selector):
             try:
-                pointer = loader()
+                value = await abandon_after(LOCAL_READ_TIMEOUT, loader)
             except Exception as exc:
-                attempts.append(Attempt(step, name, ok=False, reason=_reason(exc)))
+                reason = _reason(exc)
+                log.warning("fallback-unreadable", step=step, path=name, reason=reason)
+                answers.append(LocalAnswer(step, name, None, reason))
                 continue
-            if pointer is None:
-                attempts.append(Attempt(step, name, ok=False, reason="nothing stored"))
-                continue
-            candidate = pointer if isinstance(pointer, Candidate) else _candidate(pointer, name)
-            seen = None if isinstance(pointer, Candidate) else pointer.registry_seen_at
-            claim = None
-            if step == "lkg-cluster" and isinstance(pointer, Pointer):
-                claim = Claim.recorded(pointer)
-            resolution = Resolution(
-                candidate=candidate,
-                source=step,  # type: ignore[arg-type]
-                detail=_fallback_detail(step, name, attempts),
-                registry_seen_at=seen,
-                attempts=tuple(attempts),
-                index=len(attempts),
-                claim=claim,
-            )
-            attempts.append(Attempt(step, name, ok=True, reason=f"version {candidate.version}"))
-            yield resolution
+            answers.append(LocalAnswer(step, name, value, "" if value else "nothing stored"))
+        return answers
+
+    def fallback_resolution(self, local: LocalAnswer, attempts: list[Attempt]) -> Resolution | None:
+        """The resolution of a local step, given the ``attempts`` before it.
+
+        None (and the reason appended to ``attempts``) when the step has no answer; else the
+        caller appends the step's own attempt (at ``Resolution.index``) when it uses it. An
+        ``lkg-cluster`` answer carries the claim the cluster LKG recorded (``model.revision``).
+        """
+        value = local.answer
+        if value is None:
+            attempts.append(Attempt(local.step, local.name, ok=False, reason=local.reason))
+            return None
+        candidate = value if isinstance(value, Candidate) else _candidate(value, local.name)
+        seen = None if isinstance(value, Candidate) else value.registry_seen_at
+        claim = None
+        if local.step == "lkg-cluster" and isinstance(value, Pointer):
+            claim = Claim.recorded(value)
+        return Resolution(
+            candidate=candidate,
+            source=local.step,  # type: ignore[arg-type]
+            detail=_fallback_detail(local.step, local.name, attempts),
+            registry_seen_at=seen,
+            attempts=tuple(attempts),
+            index=len(attempts),
+            claim=claim,
+        )
 
     def _fallbacks(self, model: str, selector: Selector) -> list[tuple[str, str, _Loader]]:
         steps: list[tuple[str, str, _Loader]] = []

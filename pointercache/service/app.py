@@ -56,18 +56,18 @@ async def run(
     await asyncio.to_thread(store.ensure_layout)
     with store.lock(timeout=lock_timeout):
         await asyncio.to_thread(store.recover)
-        refresher.load_current()
+        await refresher.load_current()
         app = make_app(refresher, metrics=metrics, admin_token_file=server.admin_token_file)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, server.listen.host, server.listen.port)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else server.listen.port
-        log.info("listening", host=server.listen.host, port=bound)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before "listening": a SIGTERM right
+            loop.add_signal_handler(sig, stop.set)  # after it must stop us gracefully too
+        log.info("listening", host=server.listen.host, port=bound)
         try:
             await refresher.run(stop)
         finally:

@@ -10,35 +10,57 @@
   failed: the pod still serves a verified model, and ``/status`` says which.
 - ``GET /status``: JSON — what is served, from where, how stale, why; the registry claim held
   for it; LKG, staged versions, last registry contact and error, fallback reason, blocked flip,
-  refused (stale) answer and when it will be accepted, what the model container has loaded,
-  recent history.
+  refused (stale) answer and when it will be accepted, the download in flight (version, bytes,
+  total, rate, seconds without a byte), versions held off after a failure, what the model
+  container has loaded, recent history.
 - ``GET /metrics``: Prometheus text from the registry the sidecar configured.
-- ``POST /refresh``: re-resolve now, bypassing caches. With ``--admin-token-file`` it needs
-  ``Authorization: Bearer <token>``; without one it answers only to loopback clients.
+- ``POST /refresh``: re-resolve now, bypassing caches and the hold-off of failed versions. It
+  answers within ``?wait=`` seconds (``REFRESH_WAIT`` by default, at most ``MAX_REFRESH_WAIT``):
+  ``200`` with the outcome when the refresh ended by then, else ``202`` with ``"outcome":
+  "in-progress"`` and the download in flight — the work goes on in the background. With
+  ``--admin-token-file`` it needs ``Authorization: Bearer <token>``; without one it answers only
+  to loopback clients.
 - ``POST /loaded``: the model container acknowledges a load, ``{"version": ..., "digest": ...}``
   (``model.loaded.Ack``): 200 with what is now recorded, 400 for a malformed body, 409 with the
   reason when that version and digest are not staged on the volume. From loopback, or with the
   admin token.
+
+No handler touches a file on the event loop: the files ``/status`` shows are read on a thread of
+their own (``service.view``), so ``/healthz``, ``/readyz`` and ``/status`` answer while a refresh,
+a download or a hung disk is busy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from pointercache.base.blocking import abandon_after
 from pointercache.errors import InvalidAck, NotStaged, PointercacheError
 from pointercache.model.loaded import MAX_ACK_BYTES, Ack
 from pointercache.service.refresher import Refresher
+from pointercache.service.state import Outcome
+from pointercache.volume.nodefile import read_node_file
 
 REFRESHER = web.AppKey("refresher", Refresher)
 METRICS: web.AppKey[Callable[[], tuple[bytes, str]]] = web.AppKey("metrics")
 TOKEN_FILE = web.AppKey("token_file", Path)
+BACKGROUND: web.AppKey[set[asyncio.Task[Outcome]]] = web.AppKey("background")
+
+REFRESH_WAIT = 1.0
+"""Seconds ``POST /refresh`` waits for the outcome before answering 202 (``?wait=`` changes it)."""
+MAX_REFRESH_WAIT = 60.0
+"""The largest ``?wait=`` accepted (seconds)."""
+TOKEN_READ_WAIT = 1.0
+"""Seconds the admin token file may take to read (a mounted Secret; 403 past it)."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -50,32 +72,13 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def status_document(refresher: Refresher) -> dict[str, Any]:
-    """Build the ``/status`` JSON from the refresher's state and the volume."""
+async def status_document(refresher: Refresher) -> dict[str, Any]:
+    """Build the ``/status`` JSON from the refresher's state and a view of the files."""
     state = refresher.state
     parts = refresher.parts
     current = state.current
-    staged: list[dict[str, Any]] = []
-    try:
-        for version_dir, pointer in parts.store.versions(refresher.target.model):
-            staged.append(
-                {
-                    "version": pointer.version,
-                    "digest": pointer.digest,
-                    "dir": version_dir.name,
-                    "current": current is not None and pointer.digest == current.digest,
-                }
-            )
-    except (OSError, PointercacheError) as exc:
-        staged.append({"error": str(exc)})
-    lkg_node = None
-    if parts.lkg is not None:
-        try:
-            target = refresher.target
-            lkg_pointer = parts.lkg.read(target.model, target.selector)
-            lkg_node = lkg_pointer.to_dict() if lkg_pointer else None
-        except (OSError, PointercacheError) as exc:
-            lkg_node = {"error": str(exc)}
+    view = await refresher.view.get(current.digest if current else None)
+    flight = refresher.flights.current
     return {
         "model": refresher.target.model,
         "selector": str(refresher.target.selector),
@@ -91,14 +94,17 @@ def status_document(refresher: Refresher) -> dict[str, Any]:
             else None
         ),
         "prefetched": state.prefetched.to_dict() if state.prefetched else None,
+        "in_flight": flight.to_dict() if flight else None,
+        "held_off": refresher.failures.to_list(),
         "registry": {
             "sources": [s.name for s in parts.sources],
             "last_contact": state.last_contact,
             "last_error": state.last_error,
         },
         "last_refresh": state.last_refresh,
-        "lkg": {"node": lkg_node},
-        "staged": staged,
+        "lkg": {"node": view["lkg_node"], "write_error": state.lkg_error},
+        "staged": view["staged"],
+        "files_read_at": view["as_of"],
         "history": list(state.history),
         **refresher.loads.status(),
     }
@@ -129,7 +135,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """The status document."""
-    return _json(status_document(request.app[REFRESHER]))
+    return _json(await status_document(request.app[REFRESHER]))
 
 
 async def metrics_text(request: web.Request) -> web.Response:
@@ -147,37 +153,59 @@ def _loopback(request: web.Request) -> bool:
         return False
 
 
-def _authorized(request: web.Request) -> bool:
+async def _authorized(request: web.Request) -> bool:
     token_file = request.app.get(TOKEN_FILE)
     if token_file is None:
         return _loopback(request)
-    try:
-        expected = token_file.read_text().strip()
-    except OSError:
+    try:  # read off the loop and without blocking: a FIFO in its place is refused, not waited on
+        data = await abandon_after(
+            TOKEN_READ_WAIT, partial(read_node_file, token_file, max_bytes=4096, follow=True)
+        )
+        expected = data.decode().strip()
+    except (OSError, UnicodeDecodeError, PointercacheError):
         return False
     given = request.headers.get("Authorization", "")
     return bool(expected) and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
 
 
 async def refresh(request: web.Request) -> web.Response:
-    """Re-resolve now, bypassing caches; answers with the outcome and the served pointer."""
-    if not _authorized(request):
+    """Re-resolve now, bypassing caches; answer with the outcome within ``?wait=`` seconds."""
+    if not await _authorized(request):
         return _json({"error": "forbidden"}, status=403)
+    try:
+        wait = float(request.query.get("wait", REFRESH_WAIT))
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_REFRESH_WAIT:
+        return _json({"error": f"wait: seconds from 0 to {MAX_REFRESH_WAIT:g}"}, status=400)
     refresher = request.app[REFRESHER]
-    outcome = await refresher.safe_refresh("forced", force=True)  # never a 500
+    loop = asyncio.get_running_loop()
+    until = loop.time() + wait
+    task = asyncio.create_task(refresher.safe_refresh("forced", force=True))
+    background = request.app[BACKGROUND]
+    background.add(task)  # it goes on after the answer: keep a reference until it ends
+    task.add_done_callback(background.discard)
+    done, _ = await asyncio.wait({task}, timeout=wait)
+    outcome: Outcome | None = task.result() if done else None
+    if outcome is Outcome.IN_PROGRESS:
+        outcome = await refresher.settled(until - loop.time()) or Outcome.IN_PROGRESS
     current = refresher.state.current
-    return _json(
-        {
-            "outcome": outcome,
-            "current": current.to_dict() if current else None,
-            "last_error": refresher.state.last_error,
-        }
-    )
+    flight = refresher.flights.current
+    body: dict[str, Any] = {
+        "outcome": outcome or Outcome.IN_PROGRESS,
+        "current": current.to_dict() if current else None,
+        "last_error": refresher.state.last_error,
+        "in_flight": flight.to_dict() if flight else None,
+    }
+    if outcome in (None, Outcome.IN_PROGRESS):
+        body["detail"] = "the refresh goes on in the background; GET /status shows its progress"
+        return _json(body, status=202)
+    return _json(body)
 
 
 async def loaded(request: web.Request) -> web.Response:
     """Record the model container's acknowledgement of a load (``model.loaded.Ack``)."""
-    if not (_loopback(request) or (TOKEN_FILE in request.app and _authorized(request))):
+    if not (_loopback(request) or (TOKEN_FILE in request.app and await _authorized(request))):
         return _json({"error": "forbidden"}, status=403)
     body = b""
     while len(body) <= MAX_ACK_BYTES:  # at most one byte past the limit is ever read
@@ -204,6 +232,7 @@ def make_app(
     app = web.Application()
     app[REFRESHER] = refresher
     app[METRICS] = metrics
+    app[BACKGROUND] = set()
     if admin_token_file is not None:
         app[TOKEN_FILE] = admin_token_file
     app.router.add_get("/healthz", healthz)

@@ -46,6 +46,8 @@ class Outcome(enum.StrEnum):
     answered with a version); the current version stays."""
     ERROR = "error"
     """An unexpected error; recorded, and the current version stays."""
+    IN_PROGRESS = "in-progress"
+    """A download runs in the background (not counted: its end is counted when it ends)."""
 
 
 class Happening(enum.StrEnum):
@@ -65,6 +67,9 @@ class Happening(enum.StrEnum):
     BOOTSTRAP_FAILED = "bootstrap-failed"
     PREFETCHED = "prefetched"
     PREFETCH_FAILED = "prefetch-failed"
+    DOWNLOADING = "downloading"
+    PREEMPTED = "preempted"
+    HELD_OFF = "held-off"
     LOADED = "loaded"
     """The model container has loaded a version (acknowledged, hook or probe)."""
     RELOAD_FAILED = "reload-failed"
@@ -164,6 +169,9 @@ class RefreshState:
     """Why the served version did not come from a registry, while it did not."""
     blocked: BlockedFlip | None = None
     prefetched: Pointer | None = None
+    lkg_error: str | None = None
+    """Why the last flip could not write the node LKG (a full or locked node disk), if it could
+    not."""
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     def record(self, happening: Happening, **fields: Any) -> None:

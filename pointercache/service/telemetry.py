@@ -91,8 +91,9 @@ LOAD_BUCKETS = (
     600.0,
 )
 """Seconds: a hot swap of a small model takes milliseconds, loading a large one minutes."""
-OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.ERROR)
-"""Outcomes a refresh is counted with (``error``, a crash inside the refresh, is only logged)."""
+OUTCOMES = tuple(o.value for o in Outcome if o not in {Outcome.ERROR, Outcome.IN_PROGRESS})
+"""Outcomes a refresh is counted with (``error``, a crash inside the refresh, is only logged;
+``in-progress`` is counted with the outcome of the download when it ends)."""
 FALLBACK_SOURCES = ("lkg-node", "lkg-cluster", "pinned")
 """Steps of the chain other than a registry."""
 

@@ -27,7 +27,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from pointercache.base.redact import redact_uri
 from pointercache.errors import ConfigError, FetchUnavailable, ForbiddenURI
@@ -188,7 +188,7 @@ def parse_target(uri: str) -> _Target:
     shown = redact_uri(uri) if uri.isascii() else "<non-ascii uri>"
     if not uri or len(uri) > MAX_URI or not uri.isascii() or _BAD_CHARS.search(uri):
         raise ForbiddenURI(f"{shown}: empty, too long, or has whitespace/backslash/control chars")
-    parts = urlsplit(uri)
+    parts = split_uri(uri)
     if not _SCHEME.fullmatch(parts.scheme) or "#" in uri:
         raise ForbiddenURI(f"{shown}: missing scheme, or a fragment")
     if "@" in parts.netloc:
@@ -212,6 +212,15 @@ def parse_target(uri: str) -> _Target:
     if port is None:
         port = _DEFAULT_PORTS.get(parts.scheme.rsplit("+", 1)[-1])
     return _Target(parts.scheme, host, port, _path_segments(parts.path, shown))
+
+
+def split_uri(uri: str) -> SplitResult:
+    """``urlsplit(uri)``, with ``ForbiddenURI`` for what it cannot parse (``http://[1.2.3.4]/``,
+    an unclosed ``[``: Python raises ``ValueError`` there, RFC 3986 §3.2.2)."""
+    try:
+        return urlsplit(uri)
+    except ValueError as exc:
+        raise ForbiddenURI(f"{redact_uri(uri)}: not a parseable URI ({exc})") from None
 
 
 def _named_local(host: str) -> bool:
@@ -319,8 +328,11 @@ def resolve(host: str, port: int | None) -> list[str]:
 
 def check_redirect(policy: AllowPolicy, current: str, location: str) -> str:
     """Resolve ``location`` against ``current``, refuse https→http, then ``policy.check`` it."""
-    target = urljoin(current, location)
-    if urlsplit(current).scheme == "https" and urlsplit(target).scheme != "https":
+    try:
+        target = urljoin(current, location)
+    except ValueError:
+        raise ForbiddenURI(f"{redact_uri(current)}: redirect to an unparseable Location") from None
+    if split_uri(current).scheme == "https" and split_uri(target).scheme != "https":
         raise ForbiddenURI(f"{redact_uri(target)}: redirect from https to another scheme")
     policy.check(target)
     return target

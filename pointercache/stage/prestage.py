@@ -9,24 +9,27 @@ the artifact fetched again. A candidate without a digest is verified by computin
 
 For an archive URI the digest covers the *extracted* tree, like any directory artifact.
 Candidates with a digest are staged under the node cache's per-digest lock, so pods on one node
-download a digest once.
+download a digest once. The wait for that lock is bounded (``CACHE_LOCK_WAIT``): a holder that
+never lets go (a wedged process on the node) costs that wait, then the artifact is fetched
+without the lock (the cache keeps whichever complete copy lands first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
-from pointercache.errors import IntegrityError, TooLarge
+from pointercache.errors import IntegrityError, StoreLocked, TooLarge
 from pointercache.model.digest import listed_digest, tree_digest
-from pointercache.stage.fetchers import Fetcher, FetchOptions, FetchResult, open_fetcher
+from pointercache.stage.allow import split_uri
+from pointercache.stage.fetchers import Fetcher, FetchOptions, FetchResult, Progress, open_fetcher
 from pointercache.volume.fsutil import copy_tree_or_link, remove_path
 
 if TYPE_CHECKING:
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 """Names that may be archives; ``pointercache.stage.archive.is_archive`` has the final say."""
+CACHE_LOCK_WAIT = 30.0
+"""Seconds to wait for another process's download of the same digest before fetching anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +64,60 @@ async def prestage(
     fetch: FetchOptions,
     cache: NodeCache | None,
     fetcher: Fetcher | None = None,
+    progress: Progress | None = None,
+    lock_wait: float = CACHE_LOCK_WAIT,
 ) -> Staged:
     """Stage ``candidate`` at ``staging/model`` verified; raise ``FetchError``/``IntegrityError``.
 
     ``fetcher`` overrides the scheme's fetcher (tests of upper layers pass a memory twin).
+    ``progress`` also hears the download's progress (besides the ``fetch-progress`` log lines);
+    ``lock_wait`` bounds the wait for another process's download of the same digest (seconds).
     """
+    if progress is not None:
+        fetch = replace(fetch, progress=_tee(fetch.progress, progress))
     await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
     if cache is None or candidate.digest is None:
         staged = await _fetch_verified(candidate, staging, fetch, fetcher)
         if cache is not None:
             await _cache_put(cache, staged)
         return staged
-    async with cache.alock(candidate.digest):
-        hit = await _from_cache(candidate, staging, cache)
-        if hit is not None:
-            return hit
-        staged = await _fetch_verified(candidate, staging, fetch, fetcher)
-        await _cache_put(cache, staged)
-        return staged
+    async with contextlib.AsyncExitStack() as held:
+        try:
+            await held.enter_async_context(cache.alock(candidate.digest, max_wait=lock_wait))
+        except StoreLocked:
+            log.warning(
+                "cache-lock-busy",
+                digest=candidate.digest,
+                waited_s=lock_wait,
+                action="fetching without the node lock",
+            )
+        return await _cached_or_fetched(candidate, staging, fetch, fetcher, cache)
+
+
+async def _cached_or_fetched(
+    candidate: Candidate,
+    staging: Path,
+    fetch: FetchOptions,
+    fetcher: Fetcher | None,
+    cache: NodeCache,
+) -> Staged:
+    hit = await _from_cache(candidate, staging, cache)
+    if hit is not None:
+        return hit
+    staged = await _fetch_verified(candidate, staging, fetch, fetcher)
+    await _cache_put(cache, staged)
+    return staged
+
+
+def _tee(first: Progress | None, second: Progress) -> Progress:
+    if first is None:
+        return second
+
+    def both(done: int, total: int | None) -> None:
+        first(done, total)
+        second(done, total)
+
+    return both
 
 
 async def _from_cache(candidate: Candidate, staging: Path, cache: NodeCache) -> Staged | None:
@@ -112,11 +153,11 @@ async def _fetch_verified(
     archive_name = _archive_name(candidate.uri)
     download = staging / f"download-{archive_name}" if archive_name else dest
     reporter = None
-    if fetcher is None and fetch.progress is None:
+    if fetcher is None:
         from pointercache.stage.progress import ProgressReporter
 
         reporter = ProgressReporter(candidate.uri, candidate.size_bytes)
-        fetch = replace(fetch, progress=reporter)
+        fetch = replace(fetch, progress=_tee(fetch.progress, reporter))
     own = fetcher is None
     active = open_fetcher(candidate.uri, fetch) if fetcher is None else fetcher
     try:
@@ -176,7 +217,7 @@ def _verify(candidate: Candidate, digest: str, size: int, max_bytes: int | None 
 
 def _archive_name(uri: str) -> str | None:
     """The URI's file name if it names an archive (the archive package is imported only then)."""
-    base = PurePosixPath(urlsplit(uri).path).name
+    base = PurePosixPath(split_uri(uri).path).name
     if not base.lower().endswith(ARCHIVE_SUFFIXES):
         return None
     from pointercache.stage.archive import is_archive

@@ -77,3 +77,61 @@ class ProgressReporter:
             log.info("fetch-done", **fields)
         else:
             log.warning("fetch-failed", **fields)
+
+
+class TransferWatch:
+    """The latest progress of one transfer, kept for a one-line reason or ``/status``.
+
+    A ``Progress`` callable like ``ProgressReporter``, but silent: it only remembers (bytes done,
+    total, when the count last moved). Fetchers may call it from worker threads; each update is
+    a few attribute stores, and readers take a consistent-enough snapshot.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.started = clock()
+        self.last_change = self.started
+        self.done = 0
+        self.total: int | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Record progress (the ``FetchOptions.progress`` signature)."""
+        if done != self.done:
+            self.last_change = self._clock()
+        self.done = done
+        if total is not None:
+            self.total = total
+
+    def to_dict(self) -> dict[str, object]:
+        """``bytes``, ``total``, ``percent``, ``rate_bytes_per_s`` (mean), ``idle_s``."""
+        now = self._clock()
+        rate = self.done / max(now - self.started, 1e-9)
+        percent = round(100.0 * self.done / self.total, 1) if self.total else None
+        return {
+            "bytes": self.done,
+            "total": self.total,
+            "percent": percent,
+            "rate_bytes_per_s": round(rate),
+            "idle_s": round(now - self.last_change, 1),
+        }
+
+    def summary(self) -> str:
+        """One line: "3.0 MiB of 10.0 MiB at 1.2 KiB/s, nothing for 4s" (or "no byte yet")."""
+        now = self._clock()
+        if not self.done:
+            return f"no byte received in {now - self.started:.0f}s"
+        total = f" of {_size(self.total)}" if self.total else ""
+        rate = _size(int(self.done / max(now - self.started, 1e-9)))
+        return f"{_size(self.done)}{total} at {rate}/s, nothing for {now - self.last_change:.0f}s"
+
+
+_KIB = 1024
+
+
+def _size(count: int | None) -> str:
+    value = float(count or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < _KIB or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= _KIB
+    return f"{value:.1f} GiB"  # pragma: no cover - the loop returns

@@ -117,7 +117,13 @@ class Settings:
     max_artifact_bytes: int = _opt(64 << 30, "refuse artifacts larger than this many bytes")
     cache_max_bytes: int = _opt(0, "bound of the node artifact cache in bytes (0: unbounded)")
     keep_versions: int = _opt(2, "staged versions kept on the shared volume (current included)")
-    deadline: float = _opt(120.0, "total seconds the init container may take", roles=(INIT,))
+    deadline: float = _opt(
+        120.0,
+        "total seconds the init container may take; it exits by then whatever blocks. While a "
+        "later step (node LKG, cluster LKG, pinned) has an answer, a step may use at most half "
+        "of the time left, so a stalled registry or download cannot starve the fallbacks",
+        roles=(INIT,),
+    )
     termination_log: Path = _opt(
         Path("/dev/termination-log"), "file for the one-line failure reason", roles=(INIT,)
     )

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pointercache.base.log import log
-from pointercache.errors import StoreLocked
+from pointercache.errors import StoreError, StoreLocked
 from pointercache.model.pointer import check_digest
 from pointercache.volume import layout
 from pointercache.volume.fsutil import copy_tree_or_link, fsync_dir
 from pointercache.volume.locks import NodeLocks
+from pointercache.volume.nodefile import read_node_file
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -141,10 +142,10 @@ class NodeCache:
         found = []
         for entry in self.cas.glob("*") if self.cas.is_dir() else ():
             try:
-                used = (entry / layout.CAS_USED).stat().st_mtime
-                size = int((entry / layout.CAS_SIZE).read_text())
-            except (OSError, ValueError):
-                continue
+                used = (entry / layout.CAS_USED).lstat().st_mtime
+                size = int(read_node_file(entry / layout.CAS_SIZE, max_bytes=32))
+            except (OSError, StoreError, ValueError):
+                continue  # damaged, or planted: a FIFO or a link where the size should be
             found.append((f"sha256:{entry.name}", size, used))
         return sorted(found, key=lambda item: item[2])
 

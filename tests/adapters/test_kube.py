@@ -101,3 +101,45 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path):
     client = KubeClient(KubeConfig(kubeconfig=tmp_path / "absent"))
     with pytest.raises(ConfigError):
         client.list_pods("ml")
+
+
+async def test_an_answer_that_trickles_is_bounded_by_the_request_timeout() -> None:
+    """An API server that trickles a ConfigMap a byte at a time: KubeUnavailable within the
+    request timeout, and the connection is dropped (our own fake of the server)."""
+    from aiohttp import web
+
+    left: list[float] = []
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        try:
+            for byte in b'{"kind": "ConfigMap", "data": {}}' * 1000:
+                await resp.write(bytes([byte]))
+                await asyncio.sleep(0.05)
+        except ConnectionResetError:
+            left.append(asyncio.get_running_loop().time())
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/ns/configmaps/cm", trickle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    client = KubeClient(KubeConfig(host=host, request_timeout=1.0))
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(KubeUnavailable, match="not complete within 1s"):
+            await asyncio.to_thread(client.get_configmap, "ns", "cm")
+        for _ in range(100):  # wait for the server to notice, at most 10 s
+            if left:
+                break
+            await asyncio.sleep(0.1)
+        assert left and left[0] - started < 10.0
+    finally:
+        await asyncio.to_thread(client.close)
+        await runner.cleanup()

@@ -84,6 +84,7 @@ class Sidecar:
         *,
         headers: dict[str, str] | None = None,
         method: str = "GET",
+        timeout: float = 10,
         body: bytes | None = None,
     ) -> tuple[int, bytes]:
         """An HTTP request to the status server: (status, body)."""
@@ -91,7 +92,7 @@ class Sidecar:
             self.url + path, data=body, method=method, headers=headers or {}
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             with exc:  # closed here, not by the garbage collector (a ResourceWarning)

@@ -185,7 +185,7 @@ async def test_a_bogus_revision_is_refused_visibly_then_reset_after_the_grace(
         assert lkg_revision() == bogus
 
         def forced() -> str:
-            code, body = sidecar.get("/refresh", method="POST")
+            code, body = sidecar.get("/refresh?wait=60", method="POST")
             outcome: str = json.loads(body)["outcome"]
             return outcome if code == 200 and outcome == "flipped" else ""
 

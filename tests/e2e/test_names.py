@@ -49,7 +49,7 @@ def test_a_model_called_credit_risk_is_served_and_refreshed(
         assert sidecar.status()["model"] == model
         v2 = mlflow.create_version(model, {"weights.bin": b"2" * 32})
         mlflow.set_alias(model, "production", v2)
-        code, body = sidecar.get("/refresh", method="POST")
+        code, body = sidecar.get("/refresh?wait=60", method="POST")
         assert (code, json.loads(body)["outcome"]) == (200, "flipped"), body
         assert Pointer.read(pod / "pointer.json").version == v2
     finally:

@@ -27,7 +27,7 @@ def _metric(sidecar: Sidecar, series: str) -> float:
 
 
 def _refresh(sidecar: Sidecar) -> str:
-    code, body = sidecar.get("/refresh", method="POST")
+    code, body = sidecar.get("/refresh?wait=60", method="POST")
     assert code == 200, body
     outcome: str = json.loads(body)["outcome"]
     return outcome

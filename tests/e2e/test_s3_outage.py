@@ -67,9 +67,9 @@ def test_s3_dies_mid_download_old_version_stays_and_a_retry_succeeds(
         client = private_moto.client()
         client.create_bucket(Bucket=bucket)
         client.put_object(Bucket=bucket, Key="m/2/w.bin", Body=big)
-        code, _ = sidecar.get("/refresh", method="POST")
-        assert code == 200
-        wait_until(lambda: sidecar.status()["current"]["version"] == "2", 120)
+        code, body = sidecar.get("/refresh?wait=60", method="POST", timeout=70)  # the outcome
+        assert (code, json.loads(body)["outcome"]) == (200, "flipped")
+        assert sidecar.status()["current"]["version"] == "2"
     finally:
         sidecar.stop(signal.SIGTERM)
     assert Pointer.read(world.root / "pointer.json").size_bytes == BIG

@@ -295,7 +295,7 @@ def test_a_blocked_version_is_reported_once(
         world.publish(2, "2", signatures={"2": sig_geo})
         wait_until(lambda: sidecar.status()["blocked"])
         for _ in range(3):
-            code, body = sidecar.get("/refresh", method="POST")
+            code, body = sidecar.get("/refresh?wait=30", method="POST", timeout=40)
             assert (code, json.loads(body)["outcome"]) == (200, "blocked")
         events = [e["event"] for e in sidecar.status()["history"]]
         assert events.count("flip-blocked") == 1

@@ -119,7 +119,7 @@ def test_sidecar_blocks_the_flip_and_forgets_it_when_the_alias_goes(
     sidecar = Sidecar(env, [*_args(tmp_path, mlflow_s3, model), "--poll-interval", "3600"])
     try:
         mlflow_s3.set_alias(model, "production", v2)
-        code, body = sidecar.get("/refresh", method="POST")
+        code, body = sidecar.get("/refresh?wait=60", method="POST")
         assert (code, json.loads(body)["outcome"]) == (200, "blocked"), body
         blocked = sidecar.status()["blocked"]
         assert blocked["version"] == v2

@@ -17,6 +17,7 @@ from pointercache.model.revision import (
     is_rollback,
     is_stale,
     may_replace,
+    same_candidate,
     same_version,
 )
 from tests.helpers import make_pointer
@@ -221,3 +222,21 @@ def test_rollbacks(previous: str, new: str, served_before: list[str], rollback: 
         is_rollback(make_pointer(version=previous), make_pointer(version=new), served_before)
         is rollback
     )
+
+
+@pytest.mark.parametrize(
+    ("other", "same"),
+    [
+        ({}, True),
+        ({"digest": D2}, False),  # re-uploaded under the same version
+        ({"version": "2"}, False),
+        ({"uri": "https://h/m/1?token=other"}, True),  # the same once redacted
+        ({"uri": "https://h/m/9"}, False),
+        ({"digest": None}, False),  # a promise dropped is another answer
+    ],
+)
+def test_same_candidate(other: dict[str, str | None], same: bool) -> None:
+    """A download in flight serves only an answer with the same version, digest and URI."""
+    first = Candidate(model="recommender", version="1", uri="https://h/m/1?token=x", digest=D1)
+    values = {"model": "recommender", "version": "1", "uri": first.uri, "digest": D1} | other
+    assert same_candidate(first, Candidate(**values)) is same  # type: ignore[arg-type]

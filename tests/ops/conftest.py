@@ -36,8 +36,8 @@ class Monitored:
         return {m.name: m for m in text_string_to_metric_families(body.decode())}
 
     def refresh(self) -> str:
-        """``POST /refresh`` (loopback, no token): the refresh's outcome."""
-        code, body = self.sidecar.get("/refresh", method="POST")
+        """``POST /refresh`` (loopback, no token): the refresh's outcome, however long it takes."""
+        code, body = self.sidecar.get("/refresh?wait=30", method="POST", timeout=40)
         assert code == 200, body
         outcome: str = json.loads(body)["outcome"]
         return outcome

@@ -72,8 +72,9 @@ def publish_seconds(server: MlflowServer, env: dict[str, str], outbox: Path) -> 
     """
     took = []
     for version in ("1", "2", "3"):
-        name = f"kill-cal-{outbox.parent.name[-10:]}"
-        args = publish_args(server.registry_uri, outbox, name, version)
+        args = publish_args(
+            server.registry_uri, outbox, f"kill-cal-{outbox.parent.name[-10:]}", version
+        )
         began = time.monotonic()
         answer = run_cli(env, *args)
         took.append(time.monotonic() - began)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,29 @@ async def test_memory_source_changes_and_not_found() -> None:
     await asyncio.wait_for(waiter, GUARD)
     assert (await source.resolve("recommender", PROD)).version == "9"
     await changes.aclose()
+
+
+async def test_a_planted_node_lkg_is_a_step_with_a_reason(tmp_path: Path) -> None:
+    """A FIFO where the node LKG should be is read at once as a reason; pinned answers."""
+    lkg = NodeLKG(tmp_path / "lkg")
+    lkg.dir.mkdir()
+    os.mkfifo(lkg.pointer_path("recommender", PROD))
+    pinned = Candidate(model="recommender", version="1", uri="memory://art/1")
+    found = await _all(_chain([], lkg=lkg, pinned=pinned))
+    assert [r.source for r in found] == ["pinned"]
+    reasons = {a.step: a.reason for a in found[0].attempts}
+    assert reasons["lkg-node"].startswith("UnsafeNodeFile:") and "a FIFO" in reasons["lkg-node"]
+
+
+async def test_the_registries_together_keep_within_what_they_are_given() -> None:
+    """With ``within``, a hanging first registry gets only that, and the next is not asked."""
+    first = _source("primary", version="8", timeout=5.0)
+    first.registry.hang()
+    second = _source("replica", version="7", timeout=5.0)
+    async with asyncio.timeout(GUARD):
+        found, attempts = await _chain([first, second]).from_registries(
+            "recommender", PROD, within=0.3
+        )
+    assert found is None
+    assert [a.reason.split(":")[0] for a in attempts] == ["TimeoutError", "not asked"]
+    assert second.registry.calls == 0

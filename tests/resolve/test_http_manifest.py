@@ -241,3 +241,42 @@ async def test_connection_refused_is_unavailable() -> None:
             await source.resolve("rec", PROD)
     finally:
         await source.aclose()
+
+
+async def test_a_trickling_manifest_costs_the_timeout_and_no_more() -> None:
+    """Headers, then a byte of the body every 0.1 s: unavailable within the source timeout,
+    and the connection is dropped (the server sees its client leave)."""
+    left: list[float] = []
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": "100000"})
+        await resp.prepare(request)
+        try:
+            while True:
+                await resp.write(b" ")
+                await asyncio.sleep(0.1)
+        except ConnectionResetError:
+            left.append(asyncio.get_running_loop().time())
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/rec.json", trickle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/rec.json"
+    source = HttpManifestSource(url, SourceOptions(timeout=0.5))
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(SourceUnavailable, match="timed out"):
+            await source.resolve("rec", PROD)
+        for _ in range(100):  # wait for the server to notice, at most 10 s
+            if left:
+                break
+            await asyncio.sleep(0.1)
+        assert left and left[0] - started < 5.0
+    finally:
+        await source.aclose()
+        await runner.cleanup()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 
 import orjson
@@ -12,7 +14,8 @@ from pointercache.errors import ConfigError, InvalidManifest, NotFound, SourceUn
 from pointercache.model.candidate import Selector
 from pointercache.resolve.sources import SourceOptions, open_source
 from pointercache.resolve.sources.s3 import S3ManifestSource
-from tests.servers import MotoServer
+from tests.helpers import await_until
+from tests.servers import MotoServer, TricklingS3
 
 PROD = Selector.parse("alias:production")
 
@@ -120,3 +123,24 @@ async def test_invalidate_makes_the_next_get_unconditional(
     log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # werkzeug colours some status lines
     statuses = re.findall(rf'"GET /{bucket}/rec\.json HTTP/1\.1" (\d+)', log)
     assert statuses == ["200", "304", "200"]
+
+
+async def test_a_trickling_store_costs_the_timeout_and_the_read_ends(moto_env: MotoServer) -> None:
+    """A manifest body that trickles: unavailable within the timeout, and the worker thread
+    stops reading soon after (the proxy sees the client leave)."""
+    bucket = moto_env.new_bucket()
+    moto_env.client().put_object(Bucket=bucket, Key="rec.json", Body=manifest(1, "8") * 50)
+    proxy = await TricklingS3(moto_env.endpoint_url).start()
+    options = SourceOptions(timeout=1.0, s3_endpoint_url=proxy.endpoint_url)
+    source = S3ManifestSource(f"s3://{bucket}/rec.json", options)
+    try:
+        await asyncio.to_thread(source._ensure_client)  # boto3's import is not the registry's time
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable, match="timed out"):
+            await source.resolve("rec", PROD)
+        assert time.monotonic() - started < 5.0  # bound on waiting, not a timing claim
+        await await_until(lambda: proxy.disconnects, timeout=10.0)
+        assert proxy.disconnects[0] - started < 5.0
+    finally:
+        await source.aclose()
+        await proxy.stop()

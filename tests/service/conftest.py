@@ -90,14 +90,18 @@ class Pod:
         return self.parts.store.root
 
     async def publish(self, revision: int, version: str) -> Outcome:
-        """Move the production alias to ``version`` and refresh once."""
+        """Move the production alias to ``version``, refresh once and wait (up to 30 s) for the
+        download that the refresh starts in the background to end."""
         write_manifest(
             self.base / "registry.json",
             self.base,
             revision=revision,
             aliases={"production": version},
         )
-        return await self.refresher.refresh("test")
+        outcome = await self.refresher.refresh("test")
+        if outcome is Outcome.IN_PROGRESS:
+            outcome = await self.refresher.settled(30.0) or outcome
+        return outcome
 
     def staged(self) -> list[str]:
         """Versions installed on the volume, newest first."""
@@ -142,7 +146,7 @@ async def make_pod(tmp_path: Path) -> AsyncIterator[PodFactory]:
         refresher = Refresher(
             parts, RefreshOptions(poll_interval=3600), telemetry, loads=options or LoadOptions()
         )
-        refresher.load_current()
+        await refresher.load_current()
         refresher.loads.started()
         stack.push_async_callback(parts.aclose)
         stack.push_async_callback(refresher.loads.aclose)

@@ -9,11 +9,20 @@ weak ETag and a Last-Modified), ``/hang-headers``, ``/hang-body``,
 ``/start`` (redirects to a presigned-looking ``/signed?...`` that breaks once),
 ``/missing`` (404), ``/error`` (503), and ``/credit model.bin`` and ``/modèle.bin`` (names a URL
 must percent-encode). Every request is recorded in ``hits``.
+
+Answers to a resume that do not hold the bytes asked for (each breaks its first body after
+``BREAK_AT`` bytes of ``big``, an 8 MiB body): ``/resume-200-tail`` answers the ``Range`` with a
+200 that carries a ``Content-Range`` and only the tail; ``/resume-206-wrong`` with a 206 from
+byte 0; ``/resume-200-same-etag`` with a 200 of the tail alone under the same strong ETag. A
+request without ``Range`` always gets the whole body. ``/always-short`` declares its length and
+sends 1000 bytes less on every answer. ``/trickle`` sends its headers (``Content-Length``
+10 MiB) and 1 KiB, then a byte every ``trickle_every`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -43,6 +52,8 @@ class Origin:
     """State of the origin: the body it serves and every request it got."""
 
     data: bytes = field(default_factory=lambda: os.urandom(3 * (1 << 20) + 4321))
+    big: bytes = field(default_factory=lambda: os.urandom(8 << 20))
+    trickle_every: float = 0.2
     hits: list[Hit] = field(default_factory=list)
     dropped: set[str] = field(default_factory=set)
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -150,6 +161,72 @@ async def _error(origin: Origin, request: web.Request, hit: Hit) -> web.StreamRe
     raise web.HTTPServiceUnavailable
 
 
+BREAK_AT = 3 << 20
+
+
+async def _broken_whole(request: web.Request, hit: Hit, body: bytes) -> web.StreamResponse:
+    """The whole body announced, ``BREAK_AT`` bytes sent, then the connection cut."""
+    hit.status = 200
+    headers = {"ETag": ETAG, "Accept-Ranges": "bytes", "Content-Length": str(len(body))}
+    resp = web.StreamResponse(headers=headers)
+    await resp.prepare(request)
+    await resp.write(body[:BREAK_AT])
+    assert request.transport is not None
+    request.transport.abort()
+    return resp
+
+
+async def _bad_resume(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    body, size = origin.big, len(origin.big)
+    rng = request.headers.get("Range")
+    if not rng:
+        if request.path not in origin.dropped:
+            origin.dropped.add(request.path)
+            return await _broken_whole(request, hit, body)
+        hit.status = 200
+        return web.Response(body=body, headers={"ETag": ETAG})
+    start = int(rng.removeprefix("bytes=").split("-")[0])
+    tail = body[start:]
+    if request.path == "/resume-200-tail":
+        hit.status = 200
+        headers = {"ETag": ETAG, "Content-Range": f"bytes {start}-{size - 1}/{size}"}
+        return web.Response(body=tail, headers=headers)
+    if request.path == "/resume-206-wrong":
+        hit.status = 206
+        headers = {"ETag": ETAG, "Content-Range": f"bytes 0-{len(tail) - 1}/{size}"}
+        return web.Response(status=206, body=body[: len(tail)], headers=headers)
+    hit.status = 200  # /resume-200-same-etag: the tail as if it were the whole
+    return web.Response(body=tail, headers={"ETag": ETAG})
+
+
+async def _always_short(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    body, size = origin.data, len(origin.data)
+    rng = request.headers.get("Range")
+    start = int(rng.removeprefix("bytes=").split("-")[0]) if rng else 0
+    hit.status = 206 if start else 200
+    headers = {"ETag": ETAG, "Content-Length": str(size - start)}
+    if start:
+        headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+    resp = web.StreamResponse(status=hit.status, headers=headers)
+    await resp.prepare(request)
+    await resp.write(body[start : max(start, size - 1000)])
+    assert request.transport is not None
+    request.transport.abort()
+    return resp
+
+
+async def _trickle(origin: Origin, request: web.Request, hit: Hit) -> web.StreamResponse:
+    hit.status = 200
+    resp = web.StreamResponse(headers={"Content-Length": str(10 << 20), "ETag": ETAG})
+    await resp.prepare(request)
+    with contextlib.suppress(ConnectionResetError):  # the client gave up: that is the point
+        await resp.write(b"x" * 1024)
+        for _ in range(10 << 20):
+            await asyncio.sleep(origin.trickle_every)
+            await resp.write(b"x")
+    return resp
+
+
 Handler = Callable[[Origin, web.Request, Hit], Awaitable[web.StreamResponse]]
 ROUTES: dict[str, Handler] = {
     "/file": _file,
@@ -166,6 +243,11 @@ ROUTES: dict[str, Handler] = {
     "/big": _big,
     "/big-chunked": _big_chunked,
     "/error": _error,
+    "/resume-200-tail": _bad_resume,
+    "/resume-206-wrong": _bad_resume,
+    "/resume-200-same-etag": _bad_resume,
+    "/always-short": _always_short,
+    "/trickle": _trickle,
     "/credit model.bin": _file,  # a name with a space: requested as /credit%20model.bin
     "/mod\u00e8le.bin": _file,
 }

@@ -116,6 +116,9 @@ def test_refused_outside_prefixes(uri: str) -> None:
         "",
         "no-scheme/at/all",
         "1http://a.com/",
+        "http://[127.0.0.1]/m.bin",  # urlsplit raises ValueError: refused, not a crash
+        "http://[::1/m.bin",
+        "s3://[models]/m.bin",
     ],
 )
 def test_uri_tricks_refused(uri: str) -> None:
@@ -450,3 +453,14 @@ def test_userinfo_refused_by_name(uri: str) -> None:
     with pytest.raises(ForbiddenURI, match="user info") as info:
         AllowList([], resolve_dns=False).check(uri)
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("uri", ["http://[127.0.0.1]/m.bin", "https://[::1/m.bin"])
+def test_unparseable_uris_are_forbidden_wherever_they_are_split(uri: str) -> None:
+    """The fetcher table and the AllowAll policy refuse an unparseable URI as ForbiddenURI."""
+    from pointercache.stage.fetchers import FetchOptions, open_fetcher
+
+    with pytest.raises(ForbiddenURI, match="not a parseable URI"):
+        open_fetcher(uri, FetchOptions())
+    with pytest.raises(ForbiddenURI):
+        check_redirect(AllowList([], resolve_dns=False), "https://a.com/x", uri)

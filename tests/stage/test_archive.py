@@ -260,6 +260,40 @@ def test_tar_huge_pax_header_refused(box: Path) -> None:
     assert "extended header" in refuse(box, make_tar(box / "pax.tar", [(info, data)]))
 
 
+def chained_headers(path: Path, count: int, kind: bytes) -> Path:
+    """A tar whose one member follows ``count`` chained GNU long-name or pax headers."""
+    blocks = bytearray()
+    for _ in range(count):
+        header = tarfile.TarInfo("././@LongLink")
+        payload = (
+            b"a" * 100 + b"\0" if kind == tarfile.GNUTYPE_LONGNAME else b"20 comment=xxxxxxx\n"
+        )
+        header.type, header.size = kind, len(payload)
+        blocks += header.tobuf(tarfile.USTAR_FORMAT)
+        blocks += payload + b"\0" * (-len(payload) % tarfile.BLOCKSIZE)
+    member = tarfile.TarInfo("model.bin")
+    member.size = 3
+    blocks += member.tobuf(tarfile.USTAR_FORMAT) + b"abc" + b"\0" * (tarfile.BLOCKSIZE - 3)
+    blocks += b"\0" * (2 * tarfile.BLOCKSIZE)
+    path.write_bytes(bytes(blocks))
+    return path
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE])
+def test_tar_hundreds_of_chained_headers_refused(box: Path, kind: bytes) -> None:
+    """Hundreds of chained long-name or pax headers are refused (tarfile would recurse)."""
+    archive = chained_headers(box / "chain.tar", 600, kind)
+    assert "extended headers before one member" in refuse(box, archive)
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE])
+def test_tar_a_few_chained_headers_are_fine(tmp_path: Path, kind: bytes) -> None:
+    """Real archives chain a few headers before a member; those extract."""
+    archive = chained_headers(tmp_path / "chain.tar", 3, kind)
+    extract(archive, tmp_path / "out")
+    assert [p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()] == [b"abc"]
+
+
 def test_corrupt_gzip_refused(box: Path) -> None:
     """A truncated or corrupt gzip stream is refused."""
     good = make_tar(box / "g.tgz", [tinfo("a.bin", os.urandom(100_000))]).read_bytes()

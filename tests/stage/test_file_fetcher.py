@@ -8,11 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from pointercache.errors import ArtifactNotFound, ForbiddenURI, TooLarge
+from pointercache.errors import (
+    ArtifactNotFound,
+    FetchError,
+    FetchUnavailable,
+    ForbiddenURI,
+    TooLarge,
+)
 from pointercache.model.digest import listed_digest, tree_digest
 from pointercache.stage.fetchers import FetchOptions, open_fetcher
 from pointercache.stage.fetchers.file import FileFetcher
 from pointercache.stage.fetchers.memory import MemoryFetcher
+from tests.helpers import mount_tmpfs, unmount
 
 
 class PrefixPolicy:
@@ -145,3 +152,20 @@ async def test_memory_fetcher_writes_trees_and_refuses_escaping_entries(tmp_path
     with pytest.raises(ArtifactNotFound):
         await fetcher.fetch("memory://missing", tmp_path / "m")
     assert fetcher.fetched == ["memory://a", "memory://b", "memory://evil", "memory://missing"]
+
+
+async def test_a_full_staging_disk_is_a_fetch_error_naming_enospc(tmp_path: Path) -> None:
+    """Copying a 4 MiB file onto a 1 MiB tmpfs: a FetchError naming ENOSPC, nothing left."""
+    mnt = tmp_path / "small"
+    why = mount_tmpfs(mnt, 1 << 20)
+    if why:
+        pytest.skip(f"{why}; tests/volume/test_diskfull.py injects the same failure")
+    try:
+        src = tmp_path / "big.bin"
+        src.write_bytes(os.urandom(4 << 20))
+        with pytest.raises(FetchError, match="ENOSPC") as info:
+            await FileFetcher(FetchOptions()).fetch(src.as_uri(), mnt / "dest")
+        assert not isinstance(info.value, FetchUnavailable)  # a full disk is not worth a retry
+        assert list(mnt.iterdir()) == []
+    finally:
+        unmount(mnt)

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pointercache.adapters.pace import Pace
 from pointercache.adapters.retry import Backoff
 from pointercache.errors import (
     ArtifactNotFound,
     FetchError,
     FetchUnavailable,
     ForbiddenURI,
+    Stalled,
     TooLarge,
 )
 from pointercache.stage.fetchers import FetchOptions, open_fetcher
@@ -181,6 +183,40 @@ async def test_presigned_query_is_sent_byte_for_byte(origin: Origin, tmp_path: P
     result, _ = await _fetch(origin, target, tmp_path / "m.bin")
     assert result.sha256 == hashlib.sha256(origin.data).hexdigest()  # type: ignore[attr-defined]
     assert [h.raw for h in origin.seen("/file")] == [target]
+
+
+@pytest.mark.parametrize("path", ["/resume-200-tail", "/resume-206-wrong", "/resume-200-same-etag"])
+async def test_a_resume_answered_with_other_bytes_starts_over(
+    origin: Origin, tmp_path: Path, path: str
+) -> None:
+    """A resume answered with other bytes (a 200 with the tail, a 206 from 0) starts over."""
+    # The body breaks after 3 MiB of 8 MiB; the server answers the Range with a 200 carrying
+    # Content-Range and the tail, a 206 from byte 0, or the tail alone as a 200 under the same
+    # ETag: the fetcher must never splice those in (a shorter or shifted file).
+    result, _ = await _fetch(origin, path, tmp_path / "m.bin")
+    assert (tmp_path / "m.bin").read_bytes() == origin.big
+    assert result.sha256 == hashlib.sha256(origin.big).hexdigest()  # type: ignore[attr-defined]
+    ranges = [h.range for h in origin.seen(path)]
+    assert ranges == [None, f"bytes={3 << 20}-", None]
+
+
+async def test_a_body_shorter_than_its_length_is_never_kept(origin: Origin, tmp_path: Path) -> None:
+    """Every answer stops 1000 bytes short: resumes run out of attempts; nothing is left."""
+    with pytest.raises(FetchUnavailable):
+        await _fetch(origin, "/always-short", tmp_path / "m.bin", attempts=2)
+    assert not (tmp_path / "m.bin").exists()
+    assert origin.seen("/always-short")[1].range == f"bytes={len(origin.data) - 1000}-"
+
+
+async def test_a_trickle_fails_after_one_window_without_a_retry(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """1 KiB then a byte every 0.2 s: Stalled after the 1 s window, asked once, nothing left."""
+    pace = Pace(min_rate=64 * 1024, window=1.0)
+    with pytest.raises(Stalled, match=r"below the minimum 64\.0 KiB/s"):
+        await _fetch(origin, "/trickle", tmp_path / "m.bin", pace=pace, read_timeout=30.0)
+    assert len(origin.seen("/trickle")) == 1
+    assert not (tmp_path / "m.bin").exists()
 
 
 @pytest.mark.parametrize(

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pointercache.errors import ArtifactNotFound, ForbiddenURI
+from pointercache.adapters.pace import Pace
+from pointercache.errors import ArtifactNotFound, ForbiddenURI, Stalled, TooLarge
 from pointercache.model.candidate import Selector
 from pointercache.model.digest import listed_digest, tree_digest
 from pointercache.resolve.sources import SourceOptions
 from pointercache.resolve.sources.mlflow import MlflowSource
-from pointercache.stage.fetchers import FetchOptions, open_fetcher
+from pointercache.stage.fetchers import FetchOptions, FetchResult, open_fetcher
+from pointercache.stage.fetchers.mlflow import MAX_LISTINGS
 from tests.mlflow_server import MlflowServer, mlmodel_text
+from tests.stage.mlflow_proxy import Proxy, start_proxy
 
 FILES = {
     "model.pkl": b"\x80\x04weights" * 1000,
@@ -140,3 +144,87 @@ async def test_prestage_enforces_the_digest_tag(
     candidate = await source.resolve(model, Selector.parse(f"version:{version}"))
     with pytest.raises(IntegrityError):
         await prestage(candidate, tmp_path / "bad", fetch=FetchOptions(), cache=None)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    """A misbehaving MLflow artifact proxy of this test alone."""
+    server = Proxy()
+    runner = await start_proxy(server)
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+async def _fetch_from(proxy: Proxy, tmp_path: Path, **kw: Any) -> FetchResult:
+    uri = proxy.uri("1/run/artifacts/model")
+    fetcher = open_fetcher(uri, FetchOptions(**kw))
+    try:
+        return await fetcher.fetch(uri, tmp_path / "model")
+    finally:
+        await fetcher.aclose()
+
+
+def _entries(*names: str, dirs: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    files = [{"path": n, "is_dir": False, "file_size": 3} for n in names]
+    return files + [{"path": d, "is_dir": True} for d in dirs]
+
+
+LISTINGS: dict[str, Callable[[str], list[dict[str, Any]]]] = {
+    # the same file twice in one listing
+    "duplicate": lambda path: _entries("w.bin", "w.bin"),
+    # "code" is a file and a directory in the same listing
+    "file and directory": lambda path: (
+        _entries("code", dirs=("code",)) if path.endswith("model") else _entries("f.py")
+    ),
+    # a directory lists a name that a file already took at another level ("a/b" then "a")
+    "file above a file": lambda path: (
+        _entries("a/b", dirs=("a",)) if path.endswith("model") else _entries("b")
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LISTINGS)
+async def test_inconsistent_listings_are_refused_before_any_download(
+    proxy: Proxy, tmp_path: Path, case: str
+) -> None:
+    """A listing with a name twice, or a name both file and directory, is ForbiddenURI."""
+    proxy.listings = LISTINGS[case]
+    with pytest.raises(ForbiddenURI, match="listed"):
+        await _fetch_from(proxy, tmp_path)
+    assert proxy.downloads == []
+    assert not (tmp_path / "model").exists()
+
+
+async def test_a_wide_deep_listing_stops_at_the_fan_out_bound(proxy: Proxy, tmp_path: Path) -> None:
+    """300 directories per level, 3 deep (27 million leaves): at most MAX_LISTINGS requests."""
+
+    def wide(path: str) -> list[dict[str, Any]]:
+        depth = path.count("/") - 3  # "1/run/artifacts/model" is depth 0
+        return [] if depth >= 3 else _entries(dirs=tuple(f"d{i}" for i in range(300)))
+
+    proxy.listings = wide
+    with pytest.raises(TooLarge, match="artifact directories"):
+        await _fetch_from(proxy, tmp_path)
+    assert proxy.listed == MAX_LISTINGS
+    assert proxy.downloads == []
+
+
+async def test_a_trickling_proxy_in_front_of_mlflow_stalls(
+    mlflow: MlflowServer, proxy: Proxy, tmp_path: Path
+) -> None:
+    """A real MLflow behind a proxy that trickles the download: Stalled, nothing staged."""
+    _, root = mlflow.new_run()
+    mlflow.upload(f"{root}/model/w.bin", b"w" * 200_000)
+    proxy.upstream = f"http://127.0.0.1:{mlflow.port}"
+    proxy.trickle = True
+    uri = proxy.uri(f"{root}/model")
+    fetcher = open_fetcher(uri, FetchOptions(pace=Pace(min_rate=64 * 1024, window=1.0)))
+    try:
+        with pytest.raises(Stalled, match=r"w\.bin"):
+            await fetcher.fetch(uri, tmp_path / "model")
+    finally:
+        await fetcher.aclose()
+    assert proxy.downloads == [f"{root}/model/w.bin"]  # a stall is not retried at once
+    assert not (tmp_path / "model").exists()

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from pointercache.adapters.pace import Pace
 from pointercache.adapters.retry import Backoff
-from pointercache.errors import ArtifactNotFound, FetchUnavailable, ForbiddenURI, TooLarge
+from pointercache.errors import ArtifactNotFound, FetchUnavailable, ForbiddenURI, Stalled, TooLarge
 from pointercache.model.digest import listed_digest, tree_digest
 from pointercache.stage.fetchers import FetchOptions, open_fetcher
 from pointercache.stage.fetchers.s3 import S3Fetcher, relpath_of
-from tests.servers import MotoServer
+from tests.servers import MotoServer, TricklingS3
 from tests.stage.conftest import allow
 
 MiB = 1 << 20
@@ -278,3 +280,37 @@ def test_relpath_of_keys(key: str, expected: str | type[Exception] | None) -> No
             relpath_of("p/", key, "s3://b/p/")
     else:
         assert relpath_of("p/", key, "s3://b/p/") == expected
+
+
+@pytest.fixture
+async def trickling(moto_env: MotoServer) -> AsyncIterator[TricklingS3]:
+    """A proxy in front of the shared moto server that trickles object bodies."""
+    proxy = await TricklingS3(moto_env.endpoint_url).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+@pytest.mark.parametrize("size", [200_000, 3 * MiB])
+async def test_a_trickling_store_fails_the_fetch_as_stalled(
+    moto_env: MotoServer, trickling: TricklingS3, tmp_path: Path, size: int
+) -> None:
+    """Whole GET or ranged parts: bodies that trickle fail with Stalled after the window."""
+    bucket = moto_env.new_bucket()
+    moto_env.client().put_object(Bucket=bucket, Key="m/w.bin", Body=os.urandom(size))
+    options = _options(bucket, pace=Pace(min_rate=64 * 1024, window=1.0))
+    fetcher = S3Fetcher(
+        options,
+        endpoint_url=trickling.endpoint_url,
+        part_size=1 * MiB,
+        multipart_threshold=1 * MiB,
+        concurrency=2,
+    )
+    try:
+        with pytest.raises(Stalled, match=r"w\.bin"):
+            await fetcher.fetch(f"s3://{bucket}/m/w.bin", tmp_path / "out")
+    finally:
+        await fetcher.aclose()
+    assert trickling.trickled == (1 if size < MiB else 2)  # stalls are not retried at once
+    assert not (tmp_path / "out").exists()

@@ -19,6 +19,7 @@ callers run it in a thread (``asyncio.to_thread``).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -145,11 +146,16 @@ class KubeClient:
         return resp.response
 
     def _json(self, what: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        seconds = kwargs.get("read_timeout") or self.config.request_timeout
         resp = self._send(what, method, path, **kwargs)
         try:
-            body = resp.data
+            body = read_within(resp, seconds, what)
         except library_errors() as exc:
+            resp.close()  # a half-read answer: the connection must not go back to the pool
             raise translate(exc, what) from exc
+        except KubeUnavailable:
+            resp.close()
+            raise
         finally:
             resp.release_conn()
         try:
@@ -285,3 +291,29 @@ __all__ = [
     "status_error",
     "translate",
 ]
+
+
+MAX_ANSWER_BYTES = 64 << 20
+"""The largest API answer read (a list of ConfigMaps of 1 MiB each, with room to spare)."""
+
+
+def read_within(resp: Any, seconds: float, what: str) -> bytes:
+    """The body of a urllib3 response, read a socket read at a time within ``seconds`` in all.
+
+    ``resp.data`` reads until the end, so an answer that trickles a byte at a time holds the
+    thread for as long as the server likes, every socket read under the read timeout. Reading
+    with ``read1`` (urllib3 ≥ 2) and a deadline bounds the whole answer: ``KubeUnavailable``
+    when it is not complete in time or is over ``MAX_ANSWER_BYTES``.
+    """
+    read = getattr(resp, "read1", None) or resp.read
+    until = time.monotonic() + seconds
+    chunks: list[bytes] = []
+    got = 0
+    while chunk := read(1 << 16):
+        got += len(chunk)
+        if got > MAX_ANSWER_BYTES:
+            raise KubeUnavailable(f"{what}: the answer is over {MAX_ANSWER_BYTES} bytes")
+        chunks.append(chunk)
+        if time.monotonic() > until:
+            raise KubeUnavailable(f"{what}: the answer was not complete within {seconds:g}s")
+    return b"".join(chunks)

@@ -1,10 +1,13 @@
 """``file:///path/model.json``: a local or mounted manifest (a ConfigMap volume, a hostPath).
 
-The file is read (bounded) in a thread on each resolution. ``changes()`` watches the file's
-*parent directory* with watchfiles and re-reads the file on any event, yielding only when the
-bytes differ. Event types and mtimes are never trusted: the kubelet updates a ConfigMap volume by
-renaming a ``..data`` symlink over the old one, so the watched file (``x.json -> ..data/x.json``)
-never sees an event of its own. A periodic re-read (every ``resync`` seconds) covers missed events.
+The file is read (bounded) in a thread on each resolution, the way every node-local file is
+(``volume.nodefile``: non-blocking, so a FIFO in its place cannot hold the thread; the
+ConfigMap's ``..data`` links are followed, but must lead to a regular file). ``changes()``
+watches the file's *parent directory* with watchfiles and re-reads the file on any event,
+yielding only when the bytes differ. Event types and mtimes are never trusted: the kubelet
+updates a ConfigMap volume by renaming a ``..data`` symlink over the old one, so the watched file
+(``x.json -> ..data/x.json``) never sees an event of its own. A periodic re-read (every
+``resync`` seconds) covers missed events.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from typing import TYPE_CHECKING
 
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
-from pointercache.errors import SourceUnavailable
+from pointercache.errors import SourceUnavailable, UnsafeNodeFile
 from pointercache.model import manifest
 from pointercache.model.uris import file_path
 from pointercache.resolve.sources import SourceOptions
+from pointercache.volume.nodefile import read_node_file
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -42,10 +46,13 @@ class FileManifestSource:
 
     def _read(self) -> bytes:
         try:
-            with self.path.open("rb") as fh:
-                return fh.read(self.options.max_manifest_bytes + 1)
+            return read_node_file(
+                self.path, max_bytes=self.options.max_manifest_bytes, follow=True, keep_over=True
+            )
         except FileNotFoundError as exc:
             raise SourceUnavailable(f"{self.name}: manifest file is missing") from exc
+        except UnsafeNodeFile as exc:
+            raise SourceUnavailable(f"{self.name}: {exc}") from exc
         except OSError as exc:
             reason = errno.errorcode.get(exc.errno or 0, "error")
             raise SourceUnavailable(f"{self.name}: cannot read manifest ({reason})") from exc

@@ -7,7 +7,9 @@ profile); ``AWS_ENDPOINT_URL`` (or ``SourceOptions.s3_endpoint_url``) selects an
 Errors are translated by ``pointercache.adapters.s3.translate``: missing key or bucket →
 ``NotFound``;
 throttling, 5xx, timeouts → ``SourceUnavailable``. The whole call is bounded by
-``SourceOptions.timeout``; a thread that outlives it is abandoned, not waited for.
+``SourceOptions.timeout``; a thread that outlives it is abandoned, not waited for, and ends by
+itself: the body is read chunk by chunk (``adapters.s3.read_some``) against the same deadline, so
+a server that trickles cannot keep it (and a connection) alive from one poll to the next.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from pointercache.adapters import s3
@@ -77,9 +80,14 @@ class S3ManifestSource:
         with contextlib.suppress(Exception):  # the first resolution reports the error
             self._ensure_client()
 
-    def _get(self, etag: str | None) -> tuple[bytes | None, str | None]:
+    def _get(self, etag: str | None, deadline: float) -> tuple[bytes | None, str | None]:
         return s3.get_object_if_changed(
-            self._ensure_client(), self.bucket, self.key, etag, self.options.max_manifest_bytes
+            self._ensure_client(),
+            self.bucket,
+            self.key,
+            etag,
+            self.options.max_manifest_bytes,
+            deadline=deadline,
         )
 
     async def _fetch(self, model: str) -> Manifest:
@@ -88,7 +96,8 @@ class S3ManifestSource:
         self.requests += 1
         try:
             async with asyncio.timeout(self.options.timeout):
-                data, new_etag = await asyncio.to_thread(self._get, etag)
+                deadline = time.monotonic() + self.options.timeout
+                data, new_etag = await asyncio.to_thread(self._get, etag, deadline)
         except TooLarge as exc:
             raise InvalidManifest(f"{self.name}: {exc}") from exc
         except TimeoutError as exc:

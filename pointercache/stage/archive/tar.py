@@ -1,15 +1,19 @@
 """Reading .tar and .tar.gz members for ``pointercache.stage.archive``, as one forward stream.
 
 The archive is read with ``tarfile`` in stream mode (``r|``) through a counting stream, and a
-strict ``TarInfo`` that refuses corrupt headers instead of ending the archive early; each member
-goes through the shared checks of ``archive_guard``. ``tarfile.extract*`` is never called.
+strict ``TarInfo`` that refuses corrupt headers instead of ending the archive early and refuses
+more than ``MAX_META_HEADERS`` pax / GNU long-name headers chained before one member (``tarfile``
+reads each chained header by recursing, so hundreds of them end in ``RecursionError``); each
+member goes through the shared checks of ``archive_guard``. ``tarfile.extract*`` is never
+called.
 """
 
 from __future__ import annotations
 
+import contextvars
 import gzip
 import tarfile
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pointercache.errors import UnsafeArchive
 from pointercache.stage.archive.guard import (
@@ -27,6 +31,9 @@ if TYPE_CHECKING:
 
 MAX_HEADER_BYTES = 1 << 20
 """Largest pax / GNU long-name header accepted (read into memory by tarfile)."""
+MAX_META_HEADERS = 8
+"""Pax / GNU long-name headers accepted before one member (real archives chain two or three)."""
+_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("tar_meta_depth", default=0)
 _HEADER_TYPES = frozenset(
     {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE}
     | {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
@@ -35,6 +42,18 @@ _HEADER_TYPES = frozenset(
 
 class _StrictInfo(tarfile.TarInfo):
     """TarInfo that turns a corrupt header into an error instead of a silent end of archive."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile: Any) -> Self:
+        """Read the next member; count the extended headers chained before it."""
+        depth = _DEPTH.get()
+        if depth > MAX_META_HEADERS:
+            raise UnsafeArchive(f"more than {MAX_META_HEADERS} extended headers before one member")
+        token = _DEPTH.set(depth + 1)
+        try:
+            return super().fromtarfile(tarfile)
+        finally:
+            _DEPTH.reset(token)
 
     @classmethod
     def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
@@ -63,6 +82,8 @@ def extract_tar(path: Path, tree: Tree, budget: Budget, *, gz: bool) -> None:
                     _tar_member(tar, member, tree, budget)
         except READ_ERRORS as exc:
             raise UnsafeArchive(f"{path.name}: not a readable tar archive: {exc}") from exc
+        except RecursionError as exc:  # a structure nested deeper than any reader should follow
+            raise UnsafeArchive(f"{path.name}: nested too deeply to read") from exc
 
 
 def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: Tree, budget: Budget) -> None:

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from pointercache.adapters.http import Credentials
+from pointercache.adapters.pace import Pace
 from pointercache.adapters.retry import Backoff
 from pointercache.errors import ConfigError, ForbiddenURI
 from pointercache.model.digest import FileHashes
-from pointercache.stage.allow import AllowAll, AllowPolicy
+from pointercache.stage.allow import AllowAll, AllowPolicy, split_uri
 
 FETCHERS: dict[str, str] = {
     "file": "pointercache.stage.fetchers.file:FileFetcher",
@@ -51,7 +51,10 @@ class FetchOptions:
     connect_timeout: float = 5.0
     """Seconds to establish a connection."""
     read_timeout: float = 30.0
-    """Seconds without progress before a transfer counts as stalled."""
+    """Seconds a single socket read may wait for a byte (a peer that sends nothing)."""
+    pace: Pace = field(default_factory=Pace)
+    """The minimum rate and the total cap every transfer keeps (a peer that trickles,
+    ``adapters.pace``): 64 KiB/s over each 10 s window, and 10 s + size / 64 KiB/s in all."""
     backoff: Backoff = field(default_factory=Backoff)
     """Attempts per request, part (S3) or file (MLflow), and per stretch without progress
     (HTTP resume), with their jittered waits."""
@@ -92,8 +95,8 @@ class Fetcher(Protocol):
 
 
 def open_fetcher(uri: str, options: FetchOptions) -> Fetcher:
-    """Build the fetcher for the scheme of ``uri``; ``ConfigError`` if unknown."""
-    scheme = urlsplit(uri).scheme.lower()
+    """Build the fetcher for the scheme of ``uri``; ``ForbiddenURI`` if unknown or unparseable."""
+    scheme = split_uri(uri).scheme.lower()
     target = FETCHERS.get(scheme)
     if target is None:
         raise ForbiddenURI(f"artifact scheme {scheme!r} is not supported")

@@ -4,7 +4,8 @@ Artifacts are regular files and directories only. A symlink, device, FIFO or soc
 inside the tree is refused with ``ForbiddenURI`` (it could point outside the artifact's root), and
 files are opened with ``O_NOFOLLOW`` so a file swapped for a link during the copy is refused too.
 If the path itself resolves through a symlink, the resolved location must pass the allowlist as
-well. Missing paths raise ``ArtifactNotFound``; more than ``max_bytes`` raises ``TooLarge``.
+well. Missing paths raise ``ArtifactNotFound``; more than ``max_bytes`` raises ``TooLarge``; a
+full staging disk raises a ``FetchError`` naming the errno (``ENOSPC``), never an ``OSError``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pointercache.errors import (
 from pointercache.model.digest import FileHash
 from pointercache.model.uris import file_path
 from pointercache.stage.fetchers import FetchOptions, FetchResult
+from pointercache.stage.fetchers.parts import local_io_error
 from pointercache.volume.fsutil import remove_path
 
 CHUNK = 1 << 20
@@ -47,7 +49,8 @@ class _Copier:
 
     def copy_file(self, src: Path, dst: Path, rel: str, digest: hashlib._Hash | None) -> None:
         try:
-            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO swapped in after the check opens at once (and is refused below)
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise self.refuse(rel, "not a readable regular file") from exc
         with os.fdopen(fd, "rb") as fin:
@@ -98,6 +101,10 @@ class FileFetcher:
             raise FileExistsError(f"fetch destination {dest} exists already")
         try:
             return await asyncio.to_thread(self._copy, uri, src, dest)
+        except OSError as exc:  # the staging disk (ENOSPC...) or an unreadable source file
+            await asyncio.to_thread(remove_path, dest, ignore_errors=True)
+            shown = redact_uri(uri)
+            raise local_io_error(exc) or FetchUnavailable(f"{shown}: {exc.strerror}") from exc
         except BaseException:
             await asyncio.to_thread(remove_path, dest, ignore_errors=True)
             raise

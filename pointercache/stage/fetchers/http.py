@@ -2,15 +2,21 @@
 
 Redirects are followed by hand, at most ``max_redirects`` hops, and every hop is checked by
 ``options.allow`` before a request is sent to it (a registry cannot bounce us to a metadata
-address). A broken or stalled body is resumed with ``Range: bytes=N-`` guarded by ``If-Range``
-(the strong ETag, else Last-Modified); a server that ignores the range (200) or has no validator
-makes the download restart from zero. Each failed attempt that made no progress uses one of
-``options.backoff.attempts`` attempts. Bodies are taken as served (``Accept-Encoding:
-identity``, no decompression) and bounded by ``options.max_bytes`` both by Content-Length and
-by bytes actually received. Disk writes and hashing run in two worker threads, pipelined with
-the socket reads. URLs are logged and put in errors only through ``redact_uri`` (presigned URLs
-carry credentials in their query strings). On any failure ``dest`` is removed. aiohttp is imported
-(by ``adapters.http``) when the first request is sent, not with this module (start-up stays light).
+address). A broken body is resumed with ``Range: bytes=N-`` guarded by ``If-Range`` (the strong
+ETag, else Last-Modified); a server that ignores the range (200) or has no validator makes the
+download restart from zero. An answer is used only for the bytes its status and headers prove it
+holds (``adapters.http.body_range``): a 206 for another range, a 200 with a ``Content-Range``, a
+size that changed under the same strong ETag all start the download over, so a published file is
+never shorter or shifted. Each failed attempt that made no progress uses one of
+``options.backoff.attempts`` attempts. Every chunk is counted by an ``adapters.pace`` meter: a
+server that trickles fails the fetch with ``Stalled`` after one window (it is not asked again in
+this fetch), and the whole fetch is capped by the size it declared. Bodies are taken as served
+(``Accept-Encoding: identity``, no decompression) and bounded by ``options.max_bytes`` both by
+Content-Length and by bytes actually received. Disk writes and hashing run in two worker
+threads, pipelined with the socket reads. URLs are logged and put in errors only through
+``redact_uri`` (presigned URLs carry credentials in their query strings). On any failure ``dest``
+is removed. aiohttp is imported (by ``adapters.http``) when the first request is sent, not with
+this module (start-up stays light).
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import collections
 import concurrent.futures
 import contextlib
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from pointercache.adapters.http import (
     FETCH,
+    RangeMismatch,
+    body_range,
     client_session,
     exact_url,
     network_errors,
@@ -40,10 +47,11 @@ from pointercache.errors import (
     FetchError,
     FetchUnavailable,
     ForbiddenURI,
+    Stalled,
     TooLarge,
 )
 from pointercache.model.uris import canonical_uri
-from pointercache.stage.allow import check_redirect
+from pointercache.stage.allow import check_redirect, split_uri
 from pointercache.stage.fetchers import FetchOptions, FetchResult, Progress
 from pointercache.stage.fetchers.parts import local_io_error
 
@@ -53,11 +61,12 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from pointercache.adapters.pace import Meter
+
 CHUNK = 1 << 20
 WRITE_SLICE = 64 << 10
 """Bytes per write(2): small enough to stay cheap to copy into the page cache."""
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
 class _Sink:
@@ -101,6 +110,8 @@ class _State:
 
     total: int | None = None
     validator: str | None = None
+    etag: str | None = None
+    """The strong ETag of the first full answer (the same ETag must mean the same bytes)."""
 
 
 class HttpFetcher:
@@ -117,7 +128,7 @@ class HttpFetcher:
         A raw space or non-ASCII character in the path is percent-encoded first
         (``model.uris.canonical_uri``); existing escapes are sent exactly as written.
         """
-        if urlsplit(uri).scheme.lower() not in {"http", "https"}:
+        if split_uri(uri).scheme.lower() not in {"http", "https"}:
             raise ForbiddenURI(f"not an HTTP URI: {redact_uri(uri)}")
         uri = canonical_uri(uri)
         await asyncio.to_thread(self._options.allow.check, uri)  # may resolve DNS
@@ -125,8 +136,9 @@ class HttpFetcher:
             sink = await asyncio.to_thread(_Sink, dest)
         except OSError as exc:
             raise local_io_error(exc) or FetchError(f"cannot create {dest.name}") from exc
+        meter = self._options.pace.meter(redact_uri(uri))
         try:
-            state = await self._transfer(uri, sink)
+            state = await self._transfer(uri, sink, meter)
         except OSError as exc:  # network errors were translated already: this is the disk
             await asyncio.to_thread(_discard, sink)
             raise local_io_error(exc) or FetchError("cannot write the staging file") from exc
@@ -149,9 +161,10 @@ class HttpFetcher:
             self._session = client_session(timeout, auto_decompress=False, read_bufsize=4 * CHUNK)
         return self._session
 
-    async def _transfer(self, uri: str, sink: _Sink) -> _State:
+    async def _transfer(self, uri: str, sink: _Sink, meter: Meter) -> _State:
         """Attempts until the body is complete; an attempt that made progress resumes at once
-        with a fresh ``options.backoff`` (attempts and waits count failures without progress)."""
+        with a fresh ``options.backoff`` (attempts and waits count failures without progress).
+        ``Stalled`` is never retried here (see ``adapters.retry.is_transient``)."""
         state = _State()
         shown = redact_uri(uri)
 
@@ -168,7 +181,9 @@ class HttpFetcher:
                 )
                 async for attempt in loop:
                     with attempt:
-                        await self._attempt(uri, sink, state)
+                        await self._attempt(uri, sink, state, meter)
+            except Stalled:
+                raise
             except FetchUnavailable as exc:
                 if sink.size <= mark:
                     raise
@@ -176,16 +191,20 @@ class HttpFetcher:
             else:
                 return state
 
-    async def _attempt(self, uri: str, sink: _Sink, state: _State) -> None:
+    async def _attempt(self, uri: str, sink: _Sink, state: _State, meter: Meter) -> None:
         headers = {"Accept-Encoding": "identity"}
+        asked_from = 0
         if sink.size and state.validator:
-            headers["Range"] = f"bytes={sink.size}-"
+            asked_from = sink.size
+            headers["Range"] = f"bytes={asked_from}-"
             headers["If-Range"] = state.validator
         elif sink.size:
             await asyncio.to_thread(sink.restart)  # nothing to guard a resume with
         async with self._open(uri, headers) as resp:
-            self._accept(resp, sink, state, redact_uri(uri))
-            await self._stream(resp, sink, state, redact_uri(uri))
+            self._accept(resp, sink, state, redact_uri(uri), asked_from)
+            meter.expect(state.total)
+            meter.restart_window()  # reconnecting and waiting for headers is not a trickle
+            await self._stream(resp, sink, state, redact_uri(uri), meter)
 
     @contextlib.asynccontextmanager
     async def _open(
@@ -219,7 +238,11 @@ class HttpFetcher:
         """The absolute target of a redirect, checked like a first request (off the loop: DNS)."""
         if not location:
             raise FetchError(f"redirect without Location from {redact_uri(url)}")
-        if urlsplit(urljoin(url, location)).scheme.lower() not in {"http", "https"}:
+        try:
+            joined = urljoin(url, location)
+        except ValueError:
+            raise ForbiddenURI(f"unparseable redirect from {redact_uri(url)}") from None
+        if split_uri(joined).scheme.lower() not in {"http", "https"}:
             raise ForbiddenURI(f"redirect to a non-HTTP URI from {redact_uri(url)}")
         target = await asyncio.to_thread(
             check_redirect, self._options.allow, url, canonical_uri(location)
@@ -227,34 +250,57 @@ class HttpFetcher:
         log.info("http-redirect", uri=redact_uri(url), to=redact_uri(target))
         return target
 
-    def _accept(self, resp: aiohttp.ClientResponse, sink: _Sink, state: _State, shown: str) -> None:
-        """Check status and sizes; decide between continuing (206) and restarting (200)."""
-        if resp.status == 206 and sink.size:  # noqa: PLR2004
-            match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-            if not match or int(match.group(1)) != sink.size:
-                sink.restart()
-                raise FetchUnavailable(f"{shown}: unusable Content-Range; restarting")
-            if match.group(3) != "*":
-                state.total = int(match.group(3))
-        elif resp.status == 200:  # noqa: PLR2004
-            if sink.size:
-                log.info("http-restart", uri=shown, discarded=sink.size)
-                sink.restart()
-            state.total = resp.content_length
-            etag = resp.headers.get("ETag", "")
-            strong = etag if etag and not etag.startswith("W/") else None
-            state.validator = strong or resp.headers.get("Last-Modified")
-        else:
+    def _accept(
+        self,
+        resp: aiohttp.ClientResponse,
+        sink: _Sink,
+        state: _State,
+        shown: str,
+        asked_from: int,
+    ) -> None:
+        """Check status and headers; continue (206) or start over (200), or refuse the answer.
+
+        An answer whose headers do not prove which bytes it holds empties the file and fails
+        the attempt (``FetchUnavailable``): the next one starts from byte 0.
+        """
+        if resp.status not in (200, 206):
             if resp.status == 416:  # noqa: PLR2004 - our range is stale: start over
                 sink.restart()
             raise status_error(resp.status, shown, FETCH)
+        try:
+            body = body_range(
+                resp.status, resp.headers, asked_from=asked_from, known_total=state.total
+            )
+            if body.start == 0:
+                self._whole(resp, body.total, state)
+        except RangeMismatch as exc:
+            log.info("http-restart", uri=shown, discarded=sink.size, reason=str(exc))
+            sink.restart()  # what was known about the resource stays: a later answer must agree
+            raise FetchUnavailable(f"{shown}: {exc}; starting over") from exc
+        if body.start == 0 and sink.size:
+            log.info("http-restart", uri=shown, discarded=sink.size)
+            sink.restart()
+        state.total = body.total
         if state.total is not None and state.total > self._options.max_bytes:
             raise TooLarge(f"{shown} is {state.total} bytes, over {self._options.max_bytes}")
 
+    @staticmethod
+    def _whole(resp: aiohttp.ClientResponse, total: int | None, state: _State) -> None:
+        """Take the validators of a whole answer; the same strong ETag with another size is a
+        contradiction (a strong validator changes with the bytes, RFC 9110 §8.8.1)."""
+        etag = resp.headers.get("ETag", "")
+        strong = etag if etag and not etag.startswith("W/") else None
+        known = None not in (total, state.total)
+        if strong and strong == state.etag and known and total != state.total:
+            raise RangeMismatch(f"{total} bytes under ETag {strong}, {state.total} before")
+        state.etag = strong
+        state.validator = strong or resp.headers.get("Last-Modified")
+
     async def _stream(
-        self, resp: aiohttp.ClientResponse, sink: _Sink, state: _State, shown: str
+        self, resp: aiohttp.ClientResponse, sink: _Sink, state: _State, shown: str, meter: Meter
     ) -> None:
-        """Copy the body to the sink, within the size limit; keep what came before a break."""
+        """Copy the body to the sink, within the size limit and the pace; keep what came
+        before a break or a stall."""
         pipe = _Pipeline(sink, state, self._options.progress)
         limit = self._options.max_bytes
         try:
@@ -262,6 +308,10 @@ class HttpFetcher:
                 if sink.size + pipe.buffered + len(data) > limit:
                     raise TooLarge(f"{shown} sent more than {limit} bytes")
                 await pipe.feed(data)
+                meter.add(len(data))
+        except Stalled:
+            await pipe.flush()
+            raise
         except network_errors() as exc:
             await pipe.flush()  # keep what arrived before the break: a resume continues after it
             raise FetchUnavailable(f"{shown}: body broke: {type(exc).__name__}") from exc
@@ -296,6 +346,8 @@ class _Pipeline:
             while len(self._pending) >= self.DEPTH:
                 await self._pending.popleft()
             self._submit()
+        elif self.progress is not None:  # a slow body still shows its progress
+            self.progress(self.sink.size + self.buffered, self.state.total)
 
     async def flush(self) -> None:
         if self.buffered:

@@ -6,7 +6,10 @@ bounded however many objects there are. Ranges are written in place with ``os.pw
 preallocated file, so memory stays at one chunk buffer per thread; ``OrderedHasher`` computes
 the sha256 of such a file in order while later parts are still arriving. The first failing job
 sets the shared abort flag, the others stop at their next chunk, and ``run_jobs`` waits for
-every thread before it raises, so no thread writes into a file after the fetcher removed it.
+every thread before it raises, so no thread writes into a file after the fetcher has removed it
+— for at most ``drain`` seconds: a thread stuck in a socket read that its read timeout has not
+ended yet is abandoned (logged), so a cancelled fetch (a pre-empted download, the init
+deadline) returns promptly.
 """
 
 from __future__ import annotations
@@ -149,9 +152,11 @@ async def run_jobs(
     jobs: Iterable[Callable[[], None]],
     transfer: Transfer,
     workers: int,
+    *,
+    drain: float | None = None,
 ) -> None:
     """Run ``jobs`` on ``workers`` threads of ``pool``; on the first failure abort the rest,
-    wait for all, raise it.
+    wait for them (at most ``drain`` seconds after the failure, None: no bound), raise it.
 
     Each worker takes the next job from the shared iterator when it is free, so the work in
     flight is bounded by ``workers`` whatever the number of jobs: ``jobs`` may be a lazy
@@ -181,7 +186,11 @@ async def run_jobs(
     except BaseException as exc:  # cancellation too: threads must stop before we return
         error = exc
         transfer.abort.set()
-    await asyncio.to_thread(concurrent.futures.wait, futures)
+    _done, stuck = await asyncio.to_thread(concurrent.futures.wait, futures, drain)
+    if stuck:
+        from pointercache.base.log import log
+
+        log.warning("fetch-threads-abandoned", threads=len(stuck), waited_s=drain)
     if error is not None:
         if isinstance(error, AbortedError):
             found = [f.exception() for f in futures if not f.cancelled()]

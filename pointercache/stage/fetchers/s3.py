@@ -17,6 +17,13 @@ replaced mid-download fails instead of mixing versions. Each request is retried
 ``options.backoff.attempts`` times on transient errors (``adapters.retry``: exponential
 backoff, full jitter). boto3 is
 blocking, so all of it runs in this fetcher's thread pool. On any failure ``dest`` is removed.
+
+Bounds: bodies are read a socket read at a time (``adapters.s3.read_some``) and counted by an
+``adapters.pace`` meter per GET (the rate shared by ``concurrency`` threads), so a store that
+trickles fails the fetch with ``Stalled``; each HEAD and each listing page must answer within
+``connect_timeout + read_timeout + pace.window`` seconds per attempt; a prefix lists at most
+``MAX_OBJECTS`` objects in ``MAX_PAGES`` pages. A failed or cancelled fetch waits at most
+``DRAIN`` seconds for its threads.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from pointercache.adapters.retry import retrying
 from pointercache.base.log import log
 from pointercache.errors import (
     ArtifactNotFound,
+    FetchUnavailable,
     ForbiddenURI,
     TooLarge,
 )
@@ -59,8 +67,16 @@ from pointercache.stage.fetchers.parts import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from pointercache.adapters.pace import Meter
+
 T = TypeVar("T")
 MiB = 1 << 20
+MAX_OBJECTS = 100_000
+"""Objects under one prefix, at most (a listing of more fails with ``TooLarge``)."""
+MAX_PAGES = 1_000
+"""Listing pages for one prefix, at most (a store that always says "truncated" is refused)."""
+DRAIN = 1.0
+"""Seconds a failed or cancelled fetch waits for its threads before leaving them behind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,13 +157,13 @@ class S3Fetcher:
         head = None
         if key and not key.endswith("/"):
             with contextlib.suppress(ArtifactNotFound):
-                head = await self._run(self._retrying, uri, None, self._head, bucket, key)
+                head = await self._bounded(uri, "HEAD", self._head, bucket, key)
         if head is not None:
             self._check_size(head.size, uri)
             files, named = [_File(dest, head)], []
         else:
             prefix = key if not key or key.endswith("/") else key + "/"
-            objects = await self._run(self._retrying, uri, None, self._list, bucket, prefix)
+            objects = await self._list_all(uri, bucket, prefix)
             plan = [(rel, obj) for obj in objects if (rel := relpath_of(prefix, obj.key, uri))]
             if not plan:
                 raise ArtifactNotFound(f"no object at {uri}")
@@ -157,7 +173,8 @@ class S3Fetcher:
             files = [f for _, f in named]
         total = sum(f.obj.size for f in files)
         transfer = Transfer(total, self._options.progress)
-        await run_jobs(self._pool, self._jobs(bucket, files, transfer), transfer, self._concurrency)
+        jobs = self._jobs(bucket, files, transfer)  # lazy: made as workers free up
+        await run_jobs(self._pool, jobs, transfer, self._concurrency, drain=DRAIN)
         if head is None:
             log.debug("s3-prefix-fetched", uri=uri, files=len(files), bytes=total)
             return FetchResult(is_dir=True, size_bytes=total, files=_hashes(named))
@@ -170,6 +187,33 @@ class S3Fetcher:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
+
+    async def _bounded(self, uri: str, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """A small request with retries, answered within one request's bound each time
+        (botocore reads a non-streaming answer whole, so a trickle is stopped from here)."""
+        o = self._options
+        limit = (o.connect_timeout + o.read_timeout + o.pace.window) * o.backoff.attempts
+        limit += o.backoff.maximum * (o.backoff.attempts - 1)  # the waits between attempts
+        try:
+            async with asyncio.timeout(limit):
+                return await self._run(self._retrying, uri, None, fn, *args)
+        except TimeoutError:
+            raise FetchUnavailable(f"{uri}: {what} not answered within {limit:g}s") from None
+
+    async def _list_all(self, uri: str, bucket: str, prefix: str) -> list[_Object]:
+        """Every object under ``prefix``, page by page (each page bounded like a HEAD)."""
+        found: list[_Object] = []
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            page, token = await self._bounded(
+                uri, "listing", self._list_page, bucket, prefix, token
+            )
+            found.extend(page)
+            if len(found) > MAX_OBJECTS:
+                raise TooLarge(f"{uri}: more than {MAX_OBJECTS} objects under the prefix")
+            if token is None:
+                return found
+        raise TooLarge(f"{uri}: more than {MAX_PAGES} listing pages under the prefix")
 
     def _make_client(self) -> Any:
         return s3.client(
@@ -218,18 +262,20 @@ class S3Fetcher:
         response = self._client.head_object(Bucket=bucket, Key=key)
         return _Object(key, int(response["ContentLength"]), response.get("ETag"))
 
-    def _list(self, bucket: str, prefix: str) -> list[_Object]:
-        paginator = self._client.get_paginator("list_objects_v2")
-        found: list[_Object] = []
-        pages = paginator.paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self._page_size}
-        )
-        for page in pages:
-            found.extend(
-                _Object(item["Key"], int(item["Size"]), item.get("ETag"))
-                for item in page.get("Contents", ())
-            )
-        return found
+    def _list_page(
+        self, bucket: str, prefix: str, token: str | None
+    ) -> tuple[list[_Object], str | None]:
+        """One ListObjectsV2 page: its objects and the continuation token (None at the end)."""
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self._page_size}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = self._client.list_objects_v2(**kwargs)
+        objects = [
+            _Object(item["Key"], int(item["Size"]), item.get("ETag"))
+            for item in page.get("Contents", ())
+        ]
+        following = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        return objects, str(following) if following else None
 
     def _jobs(self, bucket: str, files: list[_File], t: Transfer) -> Iterator[Callable[[], None]]:
         """One job per small object, one per part of a large one, made as workers ask for them
@@ -253,15 +299,20 @@ class S3Fetcher:
             kwargs["Range"] = byte_range
         return self._client.get_object(**kwargs)["Body"]
 
+    def _meter(self, bucket: str, key: str, size: int) -> Meter:
+        return self._options.pace.meter(f"s3://{bucket}/{key}", size, share=self._concurrency)
+
     def _get_whole(self, bucket: str, f: _File, t: Transfer) -> None:
         """One GET streamed to the file, hashed while written."""
         sha, written, size = hashlib.sha256(), 0, f.obj.size
         try:
             with f.path.open("wb") as out:
                 body = self._get(bucket, f.obj, None)
+                meter = self._meter(bucket, f.obj.key, size)
                 try:
-                    while chunk := body.read(CHUNK):
+                    while chunk := s3.read_some(body, CHUNK):
                         t.check()
+                        meter.add(len(chunk))
                         written += len(chunk)
                         if written > size:
                             break
@@ -292,9 +343,11 @@ class S3Fetcher:
         fd = os.open(f.path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             body = self._get(bucket, f.obj, f"bytes={start}-{end - 1}")
+            meter = self._meter(bucket, f.obj.key, end - start)
             try:
-                while offset < end and (chunk := body.read(min(CHUNK, end - offset))):
+                while offset < end and (chunk := s3.read_some(body, min(CHUNK, end - offset))):
                     t.check()
+                    meter.add(len(chunk))
                     os.pwrite(fd, chunk, offset)
                     offset += len(chunk)
                     t.add(len(chunk))
