@@ -84,13 +84,18 @@ def client(
     connect_timeout: float = 5.0,
     read_timeout: float = 30.0,
     max_attempts: int = 3,
+    lean_reads: bool = False,
 ) -> Any:
     """Build an S3 client with the standard credential chain and bounded timeouts.
 
     ``endpoint_url`` overrides ``AWS_ENDPOINT_URL`` (which boto3 honours by itself).
     ``max_attempts`` is botocore's total attempts per call (1 = no botocore retries; the S3
-    fetcher retries parts itself). ``ConfigError`` if boto3 cannot build a client (bad region
-    or endpoint settings).
+    fetcher retries parts itself). ``lean_reads`` is for a caller that builds every parameter
+    itself and hashes every byte it reads with sha256 (the S3 fetcher): it turns off botocore's
+    parameter validation and its response checksum (``response_checksum_validation=
+    "when_required"``: no CRC over every byte of a GET on top of our sha256); a per-request
+    cost that counts on many small objects. ``ConfigError`` if boto3 cannot build a client (bad
+    region or endpoint settings).
     """
     import boto3.session
     from botocore.config import Config
@@ -102,6 +107,11 @@ def client(
         read_timeout=read_timeout,
         retries={"max_attempts": max_attempts, "mode": "standard"},
         user_agent_extra="pointercache",
+        **(
+            {"parameter_validation": False, "response_checksum_validation": "when_required"}
+            if lean_reads
+            else {}
+        ),
     )
     try:
         return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)

@@ -12,6 +12,11 @@ path with a newline cannot go through that pipeline and is rejected. Artifacts h
 files and directories only: a symlink, device, FIFO or socket is an ``IntegrityError``. An empty
 directory's digest is the sha256 of no lines. Files are read in 1 MiB chunks. A path that
 disappears while it is read raises ``FileNotFoundError`` (the caller decides if that is a race).
+
+Hash once: a fetcher that hashed every file while writing it hands the per-file hashes over as a
+``FileHashes`` map, and ``listed_digest`` assembles the same digest from them (``assemble``, the
+one place the line rule is applied) after checking, without reading a byte, that the tree on disk
+holds exactly those regular files at those sizes.
 """
 
 from __future__ import annotations
@@ -19,11 +24,27 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pointercache.errors import IntegrityError
 
 CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileHash:
+    """The sha256 and size of one regular file, computed while it was written."""
+
+    sha256: str
+    """Lowercase hex sha256 of the file's bytes."""
+    size: int
+    """Bytes written."""
+
+
+FileHashes = Mapping[bytes, FileHash]
+"""Relative path (bytes, ``/``-separated, as ``os.fsencode`` gives it) → its ``FileHash``."""
 
 
 class StreamHasher:
@@ -65,18 +86,58 @@ def tree_digest(path: Path) -> tuple[str, int]:
             return "sha256:" + file_sha256(path), st.st_size
         if not stat.S_ISDIR(st.st_mode):
             raise IntegrityError(f"{path}: not a regular file or directory")
-        files = sorted(_regular_files(path, b""))
-        outer = hashlib.sha256()
+        top = os.fsencode(path)
+        lines = []
         total = 0
-        for rel in files:
-            full = os.path.join(os.fsencode(path), rel)  # noqa: PTH118 - bytes paths sort as bytes
+        for rel in _regular_files(path, b""):
+            full = os.path.join(top, rel)  # noqa: PTH118 - bytes paths sort as bytes
             total += os.stat(full).st_size  # noqa: PTH116
-            outer.update(_sum_line(file_sha256(Path(os.fsdecode(full))), rel))
+            lines.append((rel, file_sha256(Path(os.fsdecode(full)))))
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise IntegrityError(f"{path}: cannot read artifact ({exc.strerror})") from exc
-    return "sha256:" + outer.hexdigest(), total
+    return assemble(lines), total
+
+
+def assemble(lines: Iterable[tuple[bytes, str]]) -> str:
+    """``sha256:<hex>`` of a directory from ``(relpath, file sha256 hex)`` pairs, in any order.
+
+    The one home of the line rule: sha256 over ``sha256sum`` lines sorted by path bytes.
+    """
+    outer = hashlib.sha256()
+    for rel, hexdigest in sorted(lines):
+        outer.update(_sum_line(hexdigest, rel))
+    return "sha256:" + outer.hexdigest()
+
+
+def listed_digest(path: Path, hashes: FileHashes) -> tuple[str, int] | None:
+    """``tree_digest`` of directory ``path`` from hashes computed while writing, without a re-read.
+
+    The tree is walked (names and sizes only): it must hold exactly the listed regular files at
+    the listed sizes. Returns None when it does not (a file missing, added or of another size:
+    the caller hashes the tree instead); a symlink, device or name with a newline is an
+    ``IntegrityError`` as in ``tree_digest``.
+    """
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return None
+    try:
+        top = os.fsencode(path)
+        found = _regular_files(path, b"")
+        if len(found) != len(hashes):
+            return None
+        total = 0
+        for rel in found:
+            listed = hashes.get(rel)
+            if listed is None or os.stat(os.path.join(top, rel)).st_size != listed.size:  # noqa: PTH116, PTH118
+                return None
+            total += listed.size
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IntegrityError(f"{path}: cannot read artifact ({exc.strerror})") from exc
+    return assemble((rel, h.sha256) for rel, h in hashes.items()), total
 
 
 def _regular_files(root: Path, prefix: bytes) -> list[bytes]:

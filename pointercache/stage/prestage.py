@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING
 from pointercache.base.log import log
 from pointercache.base.redact import redact_uri
 from pointercache.errors import IntegrityError, StoreLocked, TooLarge
-from pointercache.model.digest import tree_digest
+from pointercache.model.digest import listed_digest, tree_digest
 from pointercache.stage.allow import split_uri
 from pointercache.stage.fetchers import Fetcher, FetchOptions, FetchResult, Progress, open_fetcher
 from pointercache.volume.fsutil import copy_tree, remove_path
 
 if TYPE_CHECKING:
     from pointercache.model.candidate import Candidate
+    from pointercache.model.digest import FileHash
     from pointercache.volume.cas import NodeCache
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
@@ -180,8 +181,8 @@ async def _fetch_verified(
         if reporter is not None:
             reporter.finish()
         if archive_name:
-            await asyncio.to_thread(_extract, download, dest, fetch.max_bytes)
-        digest, size = await asyncio.to_thread(_digest_of, dest, None if archive_name else result)
+            result = await asyncio.to_thread(_extract, download, dest, fetch.max_bytes)
+        digest, size = await asyncio.to_thread(_digest_of, dest, result)
         _verify(candidate, digest, size, fetch.max_bytes)
     except BaseException as exc:
         if reporter is not None and not isinstance(exc, IntegrityError):
@@ -200,13 +201,20 @@ async def _fetch_verified(
 def _digest_of(dest: Path, result: FetchResult | None) -> tuple[str, int]:
     """The staged artifact's digest and size.
 
-    A single file that the fetcher hashed while writing it is not read again (that re-read costs
-    about a second per GiB); its size on disk must still match what the fetcher wrote.
+    What the fetcher hashed while writing is not read again (that re-read costs about a second
+    per GiB): a single file's size on disk must still match what the fetcher wrote; a
+    directory's digest is assembled from its per-file hashes once the tree on disk is checked to
+    hold exactly those files at those sizes. Anything else is hashed from disk.
     """
     if result is not None and result.sha256 and not result.is_dir and dest.is_file():
         size = dest.stat().st_size
         if size == result.size_bytes:
             return f"sha256:{result.sha256}", size
+    if result is not None and result.is_dir and result.files is not None:
+        listed = listed_digest(dest, result.files)
+        if listed is not None:
+            return listed
+        log.warning("staged-tree-differs", path=str(dest))
     return tree_digest(dest)
 
 
@@ -230,7 +238,10 @@ def _archive_name(uri: str) -> str | None:
     return base if is_archive(base) else None
 
 
-def _extract(download: Path, dest: Path, max_bytes: int) -> None:
+def _extract(download: Path, dest: Path, max_bytes: int) -> FetchResult:
+    """Extract the archive; what it wrote, with the per-file hashes taken while writing."""
     from pointercache.stage.archive import ArchiveLimits, extract
 
-    extract(download, dest, ArchiveLimits(max_total_bytes=max_bytes))
+    hashes: dict[bytes, FileHash] = {}
+    size = extract(download, dest, ArchiveLimits(max_total_bytes=max_bytes), hashes)
+    return FetchResult(is_dir=True, size_bytes=size, files=hashes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import secrets
 import shutil
@@ -22,6 +23,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 TMP_PREFIX = ".pc-tmp-"
 """Prefix of every temporary file or link these helpers create; safe to delete after a crash."""
@@ -198,15 +200,73 @@ def fsync_tree(path: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
-def copy_file(src: Path, dst: Path, *, write: Writer = os.write) -> None:
-    """Copy one regular file's bytes to a new ``dst`` in 1 MiB chunks and fsync it."""
+@functools.cache
+def _libc_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs`` (Linux ≥ 2.6.39, glibc ≥ 2.14, musl), or None where there is none.
+
+    The standard library has ``os.sync`` (every filesystem) and ``os.fsync`` (one file) only.
+    """
+    import ctypes  # only a process that installs or copies a tree needs it
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes, func.restype = [ctypes.c_int], ctypes.c_int
+    return cast("Callable[[int], int]", func)
+
+
+def _errno() -> int:
+    import ctypes  # loaded already by _libc_syncfs
+
+    return ctypes.get_errno()
+
+
+def syncfs(path: Path) -> bool:
+    """Flush the whole filesystem that holds ``path`` with one ``syncfs(2)``; False if unsupported.
+
+    syncfs writes back every dirty page and inode of that filesystem and commits its journal,
+    so it covers a whole tree's files *and* directory entries at once. Since Linux 5.8 it reports
+    a writeback error of the filesystem (``errseq``, the same tracking fsync uses) as ``OSError``
+    (EIO, ENOSPC...); ``ENOSYS`` (a seccomp profile or kernel without it) returns False.
+    It also flushes other writers' dirty data on that filesystem, which an ext4/xfs journal
+    commit triggered by fsync does too.
+    """
+    func = _libc_syncfs()
+    if func is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        if func(fd) == 0:
+            return True
+        err = _errno()
+    finally:
+        os.close(fd)
+    if err in (errno.ENOSYS, errno.EPERM):  # seccomp denies it with either
+        return False
+    raise OSError(err, os.strerror(err), str(path))
+
+
+def sync_tree(path: Path) -> None:
+    """Make every file and directory under ``path`` durable: one ``syncfs``, else fsync each.
+
+    Raises ``OSError`` when the sync reports a writeback error: the tree must not be published.
+    """
+    if not syncfs(path):
+        fsync_tree(path)
+
+
+def copy_file(src: Path, dst: Path, *, write: Writer = os.write, sync: bool = True) -> None:
+    """Copy one regular file's bytes to a new ``dst`` in 1 MiB chunks; fsync it if ``sync``."""
     mode = stat.S_IMODE(src.stat().st_mode) | stat.S_IRUSR | stat.S_IWUSR
     with src.open("rb") as fin:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             while chunk := fin.read(CHUNK):
                 write_all(fd, chunk, write)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -220,21 +280,27 @@ def _link_or_copy(src: Path, dst: Path, write: Writer, *, try_link: bool) -> boo
             pass  # another filesystem, or links not permitted: copy instead
         else:
             return True
-    copy_file(src, dst, write=write)
+    copy_file(src, dst, write=write, sync=False)
     return False
 
 
-def copy_tree_or_link(src: Path, dst: Path, *, write: Writer = os.write) -> None:
+def copy_tree_or_link(
+    src: Path, dst: Path, *, write: Writer = os.write, durable: bool = True
+) -> None:
     """Copy a file or directory tree to a new ``dst``: hardlink files on the same filesystem.
 
-    Only regular files and directories are copied; anything else raises ``OSError``. Copied files
-    and every directory are fsynced. ``dst`` must not exist. An injected ``write`` always copies.
+    Only regular files and directories are copied; anything else raises ``OSError``. The copy
+    (files, linked or copied, and directories) is made durable by one ``sync_tree`` at the end,
+    not one fsync per file; ``durable=False`` skips it for a copy into staging that the store
+    syncs when it installs it. ``dst`` must not exist. An injected ``write`` always copies.
     """
     try_link = write is os.write and src.stat().st_dev == dst.parent.stat().st_dev
     if not src.is_dir():
         _check_regular(src)
         _link_or_copy(src, dst, write, try_link=try_link)
-        fsync_dir(dst.parent)
+        if durable:
+            sync_tree(dst)
+            fsync_dir(dst.parent)
         return
     dst.mkdir()
     for dirpath, dirs, files in os.walk(src):
@@ -247,14 +313,9 @@ def copy_tree_or_link(src: Path, dst: Path, *, write: Writer = os.write) -> None
             _check_regular(Path(dirpath, name))
             if not _link_or_copy(Path(dirpath, name), target / name, write, try_link=try_link):
                 try_link = False
-    fsync_tree_dirs(dst)
-    fsync_dir(dst.parent)
-
-
-def fsync_tree_dirs(path: Path) -> None:
-    """Fsync every directory under ``path`` (files are fsynced where they are written)."""
-    for dirpath, _dirs, _files in os.walk(path):
-        fsync_dir(Path(dirpath))
+    if durable:
+        sync_tree(dst)
+        fsync_dir(dst.parent)
 
 
 def _check_regular(path: Path) -> None:

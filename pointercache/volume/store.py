@@ -11,12 +11,13 @@
       .lock        single-writer lock (flock)
       .state/      the sidecar's small documents (``save_state``), kept across its restarts
 
-A version directory is built inside ``.staging`` (artifact moved in, ``pointer.json`` written and
-fsynced) and renamed into ``versions/`` whole, so it never exists half-built. Publishing is one
-rename of a temp symlink over ``current`` and an fsync of the root. Garbage collection renames a
-version into ``.staging`` before deleting it, so a crash leaves only ``.staging`` leftovers, which
-``recover`` removes. Every mutating method requires ``lock()`` to be held by this instance.
-A ``Store`` is used by one thread at a time.
+A version directory is built inside ``.staging`` (the artifact made durable by one ``syncfs`` of
+the volume, or an fsync per file where syncfs is unavailable, then moved in; ``pointer.json``
+written and fsynced) and renamed into ``versions/`` whole, so it never exists half-built.
+Publishing is one rename of a temp symlink over ``current`` and an fsync of the root. Garbage
+collection renames a version into ``.staging`` before deleting it, so a crash leaves only
+``.staging`` leftovers, which ``recover`` removes. Every mutating method requires ``lock()`` to
+be held by this instance. A ``Store`` is used by one thread at a time.
 
 "Newest" means most recently installed or published: the store stamps the version directory's
 mtime with a per-model monotonic clock. ``OSError`` is translated to ``StoreError`` naming the
@@ -50,13 +51,13 @@ from pointercache.volume.fsutil import (
     copy_tree_or_link,
     flock_exclusive,
     fsync_dir,
-    fsync_tree,
     publish_modes,
     remove_path,
+    sync_tree,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator
+    from collections.abc import Callable, Collection, Iterator
 
 CURRENT = layout.CURRENT
 MODEL = layout.MODEL
@@ -80,12 +81,22 @@ def _translate(op: str) -> Iterator[None]:
 class Store:
     """Single-writer, crash-safe store of model versions under ``root``."""
 
-    def __init__(self, root: Path, *, keep_versions: int = 2, write: Writer = os.write) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        keep_versions: int = 2,
+        write: Writer = os.write,
+        sync: Callable[[Path], None] = sync_tree,
+    ) -> None:
+        """``write`` and ``sync`` (``fsutil.sync_tree``) let tests inject a failing disk or a
+        crash at the moment a tree is made durable, through our own code."""
         if keep_versions < 1:
             raise ConfigError(f"keep_versions: {keep_versions} must be at least 1")
         self.root = Path(root)
         self.keep_versions = keep_versions
         self._write = write
+        self._sync = sync
         self._lock_fd: int | None = None
 
     @property
@@ -224,7 +235,7 @@ class Store:
         try:
             with _translate("install"):
                 publish_modes(artifact)  # 0644/0755, whatever the umask and the fetcher did
-                fsync_tree(artifact)
+                self._sync(artifact)  # the artifact is durable before any name points at it
                 artifact.rename(wrap / MODEL)
                 atomic_write_bytes(wrap / POINTER, pointer.to_json(), write=self._write)
                 wrap.chmod(DIR_MODE)

@@ -12,7 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pointercache.errors import IntegrityError
-from pointercache.model.digest import StreamHasher, file_sha256, tree_digest
+from pointercache.model.digest import (
+    FileHash,
+    StreamHasher,
+    file_sha256,
+    listed_digest,
+    tree_digest,
+)
 
 PIPELINE = "find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum"
 SAFE_PIPELINE = PIPELINE.replace("sha256sum |", "sha256sum -- |")
@@ -148,3 +154,56 @@ def test_random_trees_match_the_coreutils_pipeline(tmp_path_factory, tree) -> No
         except (FileExistsError, IsADirectoryError, NotADirectoryError):
             continue  # a name used both as a file and as a directory: skip that entry
     assert tree_digest(root)[0] == _coreutils_tree_digest(root, SAFE_PIPELINE)
+
+
+def _hashes_of(root: Path) -> dict[bytes, FileHash]:
+    """Each file's hash and size, as a fetcher records them while writing."""
+    return {
+        os.fsencode(p.relative_to(root).as_posix()): FileHash(file_sha256(p), p.stat().st_size)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def _listed_tree(root: Path) -> Path:
+    (root / "weights" / "shards").mkdir(parents=True)
+    (root / "MLmodel").write_text("flavors: {}\n")
+    (root / "weights" / "shards" / "0.bin").write_bytes(os.urandom(3000))
+    (root / "back\\slash.txt").write_bytes(b"escaped line")
+    (root / "b").write_bytes(b"")
+    (root / "b.txt").write_bytes(b"sorted by bytes: b < b.txt < b/")
+    return root
+
+
+def test_listed_digest_equals_the_tree_digest(tmp_path: Path) -> None:
+    """A digest assembled from per-file hashes equals the digest that re-reads every byte."""
+    root = _listed_tree(tmp_path / "a")
+    assert listed_digest(root, _hashes_of(root)) == tree_digest(root)
+
+
+@pytest.mark.parametrize("change", ["added", "removed", "resized", "renamed"])
+def test_listed_digest_is_none_when_the_tree_differs_from_the_list(
+    tmp_path: Path, change: str
+) -> None:
+    """A file added, removed, resized or renamed after hashing sends the caller to a re-read."""
+    root = _listed_tree(tmp_path / "a")
+    hashes = _hashes_of(root)
+    target = root / "weights" / "shards" / "0.bin"
+    if change == "added":
+        (root / "extra").write_bytes(b"x")
+    elif change == "removed":
+        target.unlink()
+    elif change == "resized":
+        target.write_bytes(b"short")
+    else:
+        target.rename(target.with_name("1.bin"))
+    assert listed_digest(root, hashes) is None
+
+
+def test_listed_digest_refuses_a_symlink_in_the_tree(tmp_path: Path) -> None:
+    """A symlink that appeared in a listed tree is an IntegrityError, as in a re-read."""
+    root = _listed_tree(tmp_path / "a")
+    hashes = _hashes_of(root)
+    (root / "weights" / "link").symlink_to("/etc/passwd")
+    with pytest.raises(IntegrityError):
+        listed_digest(root, hashes)

@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pointercache.errors import TooLarge, UnsafeArchive
+from pointercache.model.digest import FileHash, listed_digest, tree_digest
 from pointercache.stage.archive import (
     ArchiveLimits,
     archive_kind,
@@ -448,11 +449,14 @@ GOOD = {
 @pytest.mark.parametrize("name", ["m.tar", "m.tar.gz", "m.tgz", "m.TGZ"])
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
 def test_good_tar_extracts_the_right_tree(tmp_path: Path, name: str, fmt: int) -> None:
-    """A plain tar archive, with './' prefixes, long names and an empty dir, extracts exactly."""
+    """A plain tar archive, with './' prefixes, long names and an empty dir, extracts exactly,
+    each file hashed while written."""
     members = [tinfo(".", type_=tarfile.DIRTYPE), tinfo("./empty", type_=tarfile.DIRTYPE)]
     members += [tinfo("./" + n, d, mode=0o6755) for n, d in GOOD.items()]
     archive = make_tar(tmp_path / name, members, fmt=fmt)
-    written = extract(archive, tmp_path / "out")
+    hashes: dict[bytes, FileHash] = {}
+    written = extract(archive, tmp_path / "out", hashes=hashes)
+    assert listed_digest(tmp_path / "out", hashes) == tree_digest(tmp_path / "out")
     got = tree(tmp_path / "out")
     assert written == sum(len(d) for d in GOOD.values())
     assert {k: v for k, v in got.items() if v is not None} == GOOD
@@ -462,9 +466,11 @@ def test_good_tar_extracts_the_right_tree(tmp_path: Path, name: str, fmt: int) -
 
 
 def test_good_zip_extracts_the_right_tree(tmp_path: Path) -> None:
-    """A zip with directory entries extracts exactly its files."""
+    """A zip with directory entries extracts exactly its files, each hashed while written."""
     archive = make_zip(tmp_path / "m.zip", [("sub/", b""), *GOOD.items()])
-    assert extract(archive, tmp_path / "out") == sum(len(d) for d in GOOD.values())
+    hashes: dict[bytes, FileHash] = {}
+    assert extract(archive, tmp_path / "out", hashes=hashes) == sum(len(d) for d in GOOD.values())
+    assert listed_digest(tmp_path / "out", hashes) == tree_digest(tmp_path / "out")
     assert {k: v for k, v in tree(tmp_path / "out").items() if v is not None} == GOOD
 
 
@@ -574,7 +580,9 @@ def test_archive_made_by_gnu_tar_extracts(tmp_path: Path) -> None:
         (src / name).write_bytes(data)
     archive = tmp_path / "m.tgz"
     subprocess.run([tar_bin, "-C", str(src), "-czf", str(archive), "."], check=True)
-    extract(archive, tmp_path / "out")
+    hashes: dict[bytes, FileHash] = {}
+    extract(archive, tmp_path / "out", hashes=hashes)
+    assert listed_digest(tmp_path / "out", hashes) == tree_digest(src)
     assert {k: v for k, v in tree(tmp_path / "out").items() if v is not None} == GOOD
 
 

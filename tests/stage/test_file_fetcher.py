@@ -15,6 +15,7 @@ from pointercache.errors import (
     ForbiddenURI,
     TooLarge,
 )
+from pointercache.model.digest import listed_digest, tree_digest
 from pointercache.stage.fetchers import FetchOptions, open_fetcher
 from pointercache.stage.fetchers.file import FileFetcher
 from pointercache.stage.fetchers.memory import MemoryFetcher
@@ -42,7 +43,7 @@ def _tree(root: Path) -> Path:
 
 
 async def test_copies_a_directory_tree(tmp_path: Path) -> None:
-    """A directory artifact is copied file by file into dest."""
+    """A directory artifact is copied file by file into dest, each file hashed while copied."""
     src = _tree(tmp_path / "src")
     fetcher = open_fetcher(src.as_uri(), FetchOptions())
     result = await fetcher.fetch(src.as_uri(), tmp_path / "dest")
@@ -50,6 +51,8 @@ async def test_copies_a_directory_tree(tmp_path: Path) -> None:
     assert result.size_bytes == 2000 + len("flavors: {}\n")
     assert (tmp_path / "dest" / "sub" / "weights.bin").read_bytes() == b"\x00\x01" * 1000
     assert (tmp_path / "dest" / "MLmodel").read_text() == "flavors: {}\n"
+    assert result.files is not None
+    assert listed_digest(tmp_path / "dest", result.files) == tree_digest(src)
 
 
 async def test_copies_a_single_file_and_hashes_it(tmp_path: Path) -> None:

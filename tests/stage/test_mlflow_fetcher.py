@@ -12,7 +12,7 @@ import pytest
 from pointercache.adapters.pace import Pace
 from pointercache.errors import ArtifactNotFound, ForbiddenURI, Stalled, TooLarge
 from pointercache.model.candidate import Selector
-from pointercache.model.digest import tree_digest
+from pointercache.model.digest import listed_digest, tree_digest
 from pointercache.resolve.sources import SourceOptions
 from pointercache.resolve.sources.mlflow import MlflowSource
 from pointercache.stage.fetchers import FetchOptions, FetchResult, open_fetcher
@@ -72,6 +72,8 @@ async def test_fetch_directory_end_to_end(
     uploaded = {**FILES, "MLmodel": mlmodel_text(inputs, [{"type": "double"}]).encode()}
     digest, size = tree_digest(tmp_path / "model")
     assert result.is_dir
+    assert result.files is not None
+    assert listed_digest(tmp_path / "model", result.files) == (digest, size)
     assert digest == expected_tree_digest(uploaded)
     assert size == result.size_bytes == sum(len(d) for d in uploaded.values())
     assert (tmp_path / "model" / "data/deep/er/table.bin").read_bytes() == FILES[

@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import threading
+import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,7 +16,7 @@ from pointercache.errors import ArtifactNotFound
 from pointercache.stage.fetchers.parts import OrderedHasher, Transfer, run_jobs, split
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 
@@ -54,6 +57,37 @@ async def test_run_jobs_raises_the_first_real_error_and_stops_the_rest() -> None
 
     jobs = [bad, *(ok(i) for i in range(20))]
     with concurrent.futures.ThreadPoolExecutor(1) as pool, pytest.raises(ArtifactNotFound):
-        await run_jobs(pool, jobs, transfer)
+        await run_jobs(pool, jobs, transfer, workers=1)
     assert transfer.abort.is_set()
     assert ran == []  # queued behind the failure on a single thread: never started
+
+
+async def test_run_jobs_keeps_the_work_in_flight_bounded_by_its_workers() -> None:
+    """Jobs are drawn from a lazy iterator as workers free up: never more than ``workers`` are
+    taken and unfinished at once, and every job runs once."""
+    transfer = Transfer(0, None)
+    lock = threading.Lock()
+    taken = running = peak = 0
+    done: list[int] = []
+
+    def job(i: int) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.001)
+        with lock:
+            running -= 1
+            done.append(i)
+
+    def lazy() -> Iterator[Callable[[], None]]:
+        nonlocal taken
+        for i in range(200):
+            taken += 1
+            assert taken - len(done) <= 3, "a job was taken before a worker was free for it"
+            yield partial(job, i)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        await run_jobs(pool, lazy(), transfer, workers=3)
+    assert sorted(done) == list(range(200))
+    assert 1 <= peak <= 3

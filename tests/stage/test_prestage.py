@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 
 from pointercache.errors import ArtifactNotFound, ForbiddenURI, IntegrityError
 from pointercache.model.candidate import Candidate
-from pointercache.model.digest import tree_digest
-from pointercache.stage.fetchers import FetchOptions
+from pointercache.model.digest import FileHash, assemble, tree_digest
+from pointercache.stage.fetchers import FetchOptions, FetchResult
 from pointercache.stage.fetchers.memory import MemoryFetcher
 from pointercache.stage.prestage import prestage
 from pointercache.volume.cas import NodeCache
@@ -226,3 +227,55 @@ async def test_single_file_artifact_round_trips_through_the_cache(tmp_path: Path
     )
     assert (first.from_cache, second.from_cache) == (False, True)
     assert second.path.read_bytes() == b"onnx-bytes" * 100
+
+
+class _ListingFetcher(MemoryFetcher):
+    """A memory twin that reports the per-file hashes it was told (honest or not)."""
+
+    def __init__(self, tree: dict[str, bytes], hashes: dict[bytes, FileHash]) -> None:
+        super().__init__(objects={"memory://m/8": tree})
+        self.hashes = hashes
+
+    async def fetch(self, uri: str, dest: Path) -> FetchResult:
+        result = await super().fetch(uri, dest)
+        return FetchResult(is_dir=True, size_bytes=result.size_bytes, files=self.hashes)
+
+
+def _honest(tree: dict[str, bytes]) -> dict[bytes, FileHash]:
+    return {
+        rel.encode(): FileHash(hashlib.sha256(data).hexdigest(), len(data))
+        for rel, data in tree.items()
+    }
+
+
+async def test_a_tree_digest_is_assembled_from_the_hashes_taken_while_writing(
+    tmp_path: Path,
+) -> None:
+    """A directory's digest comes from the fetcher's per-file hashes, not a second read."""
+    hashes = _honest(TREE)
+    assert assemble((rel, h.sha256) for rel, h in hashes.items()) == _digest_of(tmp_path, TREE)[0]
+    hashes[b"MLmodel"] = FileHash("0" * 64, len(TREE["MLmodel"]))  # what a re-read would not see
+    staged = await prestage(
+        _cand(),
+        tmp_path / "s",
+        fetch=FetchOptions(),
+        cache=None,
+        fetcher=_ListingFetcher(TREE, hashes),
+    )
+    assert staged.digest == assemble((rel, h.sha256) for rel, h in hashes.items())
+    assert staged.digest != tree_digest(staged.path)[0]
+
+
+async def test_a_tree_unlike_its_listing_is_hashed_from_disk(tmp_path: Path) -> None:
+    """When the staged tree does not hold exactly the listed files, every byte is hashed."""
+    hashes = _honest(TREE)
+    del hashes[b"MLmodel"]
+    staged = await prestage(
+        _cand(),
+        tmp_path / "s",
+        fetch=FetchOptions(),
+        cache=None,
+        fetcher=_ListingFetcher(TREE, hashes),
+    )
+    assert (staged.digest, staged.size_bytes) == tree_digest(staged.path)
+    assert (staged.digest, staged.size_bytes) == _digest_of(tmp_path, TREE)

@@ -12,6 +12,7 @@ import pytest
 from pointercache.adapters.pace import Pace
 from pointercache.adapters.retry import Backoff
 from pointercache.errors import ArtifactNotFound, FetchUnavailable, ForbiddenURI, Stalled, TooLarge
+from pointercache.model.digest import listed_digest, tree_digest
 from pointercache.stage.fetchers import FetchOptions, open_fetcher
 from pointercache.stage.fetchers.s3 import S3Fetcher, relpath_of
 from tests.servers import MotoServer, TricklingS3
@@ -45,7 +46,8 @@ async def test_single_object_is_written_with_its_digest(
 async def test_prefix_is_fetched_as_a_directory(
     moto_env: MotoServer, tmp_path: Path, suffix: str
 ) -> None:
-    """Every object under a prefix lands at its relative path; folder markers are skipped."""
+    """Every object under a prefix lands at its relative path, hashed while written; folder
+    markers are skipped."""
     bucket = moto_env.new_bucket()
     s3 = moto_env.client()
     files = {"MLmodel": b"flavors: {}\n", "data/model.pkl": os.urandom(4096), "a/b/c.txt": b""}
@@ -65,6 +67,8 @@ async def test_prefix_is_fetched_as_a_directory(
     }
     assert found == files
     assert (result.is_dir, result.size_bytes) == (True, sum(map(len, files.values())))
+    assert result.files is not None  # hashed while written: the digest needs no second read
+    assert listed_digest(tmp_path / "out", result.files) == tree_digest(tmp_path / "out")
 
 
 async def test_keys_with_spaces_and_percent_signs_are_fetched(

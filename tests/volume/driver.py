@@ -9,7 +9,8 @@ iteration stages a version (deterministic bytes per version, so re-staging a ver
 same digest and takes the reinstall path), installs it, sometimes only rewrites an installed
 version's pointer or rolls back to an older installed version, publishes, and collects garbage
 (sometimes protecting a digest). Each finished iteration appends one line to ``--stats``.
-Exit status 75 means another writer holds the lock.
+Exit status 75 means another writer holds the lock. ``--die-at-sync FILE`` makes the store's
+tree sync write ``dir PATH`` or ``file PATH`` to FILE and SIGKILL the writer right there.
 
 ``--fork-server`` starts each writer faster, for kill loops on a busy machine: the process
 imports everything once, then for each ``spawn SEED`` line on stdin forks a fresh writer
@@ -22,13 +23,16 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 from pointercache.errors import StoreLocked
 from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import SOURCE_KINDS, SourceKind
+from pointercache.volume.fsutil import sync_tree
 from pointercache.volume.store import Store
 from tests.volume.artifacts import MODEL, make_pointer, write_version_files
 
@@ -68,11 +72,28 @@ def _install(
     return store.install(artifact, pointer)
 
 
+def die_at_sync(marker: Path) -> Callable[[Path], None]:
+    """A ``Store`` sync that records what it was asked to make durable, then SIGKILLs us."""
+
+    def sync(artifact: Path) -> None:
+        kind = "dir" if artifact.is_dir() else "file"
+        marker.write_text(f"{kind} {artifact}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return sync
+
+
 def run(
-    root: Path, *, seed: int, iterations: int | None, stats: Path | None, lock_timeout: float = 30.0
+    root: Path,
+    *,
+    seed: int,
+    iterations: int | None,
+    stats: Path | None,
+    lock_timeout: float = 30.0,
+    sync: Callable[[Path], None] = sync_tree,
 ) -> int:
     """Lock, recover, signal readiness, then loop; return the exit status."""
-    store = Store(root, keep_versions=2)
+    store = Store(root, keep_versions=2, sync=sync)
     rng = random.Random(seed)
     try:
         with store.lock(timeout=lock_timeout):
@@ -115,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats", type=Path, default=None)
     parser.add_argument("--lock-timeout", type=float, default=30.0)
     parser.add_argument("--fork-server", action="store_true", help="fork writers on demand")
+    parser.add_argument(
+        "--die-at-sync", type=Path, default=None, help="SIGKILL at the first tree sync, noted here"
+    )
     args = parser.parse_args(argv)
     if args.fork_server:
         return serve_forks(args.root, stats=args.stats, lock_timeout=args.lock_timeout)
@@ -124,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations,
         stats=args.stats,
         lock_timeout=args.lock_timeout,
+        sync=die_at_sync(args.die_at_sync) if args.die_at_sync else sync_tree,
     )
 
 

@@ -196,3 +196,33 @@ def test_sigkill_never_exposes_a_torn_version(
     assert cleaned >= 10, "no kill landed while something was staged"
     assert seen["checks"] >= 100
     assert seen["versions"] >= 10
+
+
+def _versions(root: Path) -> set[str]:
+    return {p.name for p in (root / "versions").glob("*/*")}
+
+
+def test_a_writer_killed_inside_the_tree_sync_has_published_nothing_of_it(
+    tmp_path: Path, volume: Path
+) -> None:
+    """A writer SIGKILLed while its artifact is being made durable never named that version."""
+    root, marker, logs = volume / "root", tmp_path / "marker", tmp_path / "writers.log"
+    driver = ["tests.volume.driver", str(root)]
+    quiet = subprocess.DEVNULL
+    first = _spawn([*driver, "--seed", "1", "--iterations", "6"], stderr=logs, stdout=quiet)
+    assert first.wait(timeout=60) == 0, logs.read_text()[-2000:]
+    kinds = []
+    for seed in range(2, 8):
+        before = _versions(root)
+        writer = _spawn(
+            [*driver, "--seed", str(seed), "--die-at-sync", str(marker)], stderr=logs, stdout=quiet
+        )
+        assert writer.wait(timeout=60) == -signal.SIGKILL, logs.read_text()[-2000:]
+        kind, artifact = marker.read_text().split(maxsplit=1)
+        kinds.append(kind)
+        assert Path(artifact.strip()).is_relative_to(root / ".staging")
+        assert _versions(root) <= before  # nothing new reached versions/ before its sync returned
+        current = os.readlink(root / "current") if os.path.lexists(root / "current") else None
+        assert current is None or Path(current).name in before
+        _check_after_crash(root)
+    assert "dir" in kinds, "no kill landed inside the sync of a directory artifact"

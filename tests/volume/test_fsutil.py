@@ -15,6 +15,8 @@ from pointercache.volume.fsutil import (
     atomic_write_bytes,
     copy_tree,
     copy_tree_or_link,
+    sync_tree,
+    syncfs,
 )
 
 
@@ -156,3 +158,19 @@ def test_copy_tree_is_bounded(tmp_path: Path) -> None:
     with pytest.raises(OSError) as info:
         copy_tree(deep, tmp_path / "dst2")
     assert info.value.errno == errno.EFBIG
+
+
+def test_syncfs_flushes_the_filesystem_of_a_tree_in_one_call(tmp_path: Path) -> None:
+    """On Linux a tree is made durable by one syncfs(2) of its filesystem, from libc."""
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "w.bin").write_bytes(b"weights")
+    assert syncfs(tmp_path / "tree") is True
+    assert syncfs(tmp_path / "tree" / "sub" / "w.bin") is True
+    sync_tree(tmp_path / "tree")
+    sync_tree(tmp_path / "tree" / "sub" / "w.bin")
+
+
+def test_syncing_a_missing_tree_is_an_error(tmp_path: Path) -> None:
+    """A tree that vanished before its sync raises rather than counting as durable."""
+    with pytest.raises(FileNotFoundError):
+        sync_tree(tmp_path / "gone")

@@ -44,6 +44,8 @@ from pointercache.stage.archive.zip import extract_zip
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from pointercache.model.digest import FileHash
+
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 """File name endings recognised as archives."""
 
@@ -104,11 +106,19 @@ def _discard(dest: Path, *, created: bool) -> None:
             os.unlink(entry.path)  # noqa: PTH108 - a DirEntry path from scandir
 
 
-def extract(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> int:
+def extract(
+    archive: Path,
+    dest: Path,
+    limits: ArchiveLimits | None = None,
+    hashes: dict[bytes, FileHash] | None = None,
+) -> int:
     """Extract ``archive`` into the new directory ``dest``; return the bytes written.
 
     Raises ``UnsafeArchive`` or ``TooLarge``; on any failure ``dest`` is left empty (or removed
-    when this call created it), and nothing is ever written outside it.
+    when this call created it), and nothing is ever written outside it. ``hashes``, if given,
+    receives every extracted file's sha256 and size, computed while writing it (so the tree
+    digest needs no second read, ``model.digest.listed_digest``). Nothing is fsynced: staging is
+    made durable when it is installed.
     """
     limits = limits or ArchiveLimits()
     kind = archive_kind(archive)
@@ -120,9 +130,11 @@ def extract(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> i
             extract_zip(archive, tree, budget)
         else:
             extract_tar(archive, tree, budget, gz=kind == "tar.gz")
-        tree.close(sync=True)
+        tree.close()
+        if hashes is not None:
+            hashes.update(tree.hashes)
     except BaseException:
-        tree.close(sync=False)
+        tree.close()
         _discard(dest, created=created)
         raise
     log.info(

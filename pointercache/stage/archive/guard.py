@@ -7,6 +7,7 @@ A reader (``archive_tar``, ``archive_zip``) turns each member into a call to ``s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import lzma
 import os
 import re
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pointercache.errors import TooLarge, UnsafeArchive
+from pointercache.model.digest import FileHash
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -140,6 +142,8 @@ class Tree:
         self.root = os.open(dest, _DIR_FLAGS)
         self.closed = False
         self.kinds: dict[tuple[str, ...], str] = {}
+        self.hashes: dict[bytes, FileHash] = {}
+        """Every written file's sha256 and size, computed while writing (``model.digest``)."""
 
     def claim(self, parts: tuple[str, ...], kind: str) -> None:
         """Record an entry; refuse duplicates and file/directory conflicts."""
@@ -183,31 +187,27 @@ class Tree:
             raise UnsafeArchive(f"cannot create {'/'.join(parts)!r}: {exc}") from exc
         finally:
             os.close(parent)
-        size = 0
+        size, sha = 0, hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
             while chunk := read():
                 budget.wrote(len(chunk))
                 size += len(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+                sha.update(chunk)
         if size != declared:
             raise UnsafeArchive(f"entry {'/'.join(parts)!r}: declares {declared} bytes, has {size}")
+        self.hashes[os.fsencode("/".join(parts))] = FileHash(sha.hexdigest(), size)
 
-    def close(self, *, sync: bool) -> None:
-        """fsync every directory (when ``sync``) and release the root descriptor."""
+    def close(self) -> None:
+        """Release the root descriptor.
+
+        Nothing is fsynced here: the extracted tree is staging, made durable with the rest of
+        the version by one ``sync_tree`` when the store installs it (and by the node cache's put).
+        """
         if self.closed:
             return
-        try:
-            if sync:
-                for parts in sorted((p for p, k in self.kinds.items() if k == "dir"), key=len):
-                    fd = self._open_dir(parts)
-                    os.fsync(fd)
-                    os.close(fd)
-                os.fsync(self.root)
-        finally:
-            self.closed = True
-            os.close(self.root)
+        self.closed = True
+        os.close(self.root)
 
 
 def reader(src: Readable, name: str) -> Callable[[], bytes]:

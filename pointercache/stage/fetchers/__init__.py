@@ -19,6 +19,7 @@ from pointercache.adapters.http import Credentials
 from pointercache.adapters.pace import Pace
 from pointercache.adapters.retry import Backoff
 from pointercache.errors import ConfigError, ForbiddenURI
+from pointercache.model.digest import FileHashes
 from pointercache.stage.allow import AllowAll, AllowPolicy, split_uri
 
 FETCHERS: dict[str, str] = {
@@ -76,6 +77,9 @@ class FetchResult:
     """Bytes written."""
     sha256: str | None = None
     """Hex digest computed while writing a single file, if the fetcher did (saves a re-read)."""
+    files: FileHashes | None = None
+    """For a directory: every file's sha256 and size computed while writing it (the tree digest
+    is assembled from these instead of re-reading every byte); None if the fetcher did not."""
 
 
 class Fetcher(Protocol):

@@ -24,6 +24,7 @@ from pointercache.errors import (
     ForbiddenURI,
     TooLarge,
 )
+from pointercache.model.digest import FileHash
 from pointercache.model.uris import file_path
 from pointercache.stage.fetchers import FetchOptions, FetchResult
 from pointercache.stage.fetchers.parts import local_io_error
@@ -66,7 +67,7 @@ class _Copier:
                     if self.options.progress is not None:
                         self.options.progress(self.done, self.total)
 
-    def copy_tree(self, src: Path, dst: Path, rel: str) -> None:
+    def copy_tree(self, src: Path, dst: Path, rel: str, hashes: dict[bytes, FileHash]) -> None:
         dst.mkdir()
         with os.scandir(src) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
@@ -74,9 +75,11 @@ class _Copier:
                 if entry.is_symlink():
                     raise self.refuse(sub, "a symlink")
                 if entry.is_dir(follow_symlinks=False):
-                    self.copy_tree(Path(entry.path), dst / entry.name, sub)
+                    self.copy_tree(Path(entry.path), dst / entry.name, sub, hashes)
                 elif entry.is_file(follow_symlinks=False):
-                    self.copy_file(Path(entry.path), dst / entry.name, sub, None)
+                    digest, before = hashlib.sha256(), self.done
+                    self.copy_file(Path(entry.path), dst / entry.name, sub, digest)
+                    hashes[os.fsencode(sub)] = FileHash(digest.hexdigest(), self.done - before)
                 else:
                     raise self.refuse(sub, "a device, FIFO or socket")
 
@@ -124,11 +127,12 @@ class FileFetcher:
             return FetchResult(is_dir=False, size_bytes=copier.done, sha256=digest.hexdigest())
         if stat.S_ISDIR(info.st_mode):
             copier = _Copier(uri, self.options, None)
+            hashes: dict[bytes, FileHash] = {}
             try:
-                copier.copy_tree(real, dest, "")
+                copier.copy_tree(real, dest, "", hashes)
             except PermissionError as exc:
                 raise FetchUnavailable(f"{name}: permission denied") from exc
-            return FetchResult(is_dir=True, size_bytes=copier.done)
+            return FetchResult(is_dir=True, size_bytes=copier.done, files=hashes)
         raise ForbiddenURI(f"{name}: not a regular file or directory")
 
     async def aclose(self) -> None:

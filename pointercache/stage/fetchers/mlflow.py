@@ -47,7 +47,7 @@ from pointercache.errors import (
     PointercacheError,
     TooLarge,
 )
-from pointercache.model.digest import StreamHasher
+from pointercache.model.digest import FileHash, StreamHasher
 from pointercache.stage.allow import split_uri
 from pointercache.stage.fetchers import FetchOptions, FetchResult
 from pointercache.volume.fsutil import remove_path
@@ -139,20 +139,22 @@ class MlflowArtifactFetcher:
         limit = asyncio.Semaphore(PARALLEL)
         self._done, self._total = 0, total
 
-        async def one(rel: PurePosixPath, expected: int | None) -> int:
+        async def one(rel: PurePosixPath, expected: int | None) -> tuple[bytes, FileHash]:
             target = dest.joinpath(*rel.parts)
             async with limit:
                 await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
                 url = f"{base}/{quote(str(root / rel))}"
-                size, _ = await self._download_retrying(url, target, shown, expected)
-                return size
+                size, sha = await self._download_retrying(url, target, shown, expected)
+                return os.fsencode(str(rel)), FileHash(sha, size)
 
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the other downloads
                 tasks = [group.create_task(one(rel, size)) for rel, size in files.items()]
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
-        return FetchResult(is_dir=True, size_bytes=sum(task.result() for task in tasks))
+        hashes = dict(task.result() for task in tasks)
+        size = sum(h.size for h in hashes.values())
+        return FetchResult(is_dir=True, size_bytes=size, files=hashes)
 
     async def _list(self, base: str, root: PurePosixPath, rel: PurePosixPath, tree: _Tree) -> None:
         if len(rel.parts) > MAX_DEPTH:
@@ -228,7 +230,7 @@ class MlflowArtifactFetcher:
                 self._progress(len(chunk), shown)
                 hasher.update(chunk)
                 await asyncio.to_thread(out.write, chunk)
-            await asyncio.to_thread(_sync, out)
+            await asyncio.to_thread(out.flush)
         except BaseException:
             self._done -= size  # a retry counts these bytes again
             raise
@@ -295,8 +297,3 @@ def _create(target: Path) -> BinaryIO:
     """Create ``target`` exclusively, never through a symlink."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     return os.fdopen(fd, "wb")
-
-
-def _sync(out: BinaryIO) -> None:
-    out.flush()
-    os.fsync(out.fileno())

@@ -1,13 +1,15 @@
 """Parallel, bounded-memory downloads into files: the machinery under the S3 fetcher.
 
-A transfer is a list of blocking jobs (one per small object, one per byte range of a large one)
-run on a thread pool. Ranges are written in place with ``os.pwrite`` into a preallocated file,
-so memory stays at one chunk buffer per thread; ``OrderedHasher`` computes the sha256 of such a
-file in order while later parts are still arriving. The first failing job sets the shared abort
-flag, the others stop at their next chunk, and ``run_jobs`` waits for every thread before it
-raises, so no thread writes into a file after the fetcher has removed it — for at most ``drain``
-seconds: a thread stuck in a socket read that its read timeout has not ended yet is abandoned
-(logged), so a cancelled fetch (a pre-empted download, the init deadline) returns promptly.
+A transfer is a stream of blocking jobs (one per small object, one per byte range of a large
+one) that a fixed number of worker threads of a pool take in turn, so the work in flight stays
+bounded however many objects there are. Ranges are written in place with ``os.pwrite`` into a
+preallocated file, so memory stays at one chunk buffer per thread; ``OrderedHasher`` computes
+the sha256 of such a file in order while later parts are still arriving. The first failing job
+sets the shared abort flag, the others stop at their next chunk, and ``run_jobs`` waits for
+every thread before it raises, so no thread writes into a file after the fetcher has removed it
+— for at most ``drain`` seconds: a thread stuck in a socket read that its read timeout has not
+ended yet is abandoned (logged), so a cancelled fetch (a pre-empted download, the init
+deadline) returns promptly.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 from pointercache.errors import FetchError, FetchUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from pathlib import Path
 
     from pointercache.stage.fetchers import Progress
@@ -147,23 +149,37 @@ def expect_length(got: int, want: int, what: str) -> None:
 
 async def run_jobs(
     pool: concurrent.futures.Executor,
-    jobs: list[Callable[[], None]],
+    jobs: Iterable[Callable[[], None]],
     transfer: Transfer,
+    workers: int,
     *,
     drain: float | None = None,
 ) -> None:
-    """Run ``jobs`` on ``pool``; on the first failure abort the rest, wait for them (at most
-    ``drain`` seconds after the failure, None: no bound), raise it."""
+    """Run ``jobs`` on ``workers`` threads of ``pool``; on the first failure abort the rest,
+    wait for them (at most ``drain`` seconds after the failure, None: no bound), raise it.
 
-    def guarded(job: Callable[[], None]) -> None:
-        transfer.check()
-        try:
-            job()
-        except BaseException:
-            transfer.abort.set()
-            raise
+    Each worker takes the next job from the shared iterator when it is free, so the work in
+    flight is bounded by ``workers`` whatever the number of jobs: ``jobs`` may be a lazy
+    generator (it is advanced under a lock, one thread at a time), and the event loop sees one
+    future per worker, not one per object.
+    """
+    source = iter(jobs)
+    taking = threading.Lock()
 
-    futures = [pool.submit(guarded, job) for job in jobs]
+    def worker() -> None:
+        while True:
+            transfer.check()
+            with taking:
+                job = next(source, None)
+            if job is None:
+                return
+            try:
+                job()
+            except BaseException:
+                transfer.abort.set()
+                raise
+
+    futures = [pool.submit(worker) for _ in range(max(1, workers))]
     error: BaseException | None = None
     try:
         await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))

@@ -6,7 +6,9 @@ it is written at ``dest/<relpath>`` (zero-byte ``…/`` folder markers are skipp
 relative path is empty, absolute, or has ``.``/``..``/empty segments is refused as
 ``ForbiddenURI``).
 
-Objects up to ``multipart_threshold`` are fetched with one GET and hashed while written. Larger
+``concurrency`` worker threads take the next job (an object, or a part of a large one) as they
+become free, so the work in flight stays bounded however many objects a prefix holds. Objects
+up to ``multipart_threshold`` are fetched with one GET and hashed while written. Larger
 ones are preallocated and fetched as ``part_size`` ranges by ``concurrency`` threads, each part
 written with ``os.pwrite`` (memory stays at a few chunk buffers per thread); the sha256 is
 computed in order as parts complete, re-reading each finished part from the page cache, so no
@@ -48,6 +50,7 @@ from pointercache.errors import (
     ForbiddenURI,
     TooLarge,
 )
+from pointercache.model.digest import FileHash
 from pointercache.stage.fetchers import FetchOptions, FetchResult
 from pointercache.stage.fetchers.parts import (
     CHUNK,
@@ -62,7 +65,7 @@ from pointercache.stage.fetchers.parts import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from pointercache.adapters.pace import Meter
 
@@ -157,7 +160,7 @@ class S3Fetcher:
                 head = await self._bounded(uri, "HEAD", self._head, bucket, key)
         if head is not None:
             self._check_size(head.size, uri)
-            files = [_File(dest, head)]
+            files, named = [_File(dest, head)], []
         else:
             prefix = key if not key or key.endswith("/") else key + "/"
             objects = await self._list_all(uri, bucket, prefix)
@@ -166,14 +169,15 @@ class S3Fetcher:
                 raise ArtifactNotFound(f"no object at {uri}")
             self._check_size(sum(obj.size for _, obj in plan), uri)
             await asyncio.to_thread(_make_dirs, dest, [rel for rel, _ in plan], uri)
-            files = [_File(dest / rel, obj) for rel, obj in plan]
+            named = [(rel, _File(dest / rel, obj)) for rel, obj in plan]
+            files = [f for _, f in named]
         total = sum(f.obj.size for f in files)
         transfer = Transfer(total, self._options.progress)
-        jobs = await asyncio.to_thread(self._jobs, bucket, files, transfer)
-        await run_jobs(self._pool, jobs, transfer, drain=DRAIN)
+        jobs = self._jobs(bucket, files, transfer)  # lazy: made as workers free up
+        await run_jobs(self._pool, jobs, transfer, self._concurrency, drain=DRAIN)
         if head is None:
             log.debug("s3-prefix-fetched", uri=uri, files=len(files), bytes=total)
-            return FetchResult(is_dir=True, size_bytes=total)
+            return FetchResult(is_dir=True, size_bytes=total, files=_hashes(named))
         return FetchResult(is_dir=False, size_bytes=total, sha256=files[0].sha256())
 
     def _check_size(self, size: int, uri: str) -> None:
@@ -218,6 +222,7 @@ class S3Fetcher:
             connect_timeout=self._options.connect_timeout,
             read_timeout=self._options.read_timeout,
             max_attempts=1,
+            lean_reads=True,
         )
 
     def _retrying(self, uri: str, transfer: Transfer | None, fn: Callable[..., T], *args: Any) -> T:
@@ -272,22 +277,19 @@ class S3Fetcher:
         following = page.get("NextContinuationToken") if page.get("IsTruncated") else None
         return objects, str(following) if following else None
 
-    def _jobs(self, bucket: str, files: list[_File], t: Transfer) -> list[Callable[[], None]]:
-        """One job per small object, one per part of a large one (files preallocated here)."""
-        jobs: list[Callable[[], None]] = []
+    def _jobs(self, bucket: str, files: list[_File], t: Transfer) -> Iterator[Callable[[], None]]:
+        """One job per small object, one per part of a large one, made as workers ask for them
+        (a large file is preallocated when its first part is taken)."""
         for f in files:
             uri = f"s3://{bucket}/{f.obj.key}"
             if f.obj.size <= self._threshold:
-                jobs.append(partial(self._retrying, uri, t, self._get_whole, bucket, f, t))
+                yield partial(self._retrying, uri, t, self._get_whole, bucket, f, t)
                 continue
             ranges = split(f.obj.size, self._part_size)
             preallocate(f.path, f.obj.size)
             f.hasher = OrderedHasher(f.path, ranges)
-            jobs.extend(
-                partial(self._get_part, uri, bucket, f, (index, span), t)
-                for index, span in enumerate(ranges)
-            )
-        return jobs
+            for index, span in enumerate(ranges):
+                yield partial(self._get_part, uri, bucket, f, (index, span), t)
 
     def _get(self, bucket: str, obj: _Object, byte_range: str | None) -> Any:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": obj.key}
@@ -357,6 +359,17 @@ class S3Fetcher:
             raise
         finally:
             os.close(fd)
+
+
+def _hashes(named: list[tuple[str, _File]]) -> dict[bytes, FileHash] | None:
+    """Each written file's hash and size, keyed as ``model.digest`` wants; None if one lacks it."""
+    hashes = {}
+    for rel, f in named:
+        sha = f.sha256()
+        if sha is None:  # pragma: no cover - every job records its hash before it returns
+            return None
+        hashes[os.fsencode(rel)] = FileHash(sha, f.obj.size)
+    return hashes
 
 
 def _make_dirs(dest: Path, rels: list[str], uri: str) -> None:
