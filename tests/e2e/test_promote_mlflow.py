@@ -101,10 +101,18 @@ def test_promote_keeps_the_revision_moving_when_the_clock_is_behind(
             ],
             "--registry-basic-auth-file /nonexistent: not a readable file",
         ),
+        (
+            [
+                *("--model", "m", "--to", "2", "--no-wait", "--registry", "file:///m.json"),
+                *("--wait", "loaded"),
+            ],
+            "--wait loaded needs -n/-l",
+        ),
     ],
 )
 def test_promote_flag_errors_exit_2(cli_env: dict[str, str], args: list[str], message: str) -> None:
-    """Missing -n/-l (when waiting), --no-wait without a registry, a missing secret: exit 2."""
+    """Missing -n/-l (when waiting, for the stage or the load), --no-wait without a registry, a
+    missing secret: exit 2."""
     proc = subprocess.run(
         cli("promote", *args), env=cli_env, capture_output=True, text=True, timeout=60, check=False
     )
