@@ -82,7 +82,7 @@ async def status_document(refresher: Refresher) -> dict[str, Any]:
     return {
         "model": refresher.target.model,
         "selector": str(refresher.target.selector),
-        "ready": current is not None,
+        "ready": not_ready(refresher) is None,
         "current": current.to_dict() if current else None,
         "staleness_seconds": _seconds(state.staleness()),
         "fallback_reason": state.fallback_reason,
@@ -122,14 +122,22 @@ async def startupz(request: web.Request) -> web.Response:
     return web.Response(text="published\n")
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: a verified model is published (and loaded, with ``--ready-when loaded``)."""
-    refresher = request.app[REFRESHER]
+def not_ready(refresher: Refresher) -> str | None:
+    """Why the pod is not ready (``/readyz`` 503 and ``/status.ready`` false), None if it is:
+    a verified model is published (and loaded, with ``--ready-when loaded``)."""
     if refresher.state.current is None:
-        return web.Response(status=503, text="no model published yet\n")
+        return "no model published yet"
     loads = refresher.loads
     if loads.options.ready_when == "loaded" and not loads.ready:
-        return web.Response(status=503, text="the model container has not loaded a model yet\n")
+        return "the model container has not loaded a model yet"
+    return None
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: a verified model is published (and loaded, with ``--ready-when loaded``)."""
+    why = not_ready(request.app[REFRESHER])
+    if why is not None:
+        return web.Response(status=503, text=f"{why}\n")
     return web.Response(text="ready\n")
 
 

@@ -109,8 +109,9 @@ class Settings:
     )
     allow: tuple[str, ...] = _opt(
         [],
-        "artifact URI prefix that may be fetched, repeatable (default: all but loopback, "
-        "link-local and metadata addresses, and file:// only from a file:// registry)",
+        "artifact URI prefix that may be fetched, repeatable; once given, every artifact "
+        "(file:// and the pinned one included) must match one (default: all but loopback, "
+        "link-local and metadata addresses, and file:// only from a file:// registry or pinned)",
         repeat=True,
         metavar="PREFIX",
     )
@@ -149,8 +150,8 @@ class Settings:
     )
     admin_token_file: Path | None = _opt(
         None,
-        "file with the bearer token for POST /refresh "
-        "(without it, /refresh answers on loopback only)",
+        "file with the bearer token for POST /refresh and, from outside the pod, POST /loaded "
+        "(without it, both answer on loopback only)",
         roles=(SIDECAR,),
     )
     pod_name: str | None = _opt(

@@ -54,14 +54,17 @@ def sidecar(world: World, cli_env: dict[str, str]) -> Iterator[Sidecar]:
 
 
 def test_readiness_waits_for_the_load_and_startup_does_not(sidecar: Sidecar, world: World) -> None:
-    """Before any load /readyz is 503 and /startupz 200; an ack from loopback makes both 200."""
+    """Before any load /readyz is 503 (and /status not ready) and /startupz 200; an ack from
+    loopback makes both 200."""
     assert sidecar.get("/startupz")[0] == 200
     code, body = sidecar.get("/readyz")
     assert code == 503 and b"not loaded" in body
+    assert sidecar.status()["ready"] is False  # what `pointercache status` exits on
     status, answer = post(sidecar, ack_body(world))
     assert status == 200 and answer["loaded"]["version"] == "1" and answer["loaded"]["via"] == "ack"
     assert sidecar.get("/readyz")[0] == 200
     doc = sidecar.status()
+    assert doc["ready"] is True
     assert doc["loaded"]["version"] == "1" and doc["loaded"]["current"] is True
     metrics = sidecar.get("/metrics")[1].decode()
     assert "pointercache_loaded_info{" in metrics and 'via="ack"' in metrics
