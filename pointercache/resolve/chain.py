@@ -27,6 +27,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pointercache.base.blocking import abandon_after
@@ -39,14 +40,15 @@ from pointercache.model.pointer import Pointer, SourceKind
 from pointercache.model.revision import Claim
 from pointercache.resolve.sources import Source, SourceOptions
 from pointercache.volume import layout
-from pointercache.volume.lkg import read_mounted
+from pointercache.volume.lkg import read_entry_from
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from pointercache.volume.lkg import NodeLKG
 
-_Loader = Callable[[], Pointer | Candidate | None]
+_Loader = Callable[[], tuple[Pointer | Candidate | None, str]]
+"""Reads a local step: its answer and the name of what it read (a legacy LKG entry, say)."""
 
 LOCAL_READ_TIMEOUT = 2.0
 """Seconds one local step (a node or cluster LKG file) may take to read before it is skipped."""
@@ -243,9 +245,10 @@ class Chain:
         foreign, planted, unreadable, too slow) becomes the step's ``reason``.
         """
         answers: list[LocalAnswer] = []
-        for step, name, loader in self._fallbacks(model, selector):
+        for step, expected, loader in self._fallbacks(model, selector):
+            name = expected
             try:
-                value = await abandon_after(LOCAL_READ_TIMEOUT, loader)
+                value, name = await abandon_after(LOCAL_READ_TIMEOUT, loader)
             except Exception as exc:
                 reason = _reason(exc)
                 log.warning("fallback-unreadable", step=step, path=name, reason=reason)
@@ -285,15 +288,22 @@ class Chain:
         if self.lkg is not None:
             lkg = self.lkg
             path = str(lkg.pointer_path(model, selector))
-            steps.append(("lkg-node", path, lambda: lkg.read(model, selector)))
+            steps.append(
+                ("lkg-node", path, lambda: _named(read_entry_from(lkg.dir, model, selector)))
+            )
         if self.cluster_lkg_dir is not None:
             directory = self.cluster_lkg_dir
             path = str(directory / layout.lkg_entry(model, selector))
-            steps.append(("lkg-cluster", path, lambda: read_mounted(directory, model, selector)))
+            mounted = partial(read_entry_from, directory, model, selector, follow=True)
+            steps.append(("lkg-cluster", path, lambda: _named(mounted())))
         if self.pinned is not None:
             pinned = self.pinned
-            steps.append(("pinned", "pinned", lambda: _check_pinned(pinned, model)))
+            steps.append(("pinned", "pinned", lambda: (_check_pinned(pinned, model), "pinned")))
         return steps
+
+
+def _named(found: tuple[Pointer | None, Path]) -> tuple[Pointer | None, str]:
+    return found[0], str(found[1])
 
 
 def _not_used(answered: Attempt) -> Attempt:

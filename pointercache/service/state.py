@@ -87,6 +87,7 @@ WARNINGS = frozenset(
         Happening.BOOTSTRAP_FAILED,
         Happening.PREFETCH_FAILED,
         Happening.FALLBACK,
+        Happening.RELOAD_FAILED,
     }
 )
 """Happenings logged at warning level: an answer refused, a version not served, no answer."""

@@ -111,11 +111,22 @@ def read_entry(
     Read through ``volume.nodefile``: ``follow`` only for the kubelet's links of a mounted
     ConfigMap, never in the node directory.
     """
-    pointer = _read(directory / layout.lkg_entry(model, selector), model, follow=follow)
+    return read_entry_from(directory, model, selector, legacy=legacy, follow=follow)[0]
+
+
+def read_entry_from(
+    directory: Path, model: str, selector: Selector, *, legacy: bool = True, follow: bool = False
+) -> tuple[Pointer | None, Path]:
+    """``read_entry``, and the file the answer came from (the selector's own entry when
+    neither exists), so a fallback names the file it actually served."""
+    own = directory / layout.lkg_entry(model, selector)
+    pointer = _read(own, model, follow=follow)
     old = layout.legacy_lkg_entry(model, selector) if legacy else None
     if pointer is None and old is not None:
         pointer = _read(directory / old, model, follow=follow)
-    return pointer
+        if pointer is not None:
+            return pointer, directory / old
+    return pointer, own
 
 
 def _read(path: Path, model: str, *, follow: bool) -> Pointer | None:

@@ -187,6 +187,25 @@ async def test_falls_back_in_order_node_cluster_pinned(tmp_path: Path) -> None:
     assert [a.step for a in pin.attempts] == ["registry", "lkg-node", "lkg-cluster"]
 
 
+async def test_a_legacy_lkg_entry_is_named_as_the_file_served(tmp_path: Path) -> None:
+    """A pre-selector ``<model>.json`` served by the default selector is the file its pointer
+    names (not the selector's own entry, which does not exist); a canary never reads it."""
+    primary = _source("primary", version="8")
+    primary.registry.fail()
+    lkg = NodeLKG(tmp_path / "lkg")
+    lkg.dir.mkdir()
+    (lkg.dir / "recommender.json").write_bytes(_pointer("4", D1, 3).to_json())
+    (node,) = await _all(_chain([primary], lkg=lkg))
+    assert node.candidate.version == "4"
+    assert node.detail.startswith(f"lkg-node {lkg.dir / 'recommender.json'} ")
+    canary = await _chain([primary], lkg=lkg).fallback_answers(
+        "recommender", Selector.parse("alias:candidate")
+    )
+    assert [(a.answer, a.name, a.reason) for a in canary] == [
+        (None, str(lkg.dir / "recommender.alias-candidate.json"), "nothing stored")
+    ]
+
+
 async def test_registry_answer_comes_first_then_fallbacks(tmp_path: Path) -> None:
     """A registry answer is yielded first; asking for more yields the LKG (staging failed)."""
     lkg = NodeLKG(tmp_path / "lkg")
