@@ -4,7 +4,7 @@ A single-file artifact's digest is the sha256 of its bytes (``sha256sum FILE``).
 digest is the sha256 of the ``sha256sum`` lines of every regular file, sorted by path bytes::
 
     cd ARTIFACT && find . -type f -printf '%P\\n' | LC_ALL=C sort \\
-        | xargs -d '\\n' sha256sum | sha256sum
+        | xargs -d '\\n' sha256sum -- | sha256sum
 
 Each line is ``"<hex>  <relpath>\\n"``; a path containing a backslash or a carriage return is
 escaped the way coreutils >= 9 does (line prefixed by ``\\``, ``\\`` -> ``\\\\``, CR -> ``\\r``). A

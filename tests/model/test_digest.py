@@ -147,6 +147,8 @@ def test_random_trees_match_the_coreutils_pipeline(tmp_path_factory, tree) -> No
     root = tmp_path_factory.mktemp("tree")
     (root / "anchor").write_bytes(b"")  # xargs runs sha256sum on stdin when given no names
     for parts, data in tree.items():
+        if parts == ("-",):
+            continue  # sha256sum reads standard input for a name "-": the recipe's one gap
         path = root.joinpath(*parts)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
