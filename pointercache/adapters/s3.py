@@ -77,6 +77,22 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def parse_manifest_uri(uri: str, flag: str) -> tuple[str, str]:
+    """``parse_s3_uri`` for a manifest object: (bucket, key) of ``s3://bucket/key.json``.
+
+    ``ConfigError`` naming ``flag`` (``registry``, ``--registry``) for a URI ``parse_s3_uri``
+    refuses, or one without a key (a bucket or a prefix is not a manifest).
+    """
+    shown = redact_uri(uri)
+    try:
+        bucket, key = parse_s3_uri(uri)
+    except ForbiddenURI as exc:
+        raise ConfigError(f"{flag} {shown}: {exc}") from exc
+    if not key or key.endswith("/"):
+        raise ConfigError(f"{flag} {shown}: expected s3://bucket/key.json")
+    return bucket, key
+
+
 def client(
     *,
     endpoint_url: str | None = None,

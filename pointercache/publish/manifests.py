@@ -33,8 +33,6 @@ from pointercache.adapters.retry import Backoff, retrying
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
     ConcurrentUpdate,
-    ConfigError,
-    ForbiddenURI,
     InvalidManifest,
     KubeConflict,
     KubeNotFound,
@@ -107,12 +105,7 @@ class S3Registrar:
     def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
         self.options = options or SourceOptions()
         self.name = redact_uri(uri)
-        try:
-            self.bucket, self.key = s3.parse_s3_uri(uri)
-        except ForbiddenURI as exc:
-            raise ConfigError(f"--registry {self.name}: {exc}") from exc
-        if not self.key or self.key.endswith("/"):
-            raise ConfigError(f"--registry {self.name}: expected s3://bucket/key.json")
+        self.bucket, self.key = s3.parse_manifest_uri(uri, "--registry")
         self._client: Any = None
         self._lock = threading.Lock()
         self._conditional: bool | None = None

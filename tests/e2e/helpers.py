@@ -12,7 +12,12 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from pointercache.model.candidate import DEFAULT_SELECTOR
+from pointercache.volume import layout
 from tests.helpers import MODEL, cli, make_artifact, wait_until, write_manifest
+
+ENTRY = layout.lkg_entry(MODEL, DEFAULT_SELECTOR)
+"""The node LKG entry of the default selector."""
 
 __all__ = [
     "MODEL",

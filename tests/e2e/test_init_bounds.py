@@ -20,20 +20,15 @@ from typing import Any
 
 import pytest
 
-from pointercache.model.candidate import DEFAULT_SELECTOR
 from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import Pointer
-from pointercache.volume import layout
 from pointercache.volume.fsutil import atomic_write_bytes
 from tests.e2e.conftest import World
-from tests.e2e.helpers import MODEL, run_init
+from tests.e2e.helpers import ENTRY, MODEL, run_init
 from tests.helpers import fill, held_flock, make_pointer, mount_tmpfs, unmount
 from tests.stage.mlflow_proxy import Proxy, start_proxy
-from tests.stage.origin import Origin, start_origin
+from tests.stage.origin import Origin, trickling_origin
 from tests.stage.test_archive import chained_headers
-
-ENTRY = layout.lkg_entry(MODEL, DEFAULT_SELECTOR)
-"""The node LKG entry of the default selector."""
 
 STARTUP_SLACK = 4.0
 """Seconds allowed for starting the interpreter on a busy machine (the deadline counts from the
@@ -43,13 +38,8 @@ moment settings are parsed); the exit itself must come within a second of the de
 @pytest.fixture
 async def origin() -> AsyncIterator[Origin]:
     """A misbehaving HTTP origin; its trickle sends a byte every 2 s, as in the report."""
-    server, runner = await start_origin()
-    server.trickle_every = 2.0
-    try:
+    async with trickling_origin(2.0) as server:
         yield server
-    finally:
-        server.release.set()
-        await runner.cleanup()
 
 
 def answer(world: World, revision: int, uri: str, **entry: Any) -> None:

@@ -19,18 +19,13 @@ from typing import Any
 
 import pytest
 
-from pointercache.model.candidate import DEFAULT_SELECTOR
 from pointercache.model.digest import tree_digest
 from pointercache.model.pointer import Pointer
-from pointercache.volume import layout
 from pointercache.volume.fsutil import atomic_write_bytes
 from tests.e2e.conftest import World
-from tests.e2e.helpers import MODEL, Sidecar, cli, make_artifact, run_init, wait_until
+from tests.e2e.helpers import ENTRY, MODEL, Sidecar, cli, make_artifact, run_init, wait_until
 from tests.helpers import fill, mount_tmpfs, unmount
-from tests.stage.origin import Origin, start_origin
-
-ENTRY = layout.lkg_entry(MODEL, DEFAULT_SELECTOR)
-"""The node LKG entry of the default selector."""
+from tests.stage.origin import Origin, trickling_origin
 
 TRICKLE_BYTES = 10 << 20
 
@@ -38,13 +33,8 @@ TRICKLE_BYTES = 10 << 20
 @pytest.fixture
 async def origin() -> AsyncIterator[Origin]:
     """A misbehaving HTTP origin whose trickle sends a byte every 2 s."""
-    server, runner = await start_origin()
-    server.trickle_every = 2.0
-    try:
+    async with trickling_origin(2.0) as server:
         yield server
-    finally:
-        server.release.set()
-        await runner.cleanup()
 
 
 def entry(path: Path) -> dict[str, Any]:

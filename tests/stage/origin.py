@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -280,3 +280,15 @@ async def start_origin() -> tuple[Origin, web.AppRunner]:
     origin.port = sock.getsockname()[1]
     await web.SockSite(runner, sock).start()
     return origin, runner
+
+
+@contextlib.asynccontextmanager
+async def trickling_origin(every: float) -> AsyncIterator[Origin]:
+    """A started origin whose ``/trickle`` sends a byte every ``every`` s; stopped on exit."""
+    server, runner = await start_origin()
+    server.trickle_every = every
+    try:
+        yield server
+    finally:
+        server.release.set()
+        await runner.cleanup()

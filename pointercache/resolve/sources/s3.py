@@ -24,8 +24,6 @@ from pointercache.adapters import s3
 from pointercache.adapters.http import SOURCE
 from pointercache.base.redact import redact_uri
 from pointercache.errors import (
-    ConfigError,
-    ForbiddenURI,
     InvalidManifest,
     SourceError,
     SourceUnavailable,
@@ -45,12 +43,7 @@ class S3ManifestSource:
     def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
         self.options = options or SourceOptions()
         self.name = redact_uri(uri)
-        try:
-            self.bucket, self.key = s3.parse_s3_uri(uri)
-        except ForbiddenURI as exc:
-            raise ConfigError(f"registry {self.name}: {exc}") from exc
-        if not self.key or self.key.endswith("/"):
-            raise ConfigError(f"registry {self.name}: expected s3://bucket/key.json")
+        self.bucket, self.key = s3.parse_manifest_uri(uri, "registry")
         self._client: Any = None
         self._client_lock = threading.Lock()
         # Importing boto3 and building a client takes longer than a registry timeout on a cold
